@@ -1,0 +1,333 @@
+//! Configuration: the TOML schema ([`schema`]), and its validation into a [`Config`] that the
+//! proxy can run with. A config is validated whole; nothing half-valid is ever served.
+
+pub mod schema;
+
+use crate::upstream::url::{UpstreamUrl, UrlError};
+use schema::{FileConfig, FlushPolicy, LimitsConfig, PoolConfig, RuleConfig, UserConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("listen address {addr:?}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("admin address {addr:?}: {reason}")]
+    Admin { addr: String, reason: String },
+    #[error("upstream: {0}")]
+    Upstream(#[from] UrlError),
+    #[error("rule {name:?}: {reason}")]
+    Rule { name: String, reason: String },
+    #[error("app {name:?}: {reason}")]
+    App { name: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A listener and the app identity of clients arriving on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub app: Option<String>,
+}
+
+/// Client authentication at the proxy.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    pub requirepass: Option<String>,
+    pub users: Vec<UserConfig>,
+}
+
+impl ClientAuth {
+    /// True when clients must AUTH before anything else.
+    pub fn required(&self) -> bool {
+        self.requirepass.is_some() || !self.users.is_empty()
+    }
+
+    /// Checks credentials in constant time per candidate. `user` None means `default`.
+    pub fn check(&self, user: Option<&[u8]>, pass: &[u8]) -> bool {
+        let user = user.unwrap_or(b"default");
+        let mut ok = false;
+        if user == b"default" {
+            if let Some(p) = &self.requirepass {
+                ok |= constant_time_eq(p.as_bytes(), pass);
+            }
+        }
+        for u in &self.users {
+            let name_ok = constant_time_eq(u.name.as_bytes(), user);
+            let pass_ok = constant_time_eq(u.password.as_bytes(), pass);
+            ok |= name_ok & pass_ok;
+        }
+        ok
+    }
+}
+
+/// Compares two byte strings without an early exit on the first difference.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// Limits applied to each client.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_clients: usize,
+    pub max_bulk_bytes: usize,
+    pub max_array_len: usize,
+    pub max_pipeline: usize,
+    pub max_output_bytes: usize,
+    pub idle_timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Option<PathBuf>,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: Option<SocketAddr>,
+    pub upstream: UpstreamUrl,
+    pub auth: ClientAuth,
+    pub flush: FlushPolicy,
+    pub limits: Limits,
+    pub pool: PoolConfig,
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.into(),
+                source,
+            },
+            other => other,
+        })?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("config"),
+            source: Box::new(e),
+        })?;
+        Config::validate(file)
+    }
+
+    /// A plain proxy with no file: defaults, no rules.
+    pub fn plain(listen: &str, upstream: &str) -> Result<Config, ConfigError> {
+        let mut file: FileConfig = toml::from_str("").expect("empty config parses");
+        file.listen = schema::OneOrMany::One(listen.to_string());
+        file.upstream = upstream.to_string();
+        Config::validate(file)
+    }
+
+    fn validate(file: FileConfig) -> Result<Config, ConfigError> {
+        let mut listeners = Vec::new();
+        for addr in file.listen.to_vec() {
+            listeners.push(ListenerConfig {
+                addr: parse_addr(&addr).map_err(|reason| ConfigError::Listen { addr, reason })?,
+                app: None,
+            });
+        }
+        for app in &file.apps {
+            if app.name.is_empty() {
+                return Err(ConfigError::App {
+                    name: app.name.clone(),
+                    reason: "empty name".into(),
+                });
+            }
+            for addr in app.listen.as_ref().map(|l| l.to_vec()).unwrap_or_default() {
+                let a = parse_addr(&addr).map_err(|reason| ConfigError::Listen {
+                    addr: addr.clone(),
+                    reason,
+                })?;
+                listeners.push(ListenerConfig {
+                    addr: a,
+                    app: Some(app.name.clone()),
+                });
+            }
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if l.addr.port() != 0 && listeners[..i].iter().any(|o| o.addr == l.addr) {
+                return Err(ConfigError::Listen {
+                    addr: l.addr.to_string(),
+                    reason: "listed twice".into(),
+                });
+            }
+        }
+        let admin = match &file.admin {
+            Some(a) => Some(parse_addr(a).map_err(|reason| ConfigError::Admin {
+                addr: a.clone(),
+                reason,
+            })?),
+            None => None,
+        };
+        let upstream = UpstreamUrl::parse(&file.upstream)?;
+        validate_limits(&file.limits, &file.pool)?;
+        for u in &file.users {
+            if u.name.is_empty() || u.name.contains(char::is_whitespace) {
+                return Err(ConfigError::Invalid(format!(
+                    "user name {:?} is not valid",
+                    u.name
+                )));
+            }
+        }
+        for r in &file.rules {
+            validate_rule(r)?;
+        }
+        let l = &file.limits;
+        Ok(Config {
+            source: None,
+            listeners,
+            admin,
+            upstream,
+            auth: ClientAuth {
+                requirepass: file.requirepass.clone(),
+                users: file.users.clone(),
+            },
+            flush: file.flush,
+            limits: Limits {
+                max_clients: l.max_clients,
+                max_bulk_bytes: l.max_bulk_bytes,
+                max_array_len: l.max_array_len,
+                max_pipeline: l.max_pipeline,
+                max_output_bytes: l.max_output_bytes,
+                idle_timeout: (l.idle_timeout_secs > 0)
+                    .then(|| Duration::from_secs(l.idle_timeout_secs)),
+                connect_timeout: Duration::from_millis(l.connect_timeout_ms.max(1)),
+            },
+            pool: file.pool.clone(),
+            rules: file.rules.clone(),
+        })
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|e| format!("{e} (expected ip:port, such as 127.0.0.1:6380)"))
+}
+
+fn validate_limits(l: &LimitsConfig, p: &PoolConfig) -> Result<(), ConfigError> {
+    let checks = [
+        (l.max_clients == 0, "limits.max_clients must be at least 1"),
+        (
+            l.max_bulk_bytes == 0,
+            "limits.max_bulk_bytes must be at least 1",
+        ),
+        (
+            l.max_bulk_bytes > u32::MAX as usize,
+            "limits.max_bulk_bytes must be below 4 GiB",
+        ),
+        (
+            l.max_array_len == 0,
+            "limits.max_array_len must be at least 1",
+        ),
+        (
+            l.max_pipeline == 0,
+            "limits.max_pipeline must be at least 1",
+        ),
+        (
+            l.max_output_bytes == 0,
+            "limits.max_output_bytes must be at least 1",
+        ),
+        (p.connections == 0, "pool.connections must be at least 1"),
+        (
+            p.connections > 1024,
+            "pool.connections must be at most 1024",
+        ),
+        (p.max_pinned == 0, "pool.max_pinned must be at least 1"),
+    ];
+    match checks.iter().find(|(bad, _)| *bad) {
+        Some((_, msg)) => Err(ConfigError::Invalid(msg.to_string())),
+        None => Ok(()),
+    }
+}
+
+fn validate_rule(r: &RuleConfig) -> Result<(), ConfigError> {
+    let err = |reason: String| ConfigError::Rule {
+        name: r.name.clone(),
+        reason,
+    };
+    if r.name.is_empty() {
+        return Err(err("a rule needs a name".into()));
+    }
+    regex::bytes::Regex::new(&format!("^(?:{})", r.pattern.trim_start_matches('^')))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rekey.toml"))
+                .unwrap();
+        let cfg = Config::parse(&text).unwrap();
+        assert_eq!(cfg.listeners[0].addr.port(), 6380);
+        assert_eq!(cfg.upstream.port, 6379);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = Config::parse("listen = \"nope\"").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = Config::parse("upstream = \"http://x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redis://"), "{e}");
+        let e = Config::parse("[[rules]]\nname='r'\nmatch='('\nreplace=''")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rule \"r\""), "{e}");
+        let e = Config::parse("bogus = 1").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse("[pool]\nconnections = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pool.connections"), "{e}");
+    }
+
+    #[test]
+    fn auth_checks() {
+        let a = ClientAuth {
+            requirepass: Some("pw".into()),
+            users: vec![UserConfig {
+                name: "appA".into(),
+                password: "a".into(),
+            }],
+        };
+        assert!(a.check(None, b"pw"));
+        assert!(!a.check(None, b"pw2"));
+        assert!(a.check(Some(b"appA"), b"a"));
+        assert!(!a.check(Some(b"appA"), b"pw"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"a", b""));
+    }
+}

@@ -1,0 +1,130 @@
+//! The TOML file as written by operators (serde types), before validation.
+
+use serde::Deserialize;
+
+/// `listen = "addr"` or `listen = ["addr", ...]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default = "default_listen")]
+    pub listen: OneOrMany,
+    pub admin: Option<String>,
+    #[serde(default = "default_upstream")]
+    pub upstream: String,
+    pub requirepass: Option<String>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub flush: FlushPolicy,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+pub fn default_listen() -> OneOrMany {
+    OneOrMany::One("127.0.0.1:6380".into())
+}
+
+pub fn default_upstream() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: String,
+}
+
+/// What FLUSHDB/FLUSHALL do for a client whose keys are rewritten.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushPolicy {
+    #[default]
+    Refuse,
+    Scoped,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_clients: usize,
+    pub max_bulk_bytes: usize,
+    pub max_array_len: usize,
+    pub max_pipeline: usize,
+    pub max_output_bytes: usize,
+    pub idle_timeout_secs: u64,
+    pub connect_timeout_ms: u64,
+    pub reply_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_clients: 10_000,
+            max_bulk_bytes: 512 * 1024 * 1024,
+            max_array_len: 1024 * 1024,
+            max_pipeline: 1024,
+            max_output_bytes: 64 * 1024 * 1024,
+            idle_timeout_secs: 0,
+            connect_timeout_ms: 2_000,
+            reply_timeout_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub connections: usize,
+    pub max_pinned: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            connections: 4,
+            max_pinned: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: String,
+    pub listen: Option<OneOrMany>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub replace: String,
+    pub apps: Option<Vec<String>>,
+    #[serde(default)]
+    pub channels: bool,
+}

@@ -1,0 +1,10 @@
+//! rekey: a Redis-protocol proxy that rewrites key prefixes by rules, so that apps whose
+//! session providers prefix keys differently can share one namespace (or be isolated), with
+//! no change to the apps. See `README.md` and `DESIGN.md`.
+
+pub mod commands;
+pub mod config;
+pub mod protocol;
+pub mod proxy;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,98 @@
+//! The `rekey` binary: serve, `--check` a config, or show what `--rewrite` does to a key.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use rekey::config::Config;
+use rekey::proxy::listener::Server;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rekey",
+    version,
+    about = "Redis proxy that rewrites key prefixes by rules"
+)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Listen address, without a config file (or overriding its `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Upstream URL, without a config file (or overriding its `upstream`).
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Validate the config and exit 0 (valid) or 1 (with the reason).
+    #[arg(long)]
+    check: bool,
+}
+
+fn load(cli: &Cli) -> Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::plain(
+            cli.listen.as_deref().unwrap_or("127.0.0.1:6380"),
+            cli.upstream.as_deref().unwrap_or("redis://127.0.0.1:6379"),
+        )?,
+    };
+    if cli.config.is_some() {
+        if let Some(l) = &cli.listen {
+            let plain = Config::plain(l, "redis://127.0.0.1:6379")?;
+            config.listeners.retain(|x| x.app.is_some());
+            config.listeners.splice(0..0, plain.listeners);
+        }
+        if let Some(u) = &cli.upstream {
+            config.upstream = Config::plain("127.0.0.1:0", u)?.upstream;
+        }
+    }
+    Ok(config)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) if cli.check => {
+            eprintln!("invalid: {e:#}");
+            std::process::exit(1);
+        }
+        Err(e) => return Err(e),
+    };
+    if cli.check {
+        println!(
+            "ok: {} listener(s), upstream {}, {} rule(s)",
+            config.listeners.len(),
+            config.upstream,
+            config.rules.len()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let server = Server::bind(config).await?;
+    server.run(stop_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,503 @@
+//! Client requests: `*N\r\n$len\r\narg\r\n…` or an inline line (`PING\r\n`), parsed
+//! incrementally out of a `BytesMut` without copying arguments.
+//!
+//! A parsed [`Request`] keeps the request's original bytes plus the byte ranges of its
+//! arguments, so forwarding an untouched request is a refcount bump, and looking at an argument
+//! is a slice. Limits (bulk length, array length, inline size) are checked on the headers, before
+//! the payload is buffered, with the same error texts Redis uses.
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+use std::ops::Range;
+
+/// Longest inline command Redis accepts (PROTO_INLINE_MAX_SIZE).
+const INLINE_MAX: usize = 64 * 1024;
+
+/// A request that cannot be parsed. The client gets `-ERR Protocol error: <msg>` and is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid multibulk length")]
+    MultibulkLength,
+    #[error("invalid bulk length")]
+    BulkLength,
+    #[error("expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    #[error("too big inline request")]
+    InlineTooBig,
+    #[error("too big mbulk count string")]
+    HeaderTooBig,
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
+}
+
+/// One client request: the bytes as received and where each argument is.
+#[derive(Debug, Clone)]
+pub struct Request {
+    raw: Bytes,
+    args: SmallVec<[Range<u32>; 8]>,
+}
+
+impl Request {
+    /// Builds a request from arguments, encoded as a RESP array (used for inline commands,
+    /// rewritten requests and requests rekey sends itself).
+    pub fn from_args<I, A>(args: I) -> Request
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<[u8]>,
+    {
+        let args: SmallVec<[A; 8]> = args.into_iter().collect();
+        let mut buf =
+            BytesMut::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+        let mut ranges = SmallVec::new();
+        push_header(&mut buf, b'*', args.len());
+        for a in &args {
+            let a = a.as_ref();
+            push_header(&mut buf, b'$', a.len());
+            let start = buf.len() as u32;
+            buf.extend_from_slice(a);
+            ranges.push(start..buf.len() as u32);
+            buf.extend_from_slice(b"\r\n");
+        }
+        Request {
+            raw: buf.freeze(),
+            args: ranges,
+        }
+    }
+
+    /// The request exactly as it goes on the wire (RESP array).
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Number of arguments, command name included.
+    pub fn len(&self) -> usize {
+        self.args.len()
+    }
+
+    /// True for an empty request (`*0`), which Redis silently ignores.
+    pub fn is_empty(&self) -> bool {
+        self.args.is_empty()
+    }
+
+    /// Argument `i` (0 is the command name), if present.
+    pub fn arg(&self, i: usize) -> Option<&[u8]> {
+        self.args
+            .get(i)
+            .map(|r| &self.raw[r.start as usize..r.end as usize])
+    }
+
+    /// Argument `i` as a zero-copy `Bytes`.
+    pub fn arg_bytes(&self, i: usize) -> Option<Bytes> {
+        self.args
+            .get(i)
+            .map(|r| self.raw.slice(r.start as usize..r.end as usize))
+    }
+
+    /// All arguments, command name first.
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.args
+            .iter()
+            .map(|r| &self.raw[r.start as usize..r.end as usize])
+    }
+
+    /// True when argument `i` equals `word`, ignoring ASCII case.
+    pub fn arg_is(&self, i: usize, word: &str) -> bool {
+        self.arg(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+    }
+}
+
+/// Incremental parser with the client's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParser {
+    pub max_bulk: usize,
+    pub max_array: usize,
+}
+
+impl Default for RequestParser {
+    fn default() -> Self {
+        RequestParser {
+            max_bulk: 512 * 1024 * 1024,
+            max_array: 1024 * 1024,
+        }
+    }
+}
+
+/// What the parser needs to go on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Need {
+    /// More bytes; at least this many in total would help (a hint for `reserve`).
+    More(usize),
+}
+
+impl RequestParser {
+    /// Takes one complete request off the front of `buf`. `Ok(None)` means more bytes are
+    /// needed; `buf` is untouched then. `Ok(Some(None))`-like empty requests (`*0`, blank inline
+    /// lines) are consumed and returned as empty requests.
+    pub fn parse(&self, buf: &mut BytesMut) -> Result<Option<Request>, ParseError> {
+        match self.scan(buf)? {
+            Scan::Incomplete(hint) => {
+                if hint > buf.capacity() {
+                    buf.reserve(hint - buf.len());
+                }
+                Ok(None)
+            }
+            Scan::Array { len, args } => Ok(Some(Request {
+                raw: buf.split_to(len).freeze(),
+                args,
+            })),
+            Scan::Inline { len } => {
+                let line = buf.split_to(len);
+                let text = trim_line(&line);
+                let words = split_inline(text)?;
+                Ok(Some(Request::from_args(words)))
+            }
+        }
+    }
+
+    fn scan(&self, buf: &[u8]) -> Result<Scan, ParseError> {
+        if buf.is_empty() {
+            return Ok(Scan::Incomplete(0));
+        }
+        if buf[0] != b'*' {
+            return scan_inline(buf);
+        }
+        let Some((count, mut pos)) = read_header(buf, 1, INLINE_MAX)? else {
+            return Ok(Scan::Incomplete(0));
+        };
+        if count > self.max_array as i64 || count < -1 {
+            return Err(ParseError::MultibulkLength);
+        }
+        let count = count.max(0) as usize;
+        let mut args = SmallVec::with_capacity(count.min(64));
+        for _ in 0..count {
+            if pos >= buf.len() {
+                return Ok(Scan::Incomplete(0));
+            }
+            if buf[pos] != b'$' {
+                return Err(ParseError::ExpectedBulk(buf[pos] as char));
+            }
+            let Some((len, start)) = read_header(buf, pos + 1, 32)? else {
+                return Ok(Scan::Incomplete(0));
+            };
+            if len < 0 || len as usize > self.max_bulk {
+                return Err(ParseError::BulkLength);
+            }
+            let end = start + len as usize;
+            if buf.len() < end + 2 {
+                return Ok(Scan::Incomplete(end + 2));
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ParseError::BulkLength);
+            }
+            if end > u32::MAX as usize {
+                return Err(ParseError::BulkLength);
+            }
+            args.push(start as u32..end as u32);
+            pos = end + 2;
+        }
+        Ok(Scan::Array { len: pos, args })
+    }
+}
+
+enum Scan {
+    Incomplete(usize),
+    Array {
+        len: usize,
+        args: SmallVec<[Range<u32>; 8]>,
+    },
+    Inline {
+        len: usize,
+    },
+}
+
+fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
+    let mut tmp = itoa_buf(n);
+    buf.extend_from_slice(&[kind]);
+    buf.extend_from_slice(tmp.as_slice());
+    buf.extend_from_slice(b"\r\n");
+    tmp.clear();
+}
+
+fn itoa_buf(mut n: usize) -> SmallVec<[u8; 20]> {
+    let mut out: SmallVec<[u8; 20]> = SmallVec::new();
+    if n == 0 {
+        out.push(b'0');
+        return out;
+    }
+    while n > 0 {
+        out.push(b'0' + (n % 10) as u8);
+        n /= 10;
+    }
+    out.reverse();
+    out
+}
+
+/// Reads `<int>\r\n` starting at `pos`. `Ok(None)`: incomplete.
+fn read_header(buf: &[u8], pos: usize, max_len: usize) -> Result<Option<(i64, usize)>, ParseError> {
+    let rest = &buf[pos.min(buf.len())..];
+    let Some(cr) = memchr_cr(rest) else {
+        if rest.len() > max_len {
+            return Err(if max_len == INLINE_MAX {
+                ParseError::HeaderTooBig
+            } else {
+                ParseError::BulkLength
+            });
+        }
+        return Ok(None);
+    };
+    if cr + 1 >= rest.len() {
+        return Ok(None);
+    }
+    if rest[cr + 1] != b'\n' {
+        return Err(if max_len == INLINE_MAX {
+            ParseError::MultibulkLength
+        } else {
+            ParseError::BulkLength
+        });
+    }
+    let n = parse_int(&rest[..cr]).ok_or(if max_len == INLINE_MAX {
+        ParseError::MultibulkLength
+    } else {
+        ParseError::BulkLength
+    })?;
+    Ok(Some((n, pos + cr + 2)))
+}
+
+fn memchr_cr(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == b'\r')
+}
+
+/// Parses a decimal integer the way Redis's `string2ll` accepts it.
+pub fn parse_int(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+    }
+    Some(if neg { -v } else { v })
+}
+
+fn scan_inline(buf: &[u8]) -> Result<Scan, ParseError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(nl) => Ok(Scan::Inline { len: nl + 1 }),
+        None if buf.len() > INLINE_MAX => Err(ParseError::InlineTooBig),
+        None => Ok(Scan::Incomplete(0)),
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && (line[end - 1] == b'\n' || line[end - 1] == b'\r') {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// Splits an inline command line into words with Redis's quoting rules (`sdssplitargs`):
+/// "double quotes" with \n \r \t \b \a \\ \" \xHH escapes, and 'single quotes' with \'.
+pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
+    let mut words = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Ok(words);
+        }
+        let mut word = Vec::new();
+        let mut dq = false;
+        let mut sq = false;
+        loop {
+            if dq {
+                if i >= line.len() {
+                    return Err(ParseError::UnbalancedQuotes);
+                }
+                let c = line[i];
+                if c == b'\\'
+                    && i + 3 < line.len()
+                    && line[i + 1] == b'x'
+                    && is_hex(line[i + 2])
+                    && is_hex(line[i + 3])
+                {
+                    word.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
+                    i += 3;
+                } else if c == b'\\' && i + 1 < line.len() {
+                    i += 1;
+                    word.push(match line[i] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                        return Err(ParseError::UnbalancedQuotes);
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    word.push(c);
+                }
+            } else if sq {
+                if i >= line.len() {
+                    return Err(ParseError::UnbalancedQuotes);
+                }
+                let c = line[i];
+                if c == b'\\' && i + 1 < line.len() && line[i + 1] == b'\'' {
+                    i += 1;
+                    word.push(b'\'');
+                } else if c == b'\'' {
+                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                        return Err(ParseError::UnbalancedQuotes);
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    word.push(c);
+                }
+            } else {
+                if i >= line.len() {
+                    break;
+                }
+                match line[i] {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => dq = true,
+                    b'\'' => sq = true,
+                    c => word.push(c),
+                }
+            }
+            i += 1;
+        }
+        words.push(word);
+    }
+}
+
+fn is_hex(c: u8) -> bool {
+    c.is_ascii_hexdigit()
+}
+
+fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ParseError> {
+        let p = RequestParser::default();
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(r) = p.parse(&mut buf)? {
+            out.push(r.args().map(|a| a.to_vec()).collect());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn parses_pipelined_arrays_zero_copy() {
+        let input = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nPING\r\n";
+        let p = RequestParser::default();
+        let mut buf = BytesMut::from(&input[..]);
+        let first = p.parse(&mut buf).unwrap().unwrap();
+        assert_eq!(first.raw().as_ref(), b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n");
+        assert_eq!(first.arg(1), Some(&b"a"[..]));
+        let second = p.parse(&mut buf).unwrap().unwrap();
+        assert!(second.arg_is(0, "ping"));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn waits_for_every_split_point() {
+        let input = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
+        let p = RequestParser::default();
+        for cut in 0..input.len() {
+            let mut buf = BytesMut::from(&input[..cut]);
+            assert!(p.parse(&mut buf).unwrap().is_none(), "cut at {cut}");
+            assert_eq!(buf.len(), cut);
+        }
+    }
+
+    #[test]
+    fn inline_with_quotes() {
+        let got = parse_all(b"SET k \"a b\\x41\" 'it\\'s'\r\nPING\n").unwrap();
+        assert_eq!(
+            got[0],
+            vec![
+                b"SET".to_vec(),
+                b"k".to_vec(),
+                b"a bA".to_vec(),
+                b"it's".to_vec()
+            ]
+        );
+        assert_eq!(got[1], vec![b"PING".to_vec()]);
+        assert_eq!(
+            parse_all(b"SET k \"oops\r\n"),
+            Err(ParseError::UnbalancedQuotes)
+        );
+    }
+
+    #[test]
+    fn redis_error_texts() {
+        assert_eq!(parse_all(b"*x\r\n"), Err(ParseError::MultibulkLength));
+        assert_eq!(
+            parse_all(b"*1\r\n+x\r\n"),
+            Err(ParseError::ExpectedBulk('+'))
+        );
+        assert_eq!(parse_all(b"*1\r\n$-5\r\n"), Err(ParseError::BulkLength));
+        assert_eq!(
+            parse_all(b"*1\r\n$3\r\nabcd\r\n"),
+            Err(ParseError::BulkLength)
+        );
+        let p = RequestParser {
+            max_bulk: 10,
+            max_array: 4,
+        };
+        assert_eq!(
+            p.parse(&mut BytesMut::from(&b"*5\r\n"[..])).unwrap_err(),
+            ParseError::MultibulkLength
+        );
+        assert_eq!(
+            p.parse(&mut BytesMut::from(&b"*1\r\n$11\r\n"[..]))
+                .unwrap_err(),
+            ParseError::BulkLength
+        );
+        let long = vec![b'a'; INLINE_MAX + 1];
+        assert_eq!(parse_all(&long), Err(ParseError::InlineTooBig));
+    }
+
+    #[test]
+    fn empty_requests_are_consumed() {
+        assert_eq!(
+            parse_all(b"*0\r\n\r\n").unwrap(),
+            vec![Vec::<Vec<u8>>::new(), vec![]]
+        );
+    }
+
+    #[test]
+    fn from_args_round_trips() {
+        let r = Request::from_args(["SET", "k", ""]);
+        assert_eq!(
+            r.raw().as_ref(),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
+        );
+        assert_eq!(r.arg(2), Some(&b""[..]));
+    }
+}

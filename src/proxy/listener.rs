@@ -1,0 +1,180 @@
+//! Accepting clients: one accept loop per listen address, the `max_clients` limit, and
+//! graceful shutdown (stop accepting, let sessions finish what they were asked, then exit).
+
+use crate::config::Config;
+use crate::protocol::reply;
+use crate::protocol::Request;
+use crate::proxy::session::Session;
+use crate::proxy::{Proxy, UpstreamInfo};
+use crate::upstream::{conn, Upstream, UpstreamSettings};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long in-flight replies may take to drain at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound, not yet serving, rekey.
+pub struct Server {
+    proxy: Arc<Proxy>,
+    listeners: Vec<(TcpListener, Option<String>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+impl Server {
+    /// Binds every listener and prepares the upstream pools.
+    pub async fn bind(config: Config) -> Result<Server, BindError> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let socket = TcpListener::bind(l.addr)
+                .await
+                .map_err(|source| BindError {
+                    addr: l.addr,
+                    source,
+                })?;
+            listeners.push((socket, l.app.clone()));
+        }
+        let upstream = Upstream::new(UpstreamSettings {
+            url: config.upstream.clone(),
+            connections: config.pool.connections,
+            max_pinned: config.pool.max_pinned,
+            connect_timeout: config.limits.connect_timeout,
+        });
+        let upstream_info = learn_upstream(&config).await;
+        let proxy = Arc::new(Proxy {
+            config: ArcSwap::from_pointee(config),
+            upstream,
+            next_client_id: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
+            upstream_info,
+        });
+        Ok(Server { proxy, listeners })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.proxy.clone()
+    }
+
+    /// Serves until `stop` resolves, then drains and returns.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let (tx, rx) = watch::channel(false);
+        let mut accepts = Vec::new();
+        for (listener, app) in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, app = app.as_deref().unwrap_or("-"), "listening");
+            }
+            accepts.push(tokio::spawn(accept_loop(
+                listener,
+                app,
+                self.proxy.clone(),
+                rx.clone(),
+            )));
+        }
+        stop.await;
+        tracing::info!("shutting down: no new clients, draining in-flight replies");
+        for a in &accepts {
+            a.abort();
+        }
+        let _ = tx.send(true);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while self.proxy.clients.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Option<String>,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let max = proxy.config.load().limits.max_clients;
+        if proxy.clients.fetch_add(1, Ordering::AcqRel) >= max {
+            proxy.clients.fetch_sub(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            });
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let session = Session::new(proxy.clone(), stream, peer, app.clone());
+        let proxy = proxy.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            session.run(shutdown).await;
+            proxy.clients.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Asks the upstream for its version and number of databases; defaults if it is down.
+async fn learn_upstream(config: &Config) -> UpstreamInfo {
+    let mut info = UpstreamInfo::default();
+    let timeout = config.limits.connect_timeout;
+    let url = &config.upstream;
+    if let Ok(frame) = conn::query_once(url, &Request::from_args(["INFO", "server"]), timeout).await
+    {
+        if let Some(text) = reply::decode(&frame).as_ref().and_then(reply::as_bytes) {
+            let text = String::from_utf8_lossy(text);
+            if let Some(v) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
+                info.version = v.trim().to_string();
+            }
+        }
+    } else {
+        tracing::warn!(upstream = %url, "upstream not reachable at start; serving anyway, it will be retried");
+    }
+    if let Ok(frame) = conn::query_once(
+        url,
+        &Request::from_args(["CONFIG", "GET", "databases"]),
+        timeout,
+    )
+    .await
+    {
+        if let Some(n) = reply::decode(&frame)
+            .as_ref()
+            .and_then(|f| {
+                reply::elements(f)
+                    .and_then(|e| e.get(1))
+                    .and_then(reply::as_bytes)
+                    .cloned()
+            })
+            .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+        {
+            info.databases = n;
+        }
+    }
+    info
+}

@@ -1,0 +1,45 @@
+//! The request path, top to bottom: [`listener`] accepts clients (bounded by `max_clients`)
+//! and runs one [`session`] task per client. The session parses requests
+//! ([`crate::protocol::request`]), looks each up in the command table ([`crate::commands`]),
+//! and either answers it itself ([`local`]: AUTH, HELLO, SELECT, CLIENT…), or forwards it to a
+//! shared or pinned upstream connection ([`crate::upstream`]). Replies come back through
+//! [`replies`], which restores request order, and are written back in batches.
+
+pub mod listener;
+pub mod local;
+pub mod replies;
+pub mod session;
+
+use crate::config::Config;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+/// What every session shares: the current config, the upstream pools, and facts about the
+/// upstream learned at start.
+pub struct Proxy {
+    pub config: ArcSwap<Config>,
+    pub upstream: Arc<Upstream>,
+    pub next_client_id: AtomicU64,
+    pub clients: AtomicUsize,
+    pub upstream_info: UpstreamInfo,
+}
+
+/// Facts about the upstream server that connection-scoped replies need.
+#[derive(Debug, Clone)]
+pub struct UpstreamInfo {
+    /// `redis_version`, for HELLO replies.
+    pub version: String,
+    /// `databases`, to validate SELECT.
+    pub databases: u32,
+}
+
+impl Default for UpstreamInfo {
+    fn default() -> Self {
+        UpstreamInfo {
+            version: "7.0.0".into(),
+            databases: 16,
+        }
+    }
+}

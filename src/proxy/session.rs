@@ -1,0 +1,461 @@
+//! One client connection, from accept to close.
+//!
+//! A single task owns the socket and all of the client's state, so nothing here is shared or
+//! locked. Each turn of the loop: parse every complete request in the read buffer and route it;
+//! move answered replies, in request order, into the write queue; write what the socket takes;
+//! then wait for whichever comes first: more bytes from the client, a reply from upstream, room
+//! to write, or shutdown. Reading pauses (backpressure) while `max_pipeline` requests are
+//! unanswered or `max_output_bytes` wait to be written.
+
+use crate::commands::{self, Class, Local, Pin};
+use crate::config::Limits;
+use crate::protocol::encode::{self, Proto};
+use crate::protocol::{Request, RequestParser};
+use crate::proxy::replies::ReplyQueue;
+use crate::proxy::Proxy;
+use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink};
+use crate::wire::{reserve_read, WriteQueue};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// `CLIENT REPLY` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    On,
+    Off,
+    /// Skip the reply to the next command only.
+    Skip,
+}
+
+/// Everything rekey knows about one client.
+pub struct Session {
+    pub(super) id: u64,
+    pub(super) peer: SocketAddr,
+    pub(super) local: SocketAddr,
+    pub(super) app: Option<String>,
+    pub(super) proxy: Arc<Proxy>,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    need_input: bool,
+    out: WriteQueue,
+    pub(super) replies: ReplyQueue,
+    sink: Sink,
+    inbox: mpsc::UnboundedReceiver<Delivery>,
+    parser: RequestParser,
+    limits: Limits,
+    // Connection-scoped state, emulated per client.
+    pub(super) proto: Proto,
+    pub(super) db: u32,
+    pub(super) name: Option<Bytes>,
+    pub(super) lib_name: Option<Bytes>,
+    pub(super) lib_ver: Option<Bytes>,
+    pub(super) authed: bool,
+    pub(super) user: Option<String>,
+    pub(super) reply_mode: ReplyMode,
+    shared: Arc<SharedPool>,
+    slot: usize,
+    // Pinned-connection state.
+    pub(super) pin: Option<PinnedConn>,
+    pub(super) in_multi: bool,
+    pub(super) watching: bool,
+    pub(super) streaming: bool,
+    blocking: usize,
+    pub(super) closing: bool,
+}
+
+impl Session {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        app: Option<String>,
+    ) -> Session {
+        let config = proxy.config.load();
+        let limits = config.limits.clone();
+        let db = config.upstream.db;
+        let authed = !config.auth.required();
+        let local = stream.local_addr().unwrap_or(peer);
+        let (sink, inbox) = mpsc::unbounded_channel();
+        let shared = proxy.upstream.shared(Proto::Resp2, db);
+        let slot = shared.pick();
+        let id = proxy
+            .next_client_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Session {
+            id,
+            peer,
+            local,
+            app,
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            need_input: true,
+            out: WriteQueue::new(),
+            replies: ReplyQueue::default(),
+            sink,
+            inbox,
+            parser: RequestParser {
+                max_bulk: limits.max_bulk_bytes,
+                max_array: limits.max_array_len,
+            },
+            limits,
+            proto: Proto::Resp2,
+            db,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            authed,
+            user: None,
+            reply_mode: ReplyMode::On,
+            shared,
+            slot,
+            pin: None,
+            in_multi: false,
+            watching: false,
+            streaming: false,
+            blocking: 0,
+            closing: false,
+            proxy,
+        }
+    }
+
+    /// Serves the client until it leaves, misbehaves, or shutdown drains it.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut stopping = *shutdown.borrow();
+        if stopping {
+            self.closing = true;
+        }
+        let idle = self.limits.idle_timeout;
+        let idle_sleep = tokio::time::sleep(idle.unwrap_or(std::time::Duration::from_secs(3600)));
+        tokio::pin!(idle_sleep);
+        loop {
+            if !self.need_input && self.can_read() {
+                self.process_input().await;
+            }
+            while let Some(frame) = self.replies.pop_ready() {
+                self.out.push(&frame);
+            }
+            if !self.out.is_empty() && self.out.try_write(&self.stream).is_err() {
+                break;
+            }
+            if self.closing && self.replies.is_empty() && self.out.is_empty() {
+                break;
+            }
+            let read_ok = self.can_read();
+            tokio::select! {
+                biased;
+                Some(d) = self.inbox.recv() => {
+                    self.on_delivery(d);
+                    for _ in 0..4096 {
+                        match self.inbox.try_recv() {
+                            Ok(d) => self.on_delivery(d),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                r = self.stream.readable(), if read_ok => {
+                    if r.is_err() || !self.read_input() {
+                        self.closing = true;
+                    }
+                    if let Some(t) = idle {
+                        idle_sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                    }
+                }
+                r = self.stream.writable(), if !self.out.is_empty() => {
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    self.closing = true;
+                }
+                _ = &mut idle_sleep, if idle.is_some() && !self.streaming && self.replies.is_empty() => break,
+            }
+        }
+        self.end_pin_on_close();
+    }
+
+    fn can_read(&self) -> bool {
+        !self.closing
+            && self.replies.len() < self.limits.max_pipeline
+            && self.out.len() < self.limits.max_output_bytes
+    }
+
+    /// Reads what the socket has; false on EOF or error.
+    fn read_input(&mut self) -> bool {
+        reserve_read(&mut self.rbuf);
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => false,
+            Ok(_) => {
+                self.need_input = false;
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Parses and routes complete requests while the pipeline has room.
+    async fn process_input(&mut self) {
+        while self.can_read() {
+            match self.parser.parse(&mut self.rbuf) {
+                Ok(Some(req)) => {
+                    if !req.is_empty() {
+                        self.dispatch(req).await;
+                    }
+                }
+                Ok(None) => {
+                    self.need_input = true;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(client = self.id, peer = %self.peer, error = %e, "protocol error");
+                    self.replies
+                        .local(encode::error(&format!("ERR Protocol error: {e}")), false);
+                    self.closing = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Routes one request: the single place every request passes before it is forwarded.
+    async fn dispatch(&mut self, req: Request) {
+        let spec = commands::lookup(req.arg(0).unwrap_or_default());
+        if !self.authed
+            && !matches!(
+                spec.class,
+                Class::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
+            )
+        {
+            return self.reply(encode::error("NOAUTH Authentication required."));
+        }
+        if self.pin.as_ref().is_some_and(|p| p.is_closed()) {
+            return self.pinned_conn_lost();
+        }
+        // In subscribe/tracking mode the pinned connection is a transparent pipe.
+        if self.streaming && !always_local(spec.class, &req) {
+            return self.forward_stream(req);
+        }
+        match spec.class {
+            Class::Forward => self.forward(req.raw().clone(), false),
+            Class::Local(local) => self.local(local, req).await,
+            Class::Pin(pin) => self.pinned(pin, req).await,
+            Class::Refuse(msg) => self.reply(encode::error(msg)),
+        }
+    }
+
+    async fn pinned(&mut self, pin: Pin, req: Request) {
+        match pin {
+            Pin::Multi => {
+                if self.ensure_pinned().await {
+                    self.in_multi = true;
+                    self.forward(req.raw().clone(), false);
+                }
+            }
+            Pin::Exec | Pin::Discard => {
+                if self.pin.is_none() {
+                    let name = if pin == Pin::Exec { "EXEC" } else { "DISCARD" };
+                    return self.reply(encode::error(&format!("ERR {name} without MULTI")));
+                }
+                self.forward(req.raw().clone(), false);
+                if self.in_multi {
+                    self.in_multi = false;
+                    self.watching = false;
+                }
+                self.release_if_idle();
+            }
+            Pin::Watch => {
+                if self.in_multi || self.ensure_pinned().await {
+                    if !self.in_multi {
+                        self.watching = true;
+                    }
+                    self.forward(req.raw().clone(), false);
+                }
+            }
+            Pin::Unwatch => {
+                if self.pin.is_none() {
+                    return self.reply(encode::simple("OK"));
+                }
+                self.forward(req.raw().clone(), false);
+                if !self.in_multi {
+                    self.watching = false;
+                    self.release_if_idle();
+                }
+            }
+            Pin::Blocking => self.forward_blocking(req).await,
+            Pin::BlockingWithArg => {
+                if req.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"BLOCK")) {
+                    self.forward_blocking(req).await
+                } else {
+                    self.forward(req.raw().clone(), false)
+                }
+            }
+            Pin::Subscribe => {
+                if self.ensure_pinned().await {
+                    self.streaming = true;
+                    self.forward_stream(req);
+                }
+            }
+        }
+    }
+
+    /// A blocking command runs on a pinned connection, so it blocks nobody else.
+    async fn forward_blocking(&mut self, req: Request) {
+        if self.in_multi {
+            return self.forward(req.raw().clone(), false); // does not block inside MULTI
+        }
+        if self.ensure_pinned().await {
+            self.blocking += 1;
+            self.forward(req.raw().clone(), true);
+        }
+    }
+
+    /// Borrows a pinned connection if the client has none; false (with an error reply) if
+    /// none can be had.
+    pub(super) async fn ensure_pinned(&mut self) -> bool {
+        if self.pin.is_some() {
+            return true;
+        }
+        match self.proxy.upstream.pin(self.proto, self.db).await {
+            Ok(conn) => {
+                if let Some(name) = &self.name {
+                    conn.send_quiet(&Request::from_args([&b"CLIENT"[..], b"SETNAME", name]));
+                }
+                self.pin = Some(conn);
+                true
+            }
+            Err(msg) => {
+                self.reply(encode::error(&msg));
+                false
+            }
+        }
+    }
+
+    /// Gives the pinned connection back once no state needs it.
+    pub(super) fn release_if_idle(&mut self) {
+        if self.in_multi || self.watching || self.streaming || self.blocking > 0 {
+            return;
+        }
+        if let Some(conn) = self.pin.take() {
+            self.proxy.upstream.unpin(conn);
+        }
+    }
+
+    /// Ends a lease however the client left: a connection blocked on the client's behalf is
+    /// closed (Redis unblocks it); any other is `RESET` and reused.
+    pub(super) fn end_pin_on_close(&mut self) {
+        if let Some(conn) = self.pin.take() {
+            if self.blocking > 0 {
+                self.proxy.upstream.unpin_close(conn);
+            } else {
+                self.proxy.upstream.unpin(conn);
+            }
+        }
+        self.in_multi = false;
+        self.watching = false;
+        self.streaming = false;
+        self.blocking = 0;
+    }
+
+    fn pinned_conn_lost(&mut self) {
+        self.pin = None;
+        self.in_multi = false;
+        self.watching = false;
+        self.streaming = false;
+        self.blocking = 0;
+        self.reply(encode::error(
+            "ERR rekey: the upstream connection holding this client's state was lost",
+        ));
+        self.closing = true;
+    }
+
+    /// Sends a request whose reply comes back 1:1, on the pinned connection if any.
+    pub(super) fn forward(&mut self, payload: Bytes, blocking: bool) {
+        let silent = self.take_silent();
+        let seq = self.replies.expect(blocking, silent);
+        let job = Job::Send {
+            payload,
+            reply: ReplyTo::Client {
+                sink: self.sink.clone(),
+                seq,
+            },
+        };
+        match &self.pin {
+            Some(conn) => conn.send(job),
+            None => self.shared.send(self.slot, job),
+        }
+    }
+
+    /// Sends a request on the pinned connection in subscribe mode: every frame that comes
+    /// back is relayed in arrival order.
+    fn forward_stream(&mut self, req: Request) {
+        match &self.pin {
+            Some(conn) => conn.send(Job::Send {
+                payload: req.raw().clone(),
+                reply: ReplyTo::Stream(self.sink.clone()),
+            }),
+            None => self.reply(encode::error("ERR rekey: no subscribe connection")),
+        }
+    }
+
+    /// Queues a reply made by rekey, in order.
+    pub(super) fn reply(&mut self, frame: Bytes) {
+        let silent = self.take_silent();
+        self.replies.local(frame, silent);
+    }
+
+    fn take_silent(&mut self) -> bool {
+        match self.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        }
+    }
+
+    fn on_delivery(&mut self, d: Delivery) {
+        match d {
+            Delivery::Reply { seq, frame } => {
+                if let Some(filled) = self.replies.fill(seq, frame) {
+                    if filled.blocking {
+                        self.blocking -= 1;
+                        self.release_if_idle();
+                    }
+                }
+            }
+            Delivery::Push { frame } => {
+                if self.streaming {
+                    self.replies.push(frame);
+                }
+            }
+            Delivery::Lost => {
+                if self.streaming {
+                    self.pinned_conn_lost();
+                }
+            }
+        }
+    }
+
+    /// Switches the shared pool after a change of protocol or db.
+    pub(super) fn switch_pool(&mut self) {
+        self.shared = self.proxy.upstream.shared(self.proto, self.db);
+        self.slot = self.shared.pick();
+    }
+}
+
+/// Commands rekey answers itself even in subscribe mode.
+fn always_local(class: Class, req: &Request) -> bool {
+    match class {
+        Class::Local(Local::Quit | Local::Reset | Local::Auth) | Class::Refuse(_) => true,
+        Class::Local(Local::Client) => {
+            req.arg_is(1, "KILL") || req.arg_is(1, "REPLY") || req.arg_is(1, "SETINFO")
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,371 @@
+//! One upstream connection: connect, handshake (AUTH, HELLO, SELECT), then a single task that
+//! writes batched requests and reads replies, matching each reply to the oldest request still
+//! waiting (Redis answers in order). A reply is handed on as the original bytes.
+//!
+//! Frames that answer no request go to the connection's current stream sink (pub/sub messages
+//! and RESP3 pushes on a pinned connection) or are dropped (a push on a shared connection).
+
+use crate::protocol::encode::{self, Proto};
+use crate::protocol::reply::{self, FrameScanner};
+use crate::protocol::Request;
+use crate::upstream::pool::PinnedPool;
+use crate::upstream::PinnedConn;
+use crate::upstream::UpstreamUrl;
+use crate::wire::{reserve_read, WriteQueue};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Weak;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Where a client session receives its replies.
+pub type Sink = mpsc::UnboundedSender<Delivery>;
+
+/// What a client session receives from upstream connections.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The reply to request `seq` (possibly an `-ERR` made by rekey if the upstream failed).
+    Reply { seq: u64, frame: Bytes },
+    /// A frame that answers no request: pub/sub traffic or a RESP3 push.
+    Push { frame: Bytes },
+    /// The pinned connection carrying this client's stream state is gone.
+    Lost,
+}
+
+/// Where the reply to a job goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// To a client, as the reply to its request `seq`.
+    Client { sink: Sink, seq: u64 },
+    /// No 1:1 reply: from now on every frame on this connection goes to `sink` (subscribe mode).
+    Stream(Sink),
+    /// Read and dropped (handshake and setup commands rekey sends itself).
+    Discard,
+    /// The reply to the `RESET` that ends a pinned lease: the connection goes back to the pool.
+    Release {
+        conn: PinnedConn,
+        pool: Weak<PinnedPool>,
+    },
+}
+
+/// A request for an upstream connection.
+#[derive(Debug)]
+pub enum Job {
+    Send {
+        payload: Bytes,
+        reply: ReplyTo,
+    },
+    /// Close the connection now (a client left while a blocking command was in flight).
+    Close,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: timed out")]
+    ConnectTimeout { addr: String },
+    #[error("handshake with {addr}: {reply}")]
+    Handshake { addr: String, reply: String },
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed by upstream")]
+    Eof,
+    #[error(transparent)]
+    Frame(#[from] reply::FrameError),
+    #[error("upstream sent a reply nobody asked for")]
+    Unsolicited,
+}
+
+/// Opens a connection and runs the handshake for `proto` and `db`.
+pub async fn connect(
+    url: &UpstreamUrl,
+    proto: Proto,
+    db: u32,
+    timeout: Duration,
+) -> Result<TcpStream, ConnError> {
+    let addr = url.addr();
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ConnError::Connect { addr, source }),
+        Err(_) => return Err(ConnError::ConnectTimeout { addr }),
+    };
+    stream.set_nodelay(true)?;
+    let mut setup: Vec<Request> = Vec::new();
+    if let Some(pass) = &url.pass {
+        match &url.user {
+            Some(user) => setup.push(Request::from_args(["AUTH", user, pass])),
+            None => setup.push(Request::from_args(["AUTH", pass])),
+        }
+    }
+    setup.extend(setup_commands(proto, db));
+    if setup.is_empty() {
+        return Ok(stream);
+    }
+    match tokio::time::timeout(timeout, handshake(&stream, &setup)).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(ConnError::Handshake { reply, .. })) => Err(ConnError::Handshake { addr, reply }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ConnError::ConnectTimeout { addr }),
+    }
+}
+
+/// The commands that put a fresh (or just `RESET`) connection into `proto` and `db`.
+pub fn setup_commands(proto: Proto, db: u32) -> Vec<Request> {
+    let mut out = Vec::new();
+    if proto == Proto::Resp3 {
+        out.push(Request::from_args(["HELLO", "3"]));
+    }
+    if db != 0 {
+        out.push(Request::from_args(["SELECT".to_string(), db.to_string()]));
+    }
+    out
+}
+
+async fn handshake(stream: &TcpStream, setup: &[Request]) -> Result<(), ConnError> {
+    let mut out = WriteQueue::new();
+    for r in setup {
+        out.push(r.raw());
+    }
+    while !out.is_empty() {
+        stream.writable().await?;
+        out.try_write(stream)?;
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut scanner = FrameScanner::default();
+    let mut got = 0;
+    while got < setup.len() {
+        match scanner.scan(&buf)? {
+            Some(n) => {
+                let frame = buf.split_to(n);
+                if reply::is_error(&frame) {
+                    let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                    return Err(ConnError::Handshake {
+                        addr: String::new(),
+                        reply: text,
+                    });
+                }
+                got += 1;
+            }
+            None => {
+                stream.readable().await?;
+                reserve_read(&mut buf);
+                match stream.try_read_buf(&mut buf) {
+                    Ok(0) => return Err(ConnError::Eof),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state of one live connection's loop.
+pub struct Driver {
+    stream: TcpStream,
+    pending: VecDeque<ReplyTo>,
+    stream_sink: Option<Sink>,
+    rbuf: BytesMut,
+    scanner: FrameScanner,
+    out: WriteQueue,
+    shared: bool,
+}
+
+/// High-water mark of queued request bytes before the driver stops taking jobs.
+const OUT_HIGH: usize = 4 * 1024 * 1024;
+
+impl Driver {
+    /// `shared`: a pooled connection, where an unmatched non-push frame means desync.
+    pub fn new(stream: TcpStream, shared: bool) -> Driver {
+        Driver {
+            stream,
+            pending: VecDeque::new(),
+            stream_sink: None,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            scanner: FrameScanner::default(),
+            out: WriteQueue::new(),
+            shared,
+        }
+    }
+
+    /// Runs until the connection fails (`Err`), the job channel closes or a `Close` job
+    /// arrives (`Ok`). Requests still waiting are failed by [`Driver::fail_pending`].
+    pub async fn run(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Result<(), ConnError> {
+        loop {
+            if !self.out.is_empty() {
+                self.out.try_write(&self.stream)?;
+            }
+            let take_jobs = self.out.len() < OUT_HIGH;
+            tokio::select! {
+                biased;
+                r = self.stream.readable() => {
+                    r?;
+                    self.read()?;
+                }
+                job = jobs.recv(), if take_jobs => {
+                    let Some(job) = job else { return Ok(()) };
+                    if !self.accept(job) {
+                        return Ok(());
+                    }
+                    while self.out.len() < OUT_HIGH {
+                        match jobs.try_recv() {
+                            Ok(job) => {
+                                if !self.accept(job) {
+                                    return Ok(());
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                w = self.stream.writable(), if !self.out.is_empty() => { w?; }
+            }
+        }
+    }
+
+    /// Queues a job's bytes; false for `Close`.
+    fn accept(&mut self, job: Job) -> bool {
+        match job {
+            Job::Close => false,
+            Job::Send { payload, reply } => {
+                self.out.push(&payload);
+                match reply {
+                    ReplyTo::Stream(sink) => self.stream_sink = Some(sink),
+                    other => self.pending.push_back(other),
+                }
+                true
+            }
+        }
+    }
+
+    fn read(&mut self) -> Result<(), ConnError> {
+        reserve_read(&mut self.rbuf);
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return Err(ConnError::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        while let Some(n) = self.scanner.scan(&self.rbuf)? {
+            let frame = self.rbuf.split_to(n).freeze();
+            self.deliver(frame)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, frame: Bytes) -> Result<(), ConnError> {
+        if reply::is_push(&frame) {
+            if let Some(sink) = &self.stream_sink {
+                let _ = sink.send(Delivery::Push { frame });
+            }
+            return Ok(());
+        }
+        let Some(front) = self.pending.front() else {
+            return match &self.stream_sink {
+                Some(sink) if !self.shared => {
+                    let _ = sink.send(Delivery::Push { frame });
+                    Ok(())
+                }
+                _ => Err(ConnError::Unsolicited),
+            };
+        };
+        // In subscribe mode (RESP2) messages can arrive ahead of RESET's reply.
+        if matches!(front, ReplyTo::Release { .. }) && frame.as_ref() != b"+RESET\r\n" {
+            if let Some(sink) = &self.stream_sink {
+                let _ = sink.send(Delivery::Push { frame });
+            }
+            return Ok(());
+        }
+        match self.pending.pop_front().expect("checked above") {
+            ReplyTo::Client { sink, seq } => {
+                let _ = sink.send(Delivery::Reply { seq, frame });
+            }
+            ReplyTo::Discard | ReplyTo::Stream(_) => {}
+            ReplyTo::Release { conn, pool } => {
+                self.stream_sink = None;
+                if let Some(pool) = pool.upgrade() {
+                    pool.give_back(conn);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers every request still waiting with `-ERR <why>` and tells a stream client its
+    /// state is gone. Nothing is retried: the request may or may not have run.
+    pub fn fail_pending(&mut self, why: &str) {
+        let err = encode::error(&format!("ERR rekey: upstream {why}"));
+        for reply in self.pending.drain(..) {
+            fail_reply(reply, &err);
+        }
+        if let Some(sink) = self.stream_sink.take() {
+            let _ = sink.send(Delivery::Lost);
+        }
+    }
+}
+
+/// Answers one job that cannot be sent.
+pub fn fail_job(job: Job, err: &Bytes) {
+    if let Job::Send { reply, .. } = job {
+        fail_reply(reply, err);
+    }
+}
+
+fn fail_reply(reply: ReplyTo, err: &Bytes) {
+    match reply {
+        ReplyTo::Client { sink, seq } => {
+            let _ = sink.send(Delivery::Reply {
+                seq,
+                frame: err.clone(),
+            });
+        }
+        ReplyTo::Stream(sink) => {
+            let _ = sink.send(Delivery::Lost);
+        }
+        ReplyTo::Discard | ReplyTo::Release { .. } => {}
+    }
+}
+
+/// Sends one request on a fresh connection and returns the reply frame (start-up facts such
+/// as the server version).
+pub async fn query_once(
+    url: &UpstreamUrl,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Bytes, ConnError> {
+    let stream = connect(url, Proto::Resp2, 0, timeout).await?;
+    let work = async {
+        let mut out = WriteQueue::new();
+        out.push(req.raw());
+        while !out.is_empty() {
+            stream.writable().await?;
+            out.try_write(&stream)?;
+        }
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut scanner = FrameScanner::default();
+        loop {
+            if let Some(n) = scanner.scan(&buf)? {
+                return Ok(buf.split_to(n).freeze());
+            }
+            stream.readable().await?;
+            reserve_read(&mut buf);
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return Err(ConnError::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnError::ConnectTimeout { addr: url.addr() }),
+    }
+}

@@ -1,0 +1,333 @@
+//! Shared and pinned upstream connections.
+//!
+//! Shared: for each (protocol, db) a client uses, `connections` long-lived connections, each
+//! owned by a task that reconnects with backoff. Clients keep one connection's job channel for
+//! their session, so their pipelined requests stay in order on one FIFO. While a connection is
+//! down, every job sent to it is answered at once with `-ERR` (no hang, no retry).
+//!
+//! Pinned: a dedicated connection lent to one client at a time, returned after `RESET` (which
+//! ends MULTI, WATCH, subscriptions and tracking) so the next borrower starts clean. The total
+//! is bounded by `max_pinned`.
+
+use crate::protocol::encode::{self, Proto};
+use crate::protocol::Request;
+use crate::upstream::conn::{self, fail_job, ConnError, Driver, Job, ReplyTo};
+use crate::upstream::UpstreamUrl;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How to reach and size the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub url: UpstreamUrl,
+    pub connections: usize,
+    pub max_pinned: usize,
+    pub connect_timeout: Duration,
+}
+
+/// Every connection rekey has to one upstream Redis.
+pub struct Upstream {
+    settings: UpstreamSettings,
+    shared: Mutex<HashMap<(Proto, u32), Arc<SharedPool>>>,
+    pinned: Arc<PinnedPool>,
+}
+
+impl Upstream {
+    pub fn new(settings: UpstreamSettings) -> Arc<Upstream> {
+        let pinned = Arc::new(PinnedPool {
+            url: settings.url.clone(),
+            connect_timeout: settings.connect_timeout,
+            max: settings.max_pinned,
+            total: Arc::new(AtomicUsize::new(0)),
+            idle: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        });
+        Arc::new(Upstream {
+            settings,
+            shared: Mutex::new(HashMap::new()),
+            pinned,
+        })
+    }
+
+    pub fn url(&self) -> &UpstreamUrl {
+        &self.settings.url
+    }
+
+    /// The shared pool for `(proto, db)`, started on first use. Called when a client connects or
+    /// changes protocol or db, not per command.
+    pub fn shared(&self, proto: Proto, db: u32) -> Arc<SharedPool> {
+        let mut map = self.shared.lock().expect("pool map poisoned");
+        map.entry((proto, db))
+            .or_insert_with(|| SharedPool::start(&self.settings, proto, db))
+            .clone()
+    }
+
+    /// Borrows a dedicated connection set to `proto` and `db`.
+    pub async fn pin(&self, proto: Proto, db: u32) -> Result<PinnedConn, String> {
+        self.pinned.acquire(proto, db).await
+    }
+
+    /// Number of pinned connections open (lent or idle).
+    pub fn pinned_total(&self) -> usize {
+        self.pinned.total.load(Ordering::Relaxed)
+    }
+
+    /// True when every shared connection started so far is connected.
+    pub fn healthy(&self) -> bool {
+        let map = self.shared.lock().expect("pool map poisoned");
+        map.values().all(|p| p.healthy())
+    }
+
+    /// Checks that the upstream answers (a fresh connection and PING).
+    pub async fn probe(&self) -> Result<(), ConnError> {
+        conn::connect(
+            &self.settings.url,
+            Proto::Resp2,
+            0,
+            self.settings.connect_timeout,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// `connections` multiplexed connections for one (protocol, db).
+pub struct SharedPool {
+    slots: Vec<mpsc::UnboundedSender<Job>>,
+    up: Vec<Arc<AtomicBool>>,
+    next: AtomicUsize,
+}
+
+impl SharedPool {
+    fn start(settings: &UpstreamSettings, proto: Proto, db: u32) -> Arc<SharedPool> {
+        let n = settings.connections.max(1);
+        let mut slots = Vec::with_capacity(n);
+        let mut up = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let flag = Arc::new(AtomicBool::new(false));
+            tokio::spawn(keep_connected(
+                settings.clone(),
+                proto,
+                db,
+                rx,
+                flag.clone(),
+            ));
+            slots.push(tx);
+            up.push(flag);
+        }
+        Arc::new(SharedPool {
+            slots,
+            up,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// A slot for a new client (round robin).
+    pub fn pick(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+    }
+
+    /// Sends a job on slot `slot`.
+    pub fn send(&self, slot: usize, job: Job) {
+        let tx = &self.slots[slot % self.slots.len()];
+        if let Err(mpsc::error::SendError(job)) = tx.send(job) {
+            fail_job(job, &encode::error("ERR rekey: upstream pool is shut down"));
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.up.iter().all(|f| f.load(Ordering::Relaxed))
+    }
+}
+
+/// Owns one shared connection for its whole life: connect, serve, fail what was in flight,
+/// back off (answering new jobs with `-ERR` meanwhile), reconnect.
+async fn keep_connected(
+    settings: UpstreamSettings,
+    proto: Proto,
+    db: u32,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    up: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let why = match conn::connect(&settings.url, proto, db, settings.connect_timeout).await {
+            Ok(stream) => {
+                up.store(true, Ordering::Relaxed);
+                backoff = Duration::from_millis(50);
+                let mut driver = Driver::new(stream, true);
+                let result = driver.run(&mut jobs).await;
+                up.store(false, Ordering::Relaxed);
+                let why = match &result {
+                    Ok(()) => "connection closed".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                driver.fail_pending(&why);
+                if result.is_ok() {
+                    return; // the pool was dropped
+                }
+                tracing::warn!(upstream = %settings.url, error = %why, "shared upstream connection lost");
+                why
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %settings.url, error = %e, "cannot connect to upstream");
+                e.to_string()
+            }
+        };
+        let err = encode::error(&format!("ERR rekey: upstream unavailable ({why})"));
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                job = jobs.recv() => match job {
+                    Some(job) => fail_job(job, &err),
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A dedicated upstream connection lent to one client.
+#[derive(Debug, Clone)]
+pub struct PinnedConn {
+    tx: mpsc::UnboundedSender<Job>,
+    pub id: u64,
+}
+
+impl PinnedConn {
+    pub fn send(&self, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
+            fail_job(
+                job,
+                &encode::error("ERR rekey: pinned upstream connection lost"),
+            );
+        }
+    }
+
+    /// True once the connection's task has ended (the upstream closed it).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Sends a request whose reply is dropped.
+    pub fn send_quiet(&self, req: &Request) {
+        self.send(Job::Send {
+            payload: req.raw().clone(),
+            reply: ReplyTo::Discard,
+        });
+    }
+}
+
+/// The bounded set of pinned connections.
+pub struct PinnedPool {
+    url: UpstreamUrl,
+    connect_timeout: Duration,
+    max: usize,
+    total: Arc<AtomicUsize>,
+    idle: Mutex<Vec<PinnedConn>>,
+    next_id: AtomicU64,
+}
+
+/// Idle pinned connections kept for reuse; more are closed.
+const MAX_IDLE: usize = 16;
+
+impl PinnedPool {
+    async fn acquire(&self, proto: Proto, db: u32) -> Result<PinnedConn, String> {
+        let conn = match self.take_idle() {
+            Some(c) => c,
+            None => self.open().await?,
+        };
+        for req in conn::setup_commands(proto, db) {
+            conn.send_quiet(&req);
+        }
+        Ok(conn)
+    }
+
+    fn take_idle(&self) -> Option<PinnedConn> {
+        let mut idle = self.idle.lock().expect("idle list poisoned");
+        while let Some(c) = idle.pop() {
+            if !c.tx.is_closed() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    async fn open(&self) -> Result<PinnedConn, String> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "ERR rekey: too many pinned upstream connections (pool.max_pinned = {})",
+                self.max
+            ));
+        }
+        let stream = match conn::connect(&self.url, Proto::Resp2, 0, self.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(format!("ERR rekey: upstream unavailable ({e})"));
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let total = self.total.clone();
+        tokio::spawn(async move {
+            let mut driver = Driver::new(stream, false);
+            let why = match driver.run(&mut rx).await {
+                Ok(()) => "connection closed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            driver.fail_pending(&why);
+            rx.close();
+            let err = encode::error(&format!("ERR rekey: upstream {why}"));
+            while let Ok(job) = rx.try_recv() {
+                fail_job(job, &err);
+            }
+            total.fetch_sub(1, Ordering::AcqRel);
+        });
+        Ok(PinnedConn {
+            tx,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Called by the connection when the `RESET` that ended a lease has been answered.
+    pub fn give_back(&self, conn: PinnedConn) {
+        let mut idle = self.idle.lock().expect("idle list poisoned");
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// Ends a lease: `RESET` travels behind the client's last request, and the connection
+    /// returns to the pool once it is answered.
+    pub fn release(self: &Arc<Self>, conn: PinnedConn) {
+        let reset = Request::from_args(["RESET"]);
+        let job = Job::Send {
+            payload: reset.raw().clone(),
+            reply: ReplyTo::Release {
+                conn: conn.clone(),
+                pool: Arc::downgrade(self),
+            },
+        };
+        conn.send(job);
+    }
+}
+
+impl Upstream {
+    /// Ends a lease (see [`PinnedPool::release`]).
+    pub fn unpin(&self, conn: PinnedConn) {
+        self.pinned.release(conn);
+    }
+
+    /// Ends a lease by closing the connection (a blocking command is still in flight).
+    pub fn unpin_close(&self, conn: PinnedConn) {
+        conn.send(Job::Close);
+    }
+}

@@ -1,0 +1,143 @@
+//! Buffered, batched socket writes shared by client sessions and upstream connections.
+//!
+//! Many small frames (replies, pipelined requests) are coalesced into one buffer and written
+//! with one syscall; large payloads are queued as their own `Bytes` and written with
+//! `writev`, so a 100 MB value is never copied. Writes are non-blocking (`try_write_vectored`):
+//! the caller's task waits for writability in its own `select!`, and keeps reading meanwhile.
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use tokio::net::TcpStream;
+
+/// Payloads at least this large are queued without copying.
+const BIG: usize = 16 * 1024;
+/// At most this many slices per `writev`.
+const MAX_SLICES: usize = 64;
+
+#[derive(Default)]
+pub struct WriteQueue {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl WriteQueue {
+    pub fn new() -> WriteQueue {
+        WriteQueue {
+            chunks: VecDeque::new(),
+            tail: BytesMut::with_capacity(16 * 1024),
+            len: 0,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues a frame, copying it only when it is small.
+    pub fn push(&mut self, data: &Bytes) {
+        self.len += data.len();
+        if data.len() >= BIG {
+            self.seal_tail();
+            self.chunks.push_back(data.clone());
+        } else {
+            self.tail.extend_from_slice(data);
+        }
+    }
+
+    /// Queues raw bytes by copying them.
+    pub fn push_slice(&mut self, data: &[u8]) {
+        self.len += data.len();
+        self.tail.extend_from_slice(data);
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let sealed = self.tail.split().freeze();
+            self.chunks.push_back(sealed);
+        }
+    }
+
+    /// Writes as much as the socket takes now. `Ok(())` also when the socket would block.
+    pub fn try_write(&mut self, stream: &TcpStream) -> io::Result<()> {
+        while self.len > 0 {
+            let written = {
+                let mut slices: [IoSlice<'_>; MAX_SLICES] = [IoSlice::new(&[]); MAX_SLICES];
+                let mut n = 0;
+                for c in self.chunks.iter().take(MAX_SLICES - 1) {
+                    slices[n] = IoSlice::new(c);
+                    n += 1;
+                }
+                if n < MAX_SLICES - 1 || self.chunks.len() == n {
+                    slices[n] = IoSlice::new(&self.tail);
+                    n += 1;
+                }
+                match stream.try_write_vectored(&slices[..n]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(w) => w,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            };
+            self.consume(written);
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(c) if c.len() <= n => {
+                    n -= c.len();
+                    self.chunks.pop_front();
+                }
+                Some(c) => {
+                    c.advance(n);
+                    n = 0;
+                }
+                None => {
+                    self.tail.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        if self.tail.is_empty() && self.tail.capacity() > 1024 * 1024 {
+            self.tail = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+}
+
+/// Makes room in a read buffer: at least 16 KiB free, doubling for large frames.
+pub fn reserve_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve((64 * 1024).max(buf.len()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_spans_chunks_and_tail() {
+        let mut q = WriteQueue::new();
+        q.push(&Bytes::from_static(b"ab"));
+        q.push(&Bytes::from(vec![b'x'; BIG]));
+        q.push(&Bytes::from_static(b"cd"));
+        assert_eq!(q.len(), BIG + 4);
+        q.consume(3);
+        assert_eq!(q.chunks.len(), 1);
+        q.consume(BIG - 1);
+        assert_eq!(q.chunks.len(), 0);
+        assert_eq!(&q.tail[..], b"cd");
+        q.consume(2);
+        assert!(q.is_empty());
+    }
+}
