@@ -131,11 +131,10 @@ impl Session {
         let idle_sleep = tokio::time::sleep(idle.unwrap_or(std::time::Duration::from_secs(3600)));
         tokio::pin!(idle_sleep);
         loop {
+            self.drain_ready();
             if !self.need_input && self.can_read() {
                 self.process_input().await;
-            }
-            while let Some(frame) = self.replies.pop_ready() {
-                self.out.push(&frame);
+                self.drain_ready();
             }
             if !self.out.is_empty() && self.out.try_write(&self.stream).is_err() {
                 break;
@@ -176,6 +175,13 @@ impl Session {
             }
         }
         self.end_pin_on_close();
+    }
+
+    /// Moves answered replies, in request order, to the write queue.
+    fn drain_ready(&mut self) {
+        while let Some(frame) = self.replies.pop_ready() {
+            self.out.push(&frame);
+        }
     }
 
     fn can_read(&self) -> bool {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// How to reach and size the upstream.
 #[derive(Debug, Clone)]
@@ -44,6 +44,7 @@ impl Upstream {
             total: Arc::new(AtomicUsize::new(0)),
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            returned: Arc::new(Notify::new()),
         });
         Arc::new(Upstream {
             settings,
@@ -233,16 +234,39 @@ pub struct PinnedPool {
     total: Arc<AtomicUsize>,
     idle: Mutex<Vec<PinnedConn>>,
     next_id: AtomicU64,
+    /// Signalled when a connection is given back or closed.
+    returned: Arc<Notify>,
 }
+
+enum OpenError {
+    /// At `max_pinned`: worth waiting for one to come back.
+    Full(String),
+    Failed(String),
+}
+use OpenError::{Failed, Full};
 
 /// Idle pinned connections kept for reuse; more are closed.
 const MAX_IDLE: usize = 16;
 
 impl PinnedPool {
+    /// Takes an idle connection, opens one, or (at `max_pinned`) waits for one to come back,
+    /// up to the connect timeout.
     async fn acquire(&self, proto: Proto, db: u32) -> Result<PinnedConn, String> {
-        let conn = match self.take_idle() {
-            Some(c) => c,
-            None => self.open().await?,
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let conn = loop {
+            let returned = self.returned.notified();
+            if let Some(c) = self.take_idle() {
+                break c;
+            }
+            match self.open().await {
+                Ok(c) => break c,
+                Err(Full(msg)) => {
+                    if tokio::time::timeout_at(deadline, returned).await.is_err() {
+                        return Err(msg);
+                    }
+                }
+                Err(Failed(msg)) => return Err(msg),
+            }
         };
         for req in conn::setup_commands(proto, db) {
             conn.send_quiet(&req);
@@ -260,23 +284,24 @@ impl PinnedPool {
         None
     }
 
-    async fn open(&self) -> Result<PinnedConn, String> {
+    async fn open(&self) -> Result<PinnedConn, OpenError> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(format!(
+            return Err(Full(format!(
                 "ERR rekey: too many pinned upstream connections (pool.max_pinned = {})",
                 self.max
-            ));
+            )));
         }
         let stream = match conn::connect(&self.url, Proto::Resp2, 0, self.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
                 self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err(format!("ERR rekey: upstream unavailable ({e})"));
+                return Err(Failed(format!("ERR rekey: upstream unavailable ({e})")));
             }
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let total = self.total.clone();
+        let returned = self.returned.clone();
         tokio::spawn(async move {
             let mut driver = Driver::new(stream, false);
             let why = match driver.run(&mut rx).await {
@@ -290,6 +315,7 @@ impl PinnedPool {
                 fail_job(job, &err);
             }
             total.fetch_sub(1, Ordering::AcqRel);
+            returned.notify_one();
         });
         Ok(PinnedConn {
             tx,
@@ -303,6 +329,8 @@ impl PinnedPool {
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
+        drop(idle);
+        self.returned.notify_one();
     }
 
     /// Ends a lease: `RESET` travels behind the client's last request, and the connection
