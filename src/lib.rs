@@ -6,5 +6,6 @@ pub mod commands;
 pub mod config;
 pub mod protocol;
 pub mod proxy;
+pub mod rules;
 pub mod upstream;
 pub mod wire;

@@ -25,6 +25,12 @@ struct Cli {
     /// Validate the config and exit 0 (valid) or 1 (with the reason).
     #[arg(long)]
     check: bool,
+    /// Show what KEY becomes upstream, and how the upstream name maps back.
+    #[arg(long, value_name = "KEY")]
+    rewrite: Option<String>,
+    /// The client identity (an [[apps]] name or AUTH user) for --rewrite.
+    #[arg(long, value_name = "NAME", requires = "rewrite")]
+    app: Option<String>,
 }
 
 fn load(cli: &Cli) -> Result<Config> {
@@ -69,8 +75,12 @@ fn main() -> Result<()> {
             "ok: {} listener(s), upstream {}, {} rule(s)",
             config.listeners.len(),
             config.upstream,
-            config.rules.len()
+            config.rules.rules().len()
         );
+        return Ok(());
+    }
+    if let Some(key) = &cli.rewrite {
+        print!("{}", rewrite_report(&config, key, cli.app.as_deref()));
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,6 +88,23 @@ fn main() -> Result<()> {
         .build()
         .context("tokio runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// `--rewrite`: the forward rewrite of a key and the reverse mapping of the result.
+fn rewrite_report(config: &Config, key: &str, app: Option<&str>) -> String {
+    let rules = &config.rules;
+    match rules.forward(app, key.as_bytes()) {
+        None => format!("{key} -> {key} (no rule matches; passes unchanged)\n"),
+        Some(rw) => {
+            let upstream = String::from_utf8_lossy(&rw.apply(key.as_bytes())).into_owned();
+            let app_prefix = &key[..rw.prefix_len];
+            let name = &rules.rules()[rw.rule].name;
+            format!(
+                "{key} -> {upstream} (rule {name:?}: prefix {app_prefix:?} -> {:?})\n{upstream} -> {key} (in replies to this client)\n",
+                String::from_utf8_lossy(&rw.to)
+            )
+        }
+    }
 }
 
 async fn serve(config: Config) -> Result<()> {

@@ -67,7 +67,10 @@ fn two_hundred_clients_share_two_upstream_connections() {
     let mut direct = redis.direct();
     // 200 clients are connected to rekey; Redis sees the two pooled connections (+ this one).
     let upstream_clients = info_field(&mut direct, "clients", "connected_clients");
-    assert!(upstream_clients <= 3, "redis sees {upstream_clients} clients");
+    assert!(
+        upstream_clients <= 3,
+        "redis sees {upstream_clients} clients"
+    );
     drop(cons);
     for i in 0..200 {
         let v: i64 = direct.get(format!("client:{i}")).unwrap();
@@ -81,7 +84,12 @@ fn multi_exec_and_watch_abort() {
     let rekey = Rekey::start(&redis, "");
     let mut a = rekey.client();
     let mut b = rekey.client();
-    let (x, y): (i64, i64) = redis::pipe().atomic().incr("tx", 1).incr("tx", 10).query(&mut a).unwrap();
+    let (x, y): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("tx", 1)
+        .incr("tx", 10)
+        .query(&mut a)
+        .unwrap();
     assert_eq!((x, y), (1, 11));
 
     let _: () = redis::cmd("WATCH").arg("tx").query(&mut a).unwrap();
@@ -90,7 +98,11 @@ fn multi_exec_and_watch_abort() {
     let q: String = redis::cmd("SET").arg("tx").arg(1).query(&mut a).unwrap();
     assert_eq!(q, "QUEUED");
     let exec: redis::Value = redis::cmd("EXEC").query(&mut a).unwrap();
-    assert_eq!(exec, redis::Value::Nil, "EXEC must abort after a watched key changed");
+    assert_eq!(
+        exec,
+        redis::Value::Nil,
+        "EXEC must abort after a watched key changed"
+    );
     let v: i64 = a.get("tx").unwrap();
     assert_eq!(v, 100);
 
@@ -100,7 +112,9 @@ fn multi_exec_and_watch_abort() {
     let _: String = redis::cmd("SET").arg("tx").arg(1).query(&mut a).unwrap();
     let exec: Vec<String> = redis::cmd("EXEC").query(&mut a).unwrap();
     assert_eq!(exec, vec!["OK"]);
-    let err = redis::cmd("EXEC").query::<redis::Value>(&mut a).unwrap_err();
+    let err = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut a)
+        .unwrap_err();
     assert!(err.to_string().contains("EXEC without MULTI"), "{err}");
 }
 
@@ -111,7 +125,11 @@ fn blpop_is_unblocked_while_others_are_served() {
     let url = rekey.url();
     let waiter = std::thread::spawn(move || {
         let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-        let got: (String, String) = redis::cmd("BLPOP").arg("queue").arg(20).query(&mut con).unwrap();
+        let got: (String, String) = redis::cmd("BLPOP")
+            .arg("queue")
+            .arg(20)
+            .query(&mut con)
+            .unwrap();
         got
     });
     // Wait until Redis reports the blocked client, serving others meanwhile.
@@ -216,10 +234,19 @@ fn select_is_isolated_between_clients_sharing_the_pool() {
     let _: () = redis::cmd("SELECT").arg(3).query(&mut direct).unwrap();
     let v3: String = direct.get("k").unwrap();
     assert_eq!((v0.as_str(), v3.as_str()), ("in-db-0", "in-db-3"));
-    let err = redis::cmd("SELECT").arg(99).query::<()>(&mut b).unwrap_err();
-    assert!(err.to_string().contains("DB index is out of range"), "{err}");
+    let err = redis::cmd("SELECT")
+        .arg(99)
+        .query::<()>(&mut b)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("DB index is out of range"),
+        "{err}"
+    );
     // A client connecting with a db in its URL is still isolated.
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/3", rekey.port)).unwrap().get_connection().unwrap();
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/3", rekey.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let vc: String = c.get("k").unwrap();
     assert_eq!(vc, "in-db-3");
 }
@@ -242,7 +269,11 @@ fn client_killed_mid_multi_does_not_poison_the_next() {
     let _: String = redis::cmd("SET").arg("clean").arg(1).query(&mut b).unwrap();
     let _: () = redis.direct().set("guarded", "changed").unwrap();
     let exec: Vec<String> = redis::cmd("EXEC").query(&mut b).unwrap();
-    assert_eq!(exec, vec!["OK"], "the new client's EXEC ran only its own command, with no stale WATCH");
+    assert_eq!(
+        exec,
+        vec!["OK"],
+        "the new client's EXEC ran only its own command, with no stale WATCH"
+    );
     let poison: Option<String> = b.get("poison").unwrap();
     assert_eq!(poison, None);
     // Subscriptions do not leak either: a subscriber killed, then a normal transaction.
@@ -255,30 +286,57 @@ fn client_killed_mid_multi_does_not_poison_the_next() {
     let _: String = redis::cmd("INCR").arg("n").query(&mut b).unwrap();
     let exec: Vec<i64> = redis::cmd("EXEC").query(&mut b).unwrap();
     assert_eq!(exec, vec![1]);
-    let subs: Vec<redis::Value> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut redis.direct()).unwrap();
+    let subs: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .query(&mut redis.direct())
+        .unwrap();
     assert!(subs.is_empty(), "stale subscription survived: {subs:?}");
 }
 
 #[test]
 fn malformed_input_closes_only_that_client() {
     let redis = RedisServer::start();
-    let rekey = Rekey::start(&redis, "[limits]\nmax_bulk_bytes = 1024\nmax_array_len = 16");
+    let rekey = Rekey::start(
+        &redis,
+        "[limits]\nmax_bulk_bytes = 1024\nmax_array_len = 16",
+    );
     let mut good = rekey.client();
     let _: () = good.set("k", "v").unwrap();
     let cases: &[(&[u8], &str)] = &[
-        (b"*1\r\n$x\r\nPING\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*2\r\n+no\r\n", "-ERR Protocol error: expected '$', got '+'\r\n"),
-        (b"*abc\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*2\r\n$3\r\nSET\r\n$2000\r\n", "-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*17\r\n", "-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"SET k \"unterminated\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"),
+        (
+            b"*1\r\n$x\r\nPING\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*2\r\n+no\r\n",
+            "-ERR Protocol error: expected '$', got '+'\r\n",
+        ),
+        (
+            b"*abc\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*2\r\n$3\r\nSET\r\n$2000\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*17\r\n",
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"SET k \"unterminated\r\n",
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
     ];
     for (input, expected) in cases {
         let mut bad = rekey.raw();
         bad.send(b"PING\r\n");
         bad.send(input);
         let got = bad.read_to_close();
-        assert_eq!(String::from_utf8_lossy(&got), format!("+PONG\r\n{expected}"));
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            format!("+PONG\r\n{expected}")
+        );
         let v: String = good.get("k").unwrap();
         assert_eq!(v, "v");
     }
@@ -308,7 +366,10 @@ fn connection_scoped_commands_are_emulated() {
     let expected_start = "+OK\r\n$8\r\nworker-1\r\n$2\r\nhi\r\n-ERR CLIENT KILL is not supported";
     assert!(got.starts_with(expected_start), "{got}");
     assert!(got.contains("-ERR MONITOR is not supported"), "{got}");
-    assert!(got.ends_with("*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n+RESET\r\n$-1\r\n+OK\r\n"), "{got}");
+    assert!(
+        got.ends_with("*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n+RESET\r\n$-1\r\n+OK\r\n"),
+        "{got}"
+    );
     let mut direct = redis.direct();
     let v: String = direct.get("skipped").unwrap();
     assert_eq!(v, "1");
@@ -348,14 +409,31 @@ fn redis_benchmark_runs_clean() {
     let redis = RedisServer::start();
     let rekey = Rekey::start(&redis, "");
     let out = std::process::Command::new("redis-benchmark")
-        .args(["-p", &rekey.port.to_string(), "-h", "127.0.0.1", "-q", "-n", "2000", "-c", "50"])
-        .args(["-t", "ping,set,get,incr,lpush,rpop,sadd,hset,spop,zadd,lrange,mset"])
+        .args([
+            "-p",
+            &rekey.port.to_string(),
+            "-h",
+            "127.0.0.1",
+            "-q",
+            "-n",
+            "2000",
+            "-c",
+            "50",
+        ])
+        .args([
+            "-t",
+            "ping,set,get,incr,lpush,rpop,sadd,hset,spop,zadd,lrange,mset",
+        ])
         .output()
         .expect("redis-benchmark is installed with redis-server");
     assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("ERR"), "{text}");
     assert!(text.contains("MSET"), "{text}");
-    let summary = text.lines().filter(|l| l.contains("requests per second")).count();
+    let summary = text
+        .lines()
+        .filter(|l| l.contains("requests per second"))
+        .count();
     assert!(summary >= 12, "{text}");
 }

@@ -1,7 +1,13 @@
 //! What each Redis command is to a proxy: the one table that says how a command is routed
 //! (forwarded on a shared connection, answered locally, pinned to a dedicated connection, or
-//! refused). Looking a command up costs no allocation: the name is lowercased on the stack.
+//! refused), where its keys are (from Redis's key specs, [`table`]), which other arguments name
+//! keys or channels, and which replies carry key names to map back. Looking a command up costs
+//! no allocation: the name is lowercased on the stack.
 
+pub mod keys;
+pub mod table;
+
+use keys::KeySpec;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -47,15 +53,62 @@ pub enum Pin {
     Subscribe,
 }
 
+/// Key names in a command's reply, to be mapped back to the client's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKeys {
+    None,
+    /// `[key, …]`: BLPOP, BRPOP, BZPOPMIN/MAX, LMPOP, BLMPOP, ZMPOP, BZMPOP.
+    First,
+    /// XREAD/XREADGROUP: `[[key, entries], …]` (a map in RESP3).
+    Streams,
+    /// KEYS: a list of keys (filtered to the client's view).
+    List,
+    /// SCAN: `[cursor, [keys]]` (filtered to the client's view).
+    Scan,
+    /// RANDOMKEY: one key.
+    Single,
+}
+
+/// Arguments other than key-spec keys that name keys or channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    None,
+    /// SORT/SORT_RO: BY/GET patterns and STORE.
+    Sort,
+    /// KEYS pattern (argument 1).
+    KeysPattern,
+    /// SCAN … MATCH pattern.
+    ScanMatch,
+    /// Channel names from argument 1 on (SUBSCRIBE, UNSUBSCRIBE, SSUBSCRIBE…).
+    Channels,
+    /// One channel name at argument 1 (PUBLISH, SPUBLISH).
+    Channel,
+    /// Channel patterns from argument 1 on (PSUBSCRIBE, PUNSUBSCRIBE).
+    ChannelPatterns,
+    /// PUBSUB subcommands: NUMSUB/SHARDNUMSUB channels, CHANNELS/SHARDCHANNELS pattern.
+    Pubsub,
+    /// FLUSHDB/FLUSHALL: refused or scoped for clients whose keys are rewritten.
+    Flush,
+}
+
 /// One entry of the command table.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandSpec {
     pub name: &'static str,
     pub class: Class,
+    pub keys: &'static [KeySpec],
+    pub reply: ReplyKeys,
+    pub extra: Extra,
 }
 
 const fn spec(name: &'static str, class: Class) -> CommandSpec {
-    CommandSpec { name, class }
+    CommandSpec {
+        name,
+        class,
+        keys: &[],
+        reply: ReplyKeys::None,
+        extra: Extra::None,
+    }
 }
 
 /// Commands whose handling differs from plain forwarding. Every other command is forwarded.
@@ -115,37 +168,120 @@ static SPECIAL: &[CommandSpec] = &[
     ),
 ];
 
+/// Replies that carry key names.
+static REPLY_KEYS: &[(&str, ReplyKeys)] = &[
+    ("blpop", ReplyKeys::First),
+    ("brpop", ReplyKeys::First),
+    ("bzpopmin", ReplyKeys::First),
+    ("bzpopmax", ReplyKeys::First),
+    ("lmpop", ReplyKeys::First),
+    ("blmpop", ReplyKeys::First),
+    ("zmpop", ReplyKeys::First),
+    ("bzmpop", ReplyKeys::First),
+    ("xread", ReplyKeys::Streams),
+    ("xreadgroup", ReplyKeys::Streams),
+    ("keys", ReplyKeys::List),
+    ("scan", ReplyKeys::Scan),
+    ("randomkey", ReplyKeys::Single),
+];
+
+/// Arguments beyond the key specs.
+static EXTRAS: &[(&str, Extra)] = &[
+    ("sort", Extra::Sort),
+    ("sort_ro", Extra::Sort),
+    ("keys", Extra::KeysPattern),
+    ("scan", Extra::ScanMatch),
+    ("subscribe", Extra::Channels),
+    ("unsubscribe", Extra::Channels),
+    ("ssubscribe", Extra::Channels),
+    ("sunsubscribe", Extra::Channels),
+    ("publish", Extra::Channel),
+    ("spublish", Extra::Channel),
+    ("psubscribe", Extra::ChannelPatterns),
+    ("punsubscribe", Extra::ChannelPatterns),
+    ("pubsub", Extra::Pubsub),
+    ("flushdb", Extra::Flush),
+    ("flushall", Extra::Flush),
+];
+
 static FORWARD: CommandSpec = spec("", Class::Forward);
 
-/// Longest command name worth looking up; longer names are unknown commands.
-const MAX_NAME: usize = 32;
+/// Longest command name worth looking up (`container|subcommand`).
+const MAX_NAME: usize = 64;
 
-fn table() -> &'static HashMap<&'static [u8], &'static CommandSpec> {
-    static TABLE: OnceLock<HashMap<&'static [u8], &'static CommandSpec>> = OnceLock::new();
-    TABLE.get_or_init(|| SPECIAL.iter().map(|s| (s.name.as_bytes(), s)).collect())
+fn table() -> &'static HashMap<&'static [u8], CommandSpec> {
+    static TABLE: OnceLock<HashMap<&'static [u8], CommandSpec>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut map: HashMap<&'static [u8], CommandSpec> = HashMap::new();
+        for s in SPECIAL {
+            map.insert(s.name.as_bytes(), *s);
+        }
+        for (name, keys) in table::KEY_SPECS {
+            map.entry(name.as_bytes())
+                .or_insert_with(|| spec(name, Class::Forward))
+                .keys = keys;
+        }
+        for (name, reply) in REPLY_KEYS {
+            map.entry(name.as_bytes())
+                .or_insert_with(|| spec(name, Class::Forward))
+                .reply = *reply;
+        }
+        for (name, extra) in EXTRAS {
+            map.entry(name.as_bytes())
+                .or_insert_with(|| spec(name, Class::Forward))
+                .extra = *extra;
+        }
+        map
+    })
 }
 
-/// The spec of command `name` (any case). Unknown commands are forwarded.
-pub fn lookup(name: &[u8]) -> &'static CommandSpec {
-    if name.len() > MAX_NAME {
+/// The spec of the request's command (any case), or of its subcommand (`object|encoding`)
+/// for containers. Unknown commands are forwarded with no keys.
+pub fn lookup(req: &crate::protocol::Request) -> &'static CommandSpec {
+    let name = req.arg(0).unwrap_or_default();
+    if name.len() > MAX_NAME / 2 {
         return &FORWARD;
     }
     let mut buf = [0u8; MAX_NAME];
-    let lower = &mut buf[..name.len()];
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
-    table().get(&*lower).copied().unwrap_or(&FORWARD)
+    buf[..name.len()].copy_from_slice(name);
+    buf[..name.len()].make_ascii_lowercase();
+    let table = table();
+    if let Some(s) = table.get(&buf[..name.len()]) {
+        return s;
+    }
+    if let Some(sub) = req.arg(1).filter(|s| s.len() < MAX_NAME / 2) {
+        let end = name.len() + 1 + sub.len();
+        buf[name.len()] = b'|';
+        buf[name.len() + 1..end].copy_from_slice(sub);
+        buf[name.len() + 1..end].make_ascii_lowercase();
+        if let Some(s) = table.get(&buf[..end]) {
+            return s;
+        }
+    }
+    &FORWARD
+}
+
+/// Every command and subcommand the table knows keys for (for the live comparison test).
+pub fn key_specs() -> impl Iterator<Item = (&'static str, &'static [KeySpec])> {
+    table::KEY_SPECS.iter().copied()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Request;
 
     #[test]
-    fn lookup_ignores_case() {
-        assert_eq!(lookup(b"BLPOP").class, Class::Pin(Pin::Blocking));
-        assert_eq!(lookup(b"Ping").class, Class::Local(Local::Ping));
-        assert_eq!(lookup(b"get").class, Class::Forward);
-        assert_eq!(lookup(&[b'x'; 100]).class, Class::Forward);
+    fn lookup_ignores_case_and_finds_subcommands() {
+        let l = |args: &[&str]| lookup(&Request::from_args(args));
+        assert_eq!(l(&["BLPOP", "k", "0"]).class, Class::Pin(Pin::Blocking));
+        assert_eq!(l(&["BLPOP", "k", "0"]).reply, ReplyKeys::First);
+        assert_eq!(l(&["Ping"]).class, Class::Local(Local::Ping));
+        assert_eq!(l(&["get", "k"]).class, Class::Forward);
+        assert_eq!(l(&["get", "k"]).keys.len(), 1);
+        assert_eq!(l(&["OBJECT", "ENCODING", "k"]).name, "object|encoding");
+        assert_eq!(l(&["memory", "usage", "k"]).keys.len(), 1);
+        let long = "x".repeat(100);
+        assert_eq!(l(&[long.as_str()]).class, Class::Forward);
     }
 }

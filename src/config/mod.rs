@@ -3,10 +3,13 @@
 
 pub mod schema;
 
+use crate::rules::RuleSet;
 use crate::upstream::url::{UpstreamUrl, UrlError};
-use schema::{FileConfig, FlushPolicy, LimitsConfig, PoolConfig, RuleConfig, UserConfig};
+use schema::{FileConfig, FlushPolicy, LimitsConfig, PoolConfig, UserConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +110,12 @@ pub struct Config {
     pub flush: FlushPolicy,
     pub limits: Limits,
     pub pool: PoolConfig,
-    pub rules: Vec<RuleConfig>,
+    pub rules: Arc<RuleSet>,
+    /// Distinct for every config validated in this process; prefix memories key on it.
+    pub generation: u64,
 }
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Config {
     /// Reads and validates a config file.
@@ -196,9 +203,10 @@ impl Config {
                 )));
             }
         }
-        for r in &file.rules {
-            validate_rule(r)?;
-        }
+        let rules = RuleSet::compile(&file.rules).map_err(|e| ConfigError::Rule {
+            name: e.name,
+            reason: e.reason,
+        })?;
         let l = &file.limits;
         Ok(Config {
             source: None,
@@ -221,7 +229,8 @@ impl Config {
                 connect_timeout: Duration::from_millis(l.connect_timeout_ms.max(1)),
             },
             pool: file.pool.clone(),
-            rules: file.rules.clone(),
+            rules: Arc::new(rules),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
@@ -265,19 +274,6 @@ fn validate_limits(l: &LimitsConfig, p: &PoolConfig) -> Result<(), ConfigError> 
         Some((_, msg)) => Err(ConfigError::Invalid(msg.to_string())),
         None => Ok(()),
     }
-}
-
-fn validate_rule(r: &RuleConfig) -> Result<(), ConfigError> {
-    let err = |reason: String| ConfigError::Rule {
-        name: r.name.clone(),
-        reason,
-    };
-    if r.name.is_empty() {
-        return Err(err("a rule needs a name".into()));
-    }
-    regex::bytes::Regex::new(&format!("^(?:{})", r.pattern.trim_start_matches('^')))
-        .map_err(|e| err(e.to_string()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,5 +13,6 @@
 pub mod encode;
 pub mod reply;
 pub mod request;
+pub mod tree;
 
 pub use request::{ParseError, Request, RequestParser};

@@ -5,9 +5,11 @@
 //! shared or pinned upstream connection ([`crate::upstream`]). Replies come back through
 //! [`replies`], which restores request order, and are written back in batches.
 
+pub mod flush;
 pub mod listener;
 pub mod local;
 pub mod replies;
+pub mod rewrite;
 pub mod session;
 
 use crate::config::Config;

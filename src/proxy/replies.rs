@@ -5,6 +5,7 @@
 //! the client sees them in the order it asked. Frames that answer no request (pub/sub, pushes)
 //! take a slot behind every request sent so far.
 
+use crate::proxy::rewrite::ReplyCtx;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -17,6 +18,8 @@ struct Slot {
     blocking: bool,
     /// `CLIENT REPLY OFF/SKIP`: the reply is read but not written.
     silent: bool,
+    /// How to map key names in the reply back, when it carries any.
+    ctx: Option<Box<ReplyCtx>>,
 }
 
 /// What the session learns when a reply fills its slot.
@@ -42,7 +45,7 @@ impl ReplyQueue {
     }
 
     /// Opens a slot for a request whose reply will come later; returns its sequence number.
-    pub fn expect(&mut self, blocking: bool, silent: bool) -> u64 {
+    pub fn expect(&mut self, blocking: bool, silent: bool, ctx: Option<Box<ReplyCtx>>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots.push_back(Slot {
@@ -51,13 +54,14 @@ impl ReplyQueue {
             frame: None,
             blocking,
             silent,
+            ctx,
         });
         seq
     }
 
     /// A reply made locally, in order after every request so far.
     pub fn local(&mut self, frame: Bytes, silent: bool) {
-        let seq = self.expect(false, silent);
+        let seq = self.expect(false, silent, None);
         self.fill(seq, frame);
     }
 
@@ -70,6 +74,7 @@ impl ReplyQueue {
             frame: Some(frame),
             blocking: false,
             silent: false,
+            ctx: None,
         });
     }
 
@@ -86,12 +91,13 @@ impl ReplyQueue {
         })
     }
 
-    /// The next reply to write, if the front slot is answered. Silent replies are skipped.
-    pub fn pop_ready(&mut self) -> Option<Bytes> {
+    /// The next reply to write (with its mapping context), if the front slot is answered.
+    /// Silent replies are skipped.
+    pub fn pop_ready(&mut self) -> Option<(Bytes, Option<Box<ReplyCtx>>)> {
         while self.slots.front().is_some_and(|s| s.frame.is_some()) {
             let slot = self.slots.pop_front().expect("front exists");
             if !slot.silent {
-                return slot.frame;
+                return slot.frame.map(|f| (f, slot.ctx));
             }
         }
         None
@@ -105,17 +111,17 @@ mod tests {
     #[test]
     fn replies_leave_in_request_order() {
         let mut q = ReplyQueue::default();
-        let a = q.expect(false, false);
+        let a = q.expect(false, false, None);
         q.local(Bytes::from_static(b"+L\r\n"), false);
-        let b = q.expect(true, false);
+        let b = q.expect(true, false, None);
         q.push(Bytes::from_static(b">P\r\n"));
         assert_eq!(
             q.fill(b, Bytes::from_static(b"+B\r\n")),
             Some(Filled { blocking: true })
         );
-        assert_eq!(q.pop_ready(), None);
+        assert!(q.pop_ready().is_none());
         q.fill(a, Bytes::from_static(b"+A\r\n"));
-        let out: Vec<_> = std::iter::from_fn(|| q.pop_ready()).collect();
+        let out: Vec<_> = std::iter::from_fn(|| q.pop_ready().map(|(f, _)| f)).collect();
         assert_eq!(out, vec![&b"+A\r\n"[..], b"+L\r\n", b"+B\r\n", b">P\r\n"]);
         assert!(q.is_empty());
         assert_eq!(q.fill(a, Bytes::new()), None);
@@ -124,9 +130,12 @@ mod tests {
     #[test]
     fn silent_slots_are_dropped() {
         let mut q = ReplyQueue::default();
-        let a = q.expect(false, true);
+        let a = q.expect(false, true, None);
         q.local(Bytes::from_static(b"+X\r\n"), false);
         q.fill(a, Bytes::from_static(b"+A\r\n"));
-        assert_eq!(q.pop_ready().as_deref(), Some(&b"+X\r\n"[..]));
+        assert_eq!(
+            q.pop_ready().map(|(f, _)| f).as_deref(),
+            Some(&b"+X\r\n"[..])
+        );
     }
 }

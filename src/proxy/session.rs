@@ -7,12 +7,14 @@
 //! to write, or shutdown. Reading pauses (backpressure) while `max_pipeline` requests are
 //! unanswered or `max_output_bytes` wait to be written.
 
-use crate::commands::{self, Class, Local, Pin};
-use crate::config::Limits;
+use crate::commands::{self, Class, CommandSpec, Extra, Local, Pin};
+use crate::config::{Config, Limits};
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::{Request, RequestParser};
 use crate::proxy::replies::ReplyQueue;
+use crate::proxy::rewrite::{self, ReplyCtx, Scope};
 use crate::proxy::Proxy;
+use crate::rules::memory::PrefixMemory;
 use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink};
 use crate::wire::{reserve_read, WriteQueue};
 use bytes::{Bytes, BytesMut};
@@ -64,6 +66,12 @@ pub struct Session {
     pub(super) streaming: bool,
     blocking: usize,
     pub(super) closing: bool,
+    // Rewriting state.
+    memory: PrefixMemory,
+    /// The reply context of the request being dispatched, taken by [`Session::forward`].
+    pending_ctx: Option<Box<ReplyCtx>>,
+    /// The config a transaction started with: rules do not change between MULTI and EXEC.
+    snapshot: Option<Arc<Config>>,
 }
 
 impl Session {
@@ -117,6 +125,9 @@ impl Session {
             streaming: false,
             blocking: 0,
             closing: false,
+            memory: PrefixMemory::default(),
+            pending_ctx: None,
+            snapshot: None,
             proxy,
         }
     }
@@ -179,8 +190,43 @@ impl Session {
 
     /// Moves answered replies, in request order, to the write queue.
     fn drain_ready(&mut self) {
-        while let Some(frame) = self.replies.pop_ready() {
-            self.out.push(&frame);
+        while let Some((frame, ctx)) = self.replies.pop_ready() {
+            match ctx {
+                None => self.out.push(&frame),
+                Some(ctx) => {
+                    let config = self.config();
+                    let scope = self.scope(&config);
+                    let mapped = rewrite::map_reply(&scope, &ctx, frame);
+                    self.out.push(&mapped);
+                }
+            }
+        }
+    }
+
+    /// The config this command runs under: the transaction's snapshot, or the current one.
+    fn config(&self) -> Arc<Config> {
+        match &self.snapshot {
+            Some(c) => c.clone(),
+            None => self.proxy.config.load_full(),
+        }
+    }
+
+    /// Upstream prefixes this client's keys were rewritten to.
+    pub(super) fn memory_prefixes(&self) -> Vec<Vec<u8>> {
+        self.memory.upstream_prefixes()
+    }
+
+    /// The client's identity for rules: its listener's app, else its AUTH user name.
+    pub(super) fn identity(&self) -> Option<&str> {
+        self.app.as_deref().or(self.user.as_deref())
+    }
+
+    fn scope<'a>(&'a mut self, config: &'a Config) -> Scope<'a> {
+        self.memory.sync_generation(config.generation);
+        Scope {
+            rules: &config.rules,
+            app: self.app.as_deref().or(self.user.as_deref()),
+            memory: &mut self.memory,
         }
     }
 
@@ -230,7 +276,7 @@ impl Session {
 
     /// Routes one request: the single place every request passes before it is forwarded.
     async fn dispatch(&mut self, req: Request) {
-        let spec = commands::lookup(req.arg(0).unwrap_or_default());
+        let spec = commands::lookup(&req);
         if !self.authed
             && !matches!(
                 spec.class,
@@ -242,6 +288,26 @@ impl Session {
         if self.pin.as_ref().is_some_and(|p| p.is_closed()) {
             return self.pinned_conn_lost();
         }
+        let config = self.config();
+        if !config.rules.is_empty() {
+            if spec.extra == Extra::Flush && config.rules.rewrites_for(self.identity()) {
+                return self.flush(&config, &req).await;
+            }
+            let req = self.apply_rules(&config, spec, req);
+            return self.route(spec, req).await;
+        }
+        self.route(spec, req).await
+    }
+
+    /// Rewrites the request's keys and channels; remembers how to map its reply back.
+    fn apply_rules(&mut self, config: &Config, spec: &CommandSpec, req: Request) -> Request {
+        let mut scope = self.scope(config);
+        let out = rewrite::rewrite_request(&mut scope, spec, &req);
+        self.pending_ctx = out.ctx;
+        out.request.unwrap_or(req)
+    }
+
+    async fn route(&mut self, spec: &'static CommandSpec, req: Request) {
         // In subscribe/tracking mode the pinned connection is a transparent pipe.
         if self.streaming && !always_local(spec.class, &req) {
             return self.forward_stream(req);
@@ -252,12 +318,16 @@ impl Session {
             Class::Pin(pin) => self.pinned(pin, req).await,
             Class::Refuse(msg) => self.reply(encode::error(msg)),
         }
+        self.pending_ctx = None;
     }
 
     async fn pinned(&mut self, pin: Pin, req: Request) {
         match pin {
             Pin::Multi => {
                 if self.ensure_pinned().await {
+                    if !self.in_multi {
+                        self.snapshot = Some(self.proxy.config.load_full());
+                    }
                     self.in_multi = true;
                     self.forward(req.raw().clone(), false);
                 }
@@ -271,6 +341,7 @@ impl Session {
                 if self.in_multi {
                     self.in_multi = false;
                     self.watching = false;
+                    self.snapshot = None;
                 }
                 self.release_if_idle();
             }
@@ -365,6 +436,7 @@ impl Session {
         self.watching = false;
         self.streaming = false;
         self.blocking = 0;
+        self.snapshot = None;
     }
 
     fn pinned_conn_lost(&mut self) {
@@ -382,7 +454,9 @@ impl Session {
     /// Sends a request whose reply comes back 1:1, on the pinned connection if any.
     pub(super) fn forward(&mut self, payload: Bytes, blocking: bool) {
         let silent = self.take_silent();
-        let seq = self.replies.expect(blocking, silent);
+        let seq = self
+            .replies
+            .expect(blocking, silent, self.pending_ctx.take());
         let job = Job::Send {
             payload,
             reply: ReplyTo::Client {
@@ -437,6 +511,11 @@ impl Session {
             }
             Delivery::Push { frame } => {
                 if self.streaming {
+                    let config = self.config();
+                    let frame = match config.rules.is_empty() {
+                        true => frame,
+                        false => rewrite::map_push(&self.scope(&config), frame),
+                    };
                     self.replies.push(frame);
                 }
             }

@@ -341,31 +341,37 @@ pub async fn query_once(
     timeout: Duration,
 ) -> Result<Bytes, ConnError> {
     let stream = connect(url, Proto::Resp2, 0, timeout).await?;
-    let work = async {
-        let mut out = WriteQueue::new();
-        out.push(req.raw());
-        while !out.is_empty() {
-            stream.writable().await?;
-            out.try_write(&stream)?;
-        }
-        let mut buf = BytesMut::with_capacity(8192);
-        let mut scanner = FrameScanner::default();
-        loop {
-            if let Some(n) = scanner.scan(&buf)? {
-                return Ok(buf.split_to(n).freeze());
-            }
-            stream.readable().await?;
-            reserve_read(&mut buf);
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => return Err(ConnError::Eof),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, work).await {
+    let mut buf = BytesMut::new();
+    match tokio::time::timeout(timeout, roundtrip(&stream, req, &mut buf)).await {
         Ok(r) => r,
         Err(_) => Err(ConnError::ConnectTimeout { addr: url.addr() }),
+    }
+}
+
+/// Sends one request on a connection rekey owns alone and reads its reply.
+pub async fn roundtrip(
+    stream: &TcpStream,
+    req: &Request,
+    buf: &mut BytesMut,
+) -> Result<Bytes, ConnError> {
+    let mut out = WriteQueue::new();
+    out.push(req.raw());
+    while !out.is_empty() {
+        stream.writable().await?;
+        out.try_write(stream)?;
+    }
+    let mut scanner = FrameScanner::default();
+    loop {
+        if let Some(n) = scanner.scan(buf)? {
+            return Ok(buf.split_to(n).freeze());
+        }
+        stream.readable().await?;
+        reserve_read(buf);
+        match stream.try_read_buf(buf) {
+            Ok(0) => return Err(ConnError::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }

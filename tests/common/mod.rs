@@ -13,7 +13,11 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A scratch directory unique to this test process and call.
@@ -61,7 +65,16 @@ impl RedisServer {
     /// Starts (again) on the same port.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--dir", self.dir.to_str().unwrap()])
             .args(&self.extra)
             .stdout(Stdio::null())
@@ -122,7 +135,10 @@ impl Rekey {
         let port = free_port();
         let dir = scratch_dir("rekey");
         let config_path = dir.join("rekey.toml");
-        let text = format!("listen = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n{extra}\n", redis.url());
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n{extra}\n",
+            redis.url()
+        );
         std::fs::write(&config_path, text).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
             .args(["-c", config_path.to_str().unwrap()])
@@ -132,12 +148,18 @@ impl Rekey {
             .spawn()
             .unwrap();
         wait_for_port(port, "rekey");
-        Rekey { port, config_path, child }
+        Rekey {
+            port,
+            config_path,
+            child,
+        }
     }
 
     pub fn client(&self) -> redis::Connection {
         let c = redis::Client::open(self.url()).unwrap();
-        let con = c.get_connection_with_timeout(Duration::from_secs(5)).unwrap();
+        let con = c
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
         con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         con
     }

@@ -1,0 +1,490 @@
+//! Applying the rules to one request and to its reply.
+//!
+//! Forward ([`rewrite_request`]): the command table says which arguments are keys (key specs,
+//! SORT patterns), key patterns (KEYS, SCAN MATCH) or channels (pub/sub, keyspace
+//! notifications); each is rewritten by the first matching rule. A request nothing matches is
+//! forwarded as its original bytes; one that changes is re-encoded once.
+//!
+//! Reverse ([`map_reply`], [`map_push`]): key names in replies go back to the prefix the
+//! request used (exactly, for keys it named), or the one this client last used; keys in
+//! another app's raw namespace are hidden from KEYS/SCAN.
+
+use crate::commands::keys::{self, Positions};
+use crate::commands::{CommandSpec, Extra, ReplyKeys};
+use crate::protocol::tree::Node;
+use crate::protocol::Request;
+use crate::rules::memory::PrefixMemory;
+use crate::rules::{Rewrite, RuleSet};
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+/// What a reply needs to be mapped back.
+#[derive(Debug, Default)]
+pub struct ReplyCtx {
+    pub kind: Option<ReplyKeys>,
+    /// Keys the request named: (upstream name, name the client used).
+    pub exact: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A request after the rules: `None` when it is forwarded unchanged.
+pub struct Rewritten {
+    pub request: Option<Request>,
+    pub ctx: Option<Box<ReplyCtx>>,
+    pub rewrites: usize,
+}
+
+/// The client context the rules need.
+pub struct Scope<'a> {
+    pub rules: &'a RuleSet,
+    pub app: Option<&'a str>,
+    pub memory: &'a mut PrefixMemory,
+}
+
+impl Scope<'_> {
+    fn key(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let rw = self.rules.forward(self.app, key)?;
+        Some(self.apply(rw, key))
+    }
+
+    fn glob(&mut self, pattern: &[u8], channels: bool) -> Option<Vec<u8>> {
+        let rw = self.rules.forward_glob(self.app, pattern, channels)?;
+        Some(self.apply(rw, pattern))
+    }
+
+    fn apply(&mut self, rw: Rewrite, arg: &[u8]) -> Vec<u8> {
+        self.memory.remember(rw.rule, &rw.to, &arg[..rw.prefix_len]);
+        rw.apply(arg)
+    }
+
+    /// A channel name or pattern: keyspace channels rewrite their key part with key rules,
+    /// other channels use channel rules.
+    fn channel(&mut self, name: &[u8], pattern: bool) -> Option<Vec<u8>> {
+        if let Some(split) = keyspace_split(name) {
+            let (head, key) = name.split_at(split);
+            let new_key = if pattern {
+                self.glob(key, false)
+            } else {
+                self.key(key)
+            }?;
+            return Some([head, &new_key].concat());
+        }
+        if pattern {
+            return self.glob(name, true);
+        }
+        let rw = self.rules.forward_channel(self.app, name)?;
+        Some(self.apply(rw, name))
+    }
+
+    /// Maps an upstream key name back for this client: `None` means hide it.
+    pub fn key_back(&self, key: &[u8], exact: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+        if let Some((_, orig)) = exact.iter().find(|(up, _)| up == key) {
+            return Some(orig.clone());
+        }
+        if let Some(k) = self.memory.reverse(key) {
+            return Some(k);
+        }
+        if self.rules.hides(self.app, key, false) {
+            return None;
+        }
+        Some(key.to_vec())
+    }
+
+    fn channel_back(&self, name: &[u8]) -> Vec<u8> {
+        if let Some(split) = keyspace_split(name) {
+            let (head, key) = name.split_at(split);
+            let back = self.memory.reverse(key).unwrap_or_else(|| key.to_vec());
+            return [head, &back].concat();
+        }
+        self.memory.reverse(name).unwrap_or_else(|| name.to_vec())
+    }
+}
+
+/// Where the key part of `__keyspace@<db>__:<key>` starts.
+fn keyspace_split(name: &[u8]) -> Option<usize> {
+    if !name.starts_with(b"__keyspace@") {
+        return None;
+    }
+    name.windows(3).position(|w| w == b"__:").map(|i| i + 3)
+}
+
+fn is_keyevent(channel: &[u8]) -> bool {
+    channel.starts_with(b"__keyevent@")
+}
+
+/// Applies the rules to a request.
+pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request) -> Rewritten {
+    let mut changes: SmallVec<[(usize, Vec<u8>); 4]> = SmallVec::new();
+    let mut key_pos = Positions::new();
+    let mut glob_pos = Positions::new();
+    keys::positions(spec.keys, req, &mut key_pos);
+    match spec.extra {
+        Extra::Sort => keys::sort_arguments(req, &mut key_pos, &mut glob_pos),
+        Extra::KeysPattern => glob_pos.push(1),
+        Extra::ScanMatch => {
+            if let Some(i) = (2..req.len()).find(|&i| req.arg_is(i, "MATCH")) {
+                glob_pos.push(i + 1);
+            }
+        }
+        _ => {}
+    }
+    let mut ctx = ReplyCtx {
+        kind: (spec.reply != ReplyKeys::None).then_some(spec.reply),
+        exact: Vec::new(),
+    };
+    for &i in &key_pos {
+        let Some(key) = req.arg(i) else { continue };
+        if let Some(new) = scope.key(key) {
+            if ctx.kind.is_some() {
+                ctx.exact.push((new.clone(), key.to_vec()));
+            }
+            changes.push((i, new));
+        }
+    }
+    for &i in &glob_pos {
+        if let Some(new) = req.arg(i).and_then(|p| scope.glob(p, false)) {
+            changes.push((i, new));
+        }
+    }
+    channel_changes(scope, spec.extra, req, &mut changes);
+    let rewrites = changes.len();
+    let request = (!changes.is_empty()).then(|| {
+        Request::from_args(req.args().enumerate().map(|(i, a)| {
+            match changes.iter().find(|(c, _)| *c == i) {
+                Some((_, new)) => new.as_slice(),
+                None => a,
+            }
+        }))
+    });
+    let ctx = ctx.kind.map(|_| Box::new(ctx));
+    Rewritten {
+        request,
+        ctx,
+        rewrites,
+    }
+}
+
+fn channel_changes(
+    scope: &mut Scope<'_>,
+    extra: Extra,
+    req: &Request,
+    changes: &mut SmallVec<[(usize, Vec<u8>); 4]>,
+) {
+    let (from, to, pattern) = match extra {
+        Extra::Channels => (1, req.len(), false),
+        Extra::Channel => (1, 2.min(req.len()), false),
+        Extra::ChannelPatterns => (1, req.len(), true),
+        Extra::Pubsub if req.arg_is(1, "NUMSUB") || req.arg_is(1, "SHARDNUMSUB") => {
+            (2, req.len(), false)
+        }
+        Extra::Pubsub if req.arg_is(1, "CHANNELS") || req.arg_is(1, "SHARDCHANNELS") => {
+            (2, 3.min(req.len()), true)
+        }
+        _ => return,
+    };
+    for i in from..to {
+        if let Some(new) = req.arg(i).and_then(|c| scope.channel(c, pattern)) {
+            changes.push((i, new));
+        }
+    }
+}
+
+/// Maps key names in a reply back for this client.
+pub fn map_reply(scope: &Scope<'_>, ctx: &ReplyCtx, frame: Bytes) -> Bytes {
+    let Some(kind) = ctx.kind else { return frame };
+    let Some(mut node) = Node::decode(&frame) else {
+        return frame;
+    };
+    let changed = match kind {
+        ReplyKeys::None => false,
+        ReplyKeys::First | ReplyKeys::Single => {
+            let target = match (&mut node, kind) {
+                (Node::Agg { items, .. }, ReplyKeys::First) => items.first_mut(),
+                (n @ Node::Str { .. }, ReplyKeys::Single) => Some(n),
+                _ => None,
+            };
+            target.map(|n| map_str(scope, ctx, n)).unwrap_or(false)
+        }
+        ReplyKeys::Streams => match &mut node {
+            Node::Agg { kind: b'%', items } => items
+                .iter_mut()
+                .step_by(2)
+                .fold(false, |acc, n| map_str(scope, ctx, n) | acc),
+            Node::Agg { items, .. } => items.iter_mut().fold(false, |acc, s| {
+                acc | s
+                    .items_mut()
+                    .and_then(|i| i.first_mut())
+                    .map(|n| map_str(scope, ctx, n))
+                    .unwrap_or(false)
+            }),
+            _ => false,
+        },
+        ReplyKeys::List => filter_keys(scope, ctx, node.items_mut()),
+        ReplyKeys::Scan => filter_keys(
+            scope,
+            ctx,
+            node.items_mut()
+                .and_then(|i| i.get_mut(1))
+                .and_then(|n| n.items_mut()),
+        ),
+    };
+    if changed {
+        node.to_bytes()
+    } else {
+        frame
+    }
+}
+
+fn map_str(scope: &Scope<'_>, ctx: &ReplyCtx, node: &mut Node) -> bool {
+    let Some(key) = node.as_str() else {
+        return false;
+    };
+    match scope.key_back(key, &ctx.exact) {
+        Some(back) if back != key.as_ref() => {
+            node.set_str(back);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn filter_keys(scope: &Scope<'_>, ctx: &ReplyCtx, items: Option<&mut Vec<Node>>) -> bool {
+    let Some(items) = items else { return false };
+    let before = items.len();
+    let mut changed = false;
+    items.retain_mut(|n| {
+        match n
+            .as_str()
+            .map(|k| (scope.key_back(k, &ctx.exact), k.clone()))
+        {
+            Some((None, _)) => false,
+            Some((Some(back), key)) => {
+                if back != key.as_ref() {
+                    n.set_str(back);
+                    changed = true;
+                }
+                true
+            }
+            None => true,
+        }
+    });
+    changed || items.len() != before
+}
+
+/// Maps channel names, patterns and key payloads in a pub/sub message or push back.
+pub fn map_push(scope: &Scope<'_>, frame: Bytes) -> Bytes {
+    let Some(mut node) = Node::decode(&frame) else {
+        return frame;
+    };
+    let Some(items) = node.items_mut() else {
+        return frame;
+    };
+    let kind = match items.first().and_then(|n| n.as_str()) {
+        Some(k) => k.to_ascii_lowercase(),
+        None => return frame,
+    };
+    let mut changed = false;
+    let mut set = |n: &mut Node, new: Vec<u8>| {
+        if n.as_str().is_some_and(|old| old.as_ref() != new.as_slice()) {
+            n.set_str(new);
+            changed = true;
+        }
+    };
+    match kind.as_slice() {
+        b"message" | b"smessage" if items.len() == 3 => {
+            let channel = items[1].as_str().cloned().unwrap_or_default();
+            let back = scope.channel_back(&channel);
+            set(&mut items[1], back);
+            map_payload(scope, &channel, &mut items[2], &mut set);
+        }
+        b"pmessage" if items.len() == 4 => {
+            let channel = items[2].as_str().cloned().unwrap_or_default();
+            let pattern_back = items[1]
+                .as_str()
+                .map(|p| scope.channel_back(p))
+                .unwrap_or_default();
+            set(&mut items[1], pattern_back);
+            let back = scope.channel_back(&channel);
+            set(&mut items[2], back);
+            map_payload(scope, &channel, &mut items[3], &mut set);
+        }
+        b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" | b"ssubscribe"
+        | b"sunsubscribe"
+            if items.len() == 3 =>
+        {
+            if let Some(back) = items[1].as_str().map(|c| scope.channel_back(c)) {
+                set(&mut items[1], back);
+            }
+        }
+        b"invalidate" if items.len() == 2 => {
+            if let Some(keys) = items[1].items_mut() {
+                for k in keys.iter_mut() {
+                    if let Some(back) = k.as_str().and_then(|key| scope.key_back(key, &[])) {
+                        set(k, back);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    if changed {
+        node.to_bytes()
+    } else {
+        frame
+    }
+}
+
+/// Payloads that are key names: keyevent notifications, and RESP2 tracking invalidations.
+fn map_payload(
+    scope: &Scope<'_>,
+    channel: &[u8],
+    payload: &mut Node,
+    set: &mut impl FnMut(&mut Node, Vec<u8>),
+) {
+    if is_keyevent(channel) {
+        if let Some(back) = payload.as_str().and_then(|k| scope.key_back(k, &[])) {
+            set(payload, back);
+        }
+    } else if channel == b"__redis__:invalidate" {
+        if let Some(keys) = payload.items_mut() {
+            for k in keys.iter_mut() {
+                if let Some(back) = k.as_str().and_then(|key| scope.key_back(key, &[])) {
+                    set(k, back);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::lookup;
+    use crate::config::schema::RuleConfig;
+
+    fn rules() -> RuleSet {
+        RuleSet::compile(&[
+            RuleConfig {
+                name: "s".into(),
+                pattern: r"^(\{?)(AppA|AppB)_".into(),
+                replace: "${1}shared_".into(),
+                apps: None,
+                channels: false,
+            },
+            RuleConfig {
+                name: "ch".into(),
+                pattern: "^appA:".into(),
+                replace: "shared:".into(),
+                apps: None,
+                channels: true,
+            },
+        ])
+        .unwrap()
+    }
+
+    fn run(
+        rules: &RuleSet,
+        mem: &mut PrefixMemory,
+        args: &[&str],
+    ) -> (Vec<String>, Option<Box<ReplyCtx>>) {
+        let req = Request::from_args(args);
+        let mut scope = Scope {
+            rules,
+            app: None,
+            memory: mem,
+        };
+        let out = rewrite_request(&mut scope, lookup(&req), &req);
+        let r = out.request.unwrap_or(req);
+        (
+            r.args()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+            out.ctx,
+        )
+    }
+
+    #[test]
+    fn rewrites_keys_patterns_and_channels() {
+        let rules = rules();
+        let mut m = PrefixMemory::default();
+        assert_eq!(
+            run(&rules, &mut m, &["MSET", "AppA_1", "AppA_x", "k", "v"]).0,
+            ["MSET", "shared_1", "AppA_x", "k", "v"]
+        );
+        assert_eq!(
+            run(
+                &rules,
+                &mut m,
+                &["EVALSHA", "abc", "2", "{AppA_1}_Data", "AppB_2", "AppA_arg"]
+            )
+            .0,
+            [
+                "EVALSHA",
+                "abc",
+                "2",
+                "{shared_1}_Data",
+                "shared_2",
+                "AppA_arg"
+            ]
+        );
+        assert_eq!(
+            run(
+                &rules,
+                &mut m,
+                &["SCAN", "0", "MATCH", "AppA_*", "COUNT", "10"]
+            )
+            .0,
+            ["SCAN", "0", "MATCH", "shared_*", "COUNT", "10"]
+        );
+        assert_eq!(
+            run(&rules, &mut m, &["PUBLISH", "appA:event", "AppA_1"]).0,
+            ["PUBLISH", "shared:event", "AppA_1"]
+        );
+        assert_eq!(
+            run(&rules, &mut m, &["PSUBSCRIBE", "__keyspace@*__:AppA_*"]).0,
+            ["PSUBSCRIBE", "__keyspace@*__:shared_*"]
+        );
+        assert_eq!(
+            run(
+                &rules,
+                &mut m,
+                &["SORT", "AppA_l", "BY", "AppA_w_*", "STORE", "AppA_d"]
+            )
+            .0,
+            ["SORT", "shared_l", "BY", "shared_w_*", "STORE", "shared_d"]
+        );
+    }
+
+    #[test]
+    fn maps_replies_back() {
+        let rules = rules();
+        let mut m = PrefixMemory::default();
+        let (_, ctx) = run(&rules, &mut m, &["BLPOP", "AppB_q", "0"]);
+        let scope = Scope {
+            rules: &rules,
+            app: None,
+            memory: &mut m,
+        };
+        let reply = Bytes::from_static(b"*2\r\n$8\r\nshared_q\r\n$1\r\nv\r\n");
+        assert_eq!(
+            map_reply(&scope, ctx.as_ref().unwrap(), reply).as_ref(),
+            b"*2\r\n$6\r\nAppB_q\r\n$1\r\nv\r\n"
+        );
+        let (_, ctx) = run(&rules, &mut m, &["SCAN", "0", "MATCH", "AppA_*"]);
+        let scope = Scope {
+            rules: &rules,
+            app: None,
+            memory: &mut m,
+        };
+        let reply = Bytes::from_static(
+            b"*2\r\n$1\r\n0\r\n*3\r\n$8\r\nshared_1\r\n$6\r\nAppB_9\r\n$5\r\nplain\r\n",
+        );
+        assert_eq!(
+            map_reply(&scope, ctx.as_ref().unwrap(), reply).as_ref(),
+            b"*2\r\n$1\r\n0\r\n*2\r\n$6\r\nAppA_1\r\n$5\r\nplain\r\n"
+        );
+        let push = Bytes::from_static(
+            b">3\r\n$7\r\nmessage\r\n$30\r\n__keyevent@0__:expired_shared_\r\n$8\r\nshared_1\r\n",
+        );
+        assert!(map_push(&scope, push).ends_with(b"$6\r\nAppA_1\r\n"));
+    }
+}

@@ -1,0 +1,288 @@
+//! Compiled rules: the forward rewrite of a key's prefix, the reverse mapping of key names in
+//! replies, and the rewrite of glob patterns (KEYS, SCAN MATCH, PSUBSCRIBE).
+//!
+//! A rule's `match` is a regex anchored at the start of the key; the matched text is the app's
+//! prefix `P`, and `replace` (with `${1}`/`${name}` captures) expands to the upstream prefix `R`.
+//! Forward: `P + rest` becomes `R + rest` for the first rule that matches. Reverse: a reply key
+//! `R + rest` becomes `P + rest`, with the `P` the request used (or this client last used).
+//! A key no rule matches costs a regex scan and no allocation.
+
+pub mod memory;
+
+use crate::config::schema::RuleConfig;
+use regex::bytes::Regex;
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    regex: Regex,
+    replace: String,
+    apps: Option<Vec<String>>,
+    pub channels: bool,
+}
+
+/// A rewrite that applies to one key: replace the first `prefix_len` bytes with `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub rule: usize,
+    pub prefix_len: usize,
+    pub to: Vec<u8>,
+}
+
+impl Rewrite {
+    /// The rewritten key.
+    pub fn apply(&self, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.to.len() + key.len() - self.prefix_len);
+        out.extend_from_slice(&self.to);
+        out.extend_from_slice(&key[self.prefix_len..]);
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("rule {name:?}: {reason}")]
+pub struct RuleError {
+    pub name: String,
+    pub reason: String,
+}
+
+impl Rule {
+    pub fn compile(cfg: &RuleConfig) -> Result<Rule, RuleError> {
+        let err = |reason: String| RuleError {
+            name: cfg.name.clone(),
+            reason,
+        };
+        if cfg.name.is_empty() {
+            return Err(err("a rule needs a name".into()));
+        }
+        let body = cfg.pattern.strip_prefix('^').unwrap_or(&cfg.pattern);
+        let regex = Regex::new(&format!("^(?:{body})")).map_err(|e| err(e.to_string()))?;
+        check_replace(&cfg.replace, &regex).map_err(err)?;
+        Ok(Rule {
+            name: cfg.name.clone(),
+            regex,
+            replace: cfg.replace.clone(),
+            apps: cfg.apps.clone().filter(|a| !a.iter().any(|x| x == "*")),
+            channels: cfg.channels,
+        })
+    }
+
+    /// True when the rule applies to a client identified as `app` (or to everyone).
+    pub fn applies(&self, app: Option<&str>) -> bool {
+        match &self.apps {
+            None => true,
+            Some(list) => app.is_some_and(|a| list.iter().any(|x| x == a)),
+        }
+    }
+
+    /// The rewrite for `key`, if this rule matches its prefix.
+    pub fn rewrite(&self, key: &[u8]) -> Option<(usize, Vec<u8>)> {
+        self.regex.find(key)?;
+        let caps = self.regex.captures(key)?;
+        let mut to = Vec::new();
+        caps.expand(self.replace.as_bytes(), &mut to);
+        Some((caps.get(0).map_or(0, |m| m.end()), to))
+    }
+
+    /// The upstream prefix, when `replace` uses no captures (the same for every key).
+    pub fn fixed_replacement(&self) -> Option<Vec<u8>> {
+        (!self.replace.contains('$')).then(|| self.replace.as_bytes().to_vec())
+    }
+
+    /// True when `key` lies in a namespace this rule rewrites (an app's raw prefix).
+    pub fn matches(&self, key: &[u8]) -> bool {
+        self.regex.is_match(key)
+    }
+}
+
+/// `${n}` and `${name}` in `replace` must name groups of `match`.
+fn check_replace(replace: &str, regex: &Regex) -> Result<(), String> {
+    let mut rest = replace;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        let name: &str = if let Some(stripped) = rest.strip_prefix('{') {
+            let end = stripped.find('}').ok_or("unclosed ${ in replace")?;
+            &stripped[..end]
+        } else if rest.starts_with('$') {
+            rest = &rest[1..];
+            continue;
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let known = match name.parse::<usize>() {
+            Ok(n) => n < regex.captures_len(),
+            Err(_) => regex.capture_names().flatten().any(|n| n == name),
+        };
+        if !known {
+            return Err(format!(
+                "replace uses ${{{name}}}, which match does not capture"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The rules of one config, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    pub fn compile(cfgs: &[RuleConfig]) -> Result<RuleSet, RuleError> {
+        Ok(RuleSet {
+            rules: cfgs.iter().map(Rule::compile).collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// True when any rule rewrites keys of a client identified as `app`.
+    pub fn rewrites_for(&self, app: Option<&str>) -> bool {
+        self.rules.iter().any(|r| r.applies(app))
+    }
+
+    /// The first rule that rewrites `key` for `app`.
+    pub fn forward(&self, app: Option<&str>, key: &[u8]) -> Option<Rewrite> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.applies(app))
+            .find_map(|(i, r)| {
+                r.rewrite(key).map(|(prefix_len, to)| Rewrite {
+                    rule: i,
+                    prefix_len,
+                    to,
+                })
+            })
+    }
+
+    /// The first channel rule (`channels = true`) that rewrites channel `name`.
+    pub fn forward_channel(&self, app: Option<&str>, name: &[u8]) -> Option<Rewrite> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.channels && r.applies(app))
+            .find_map(|(i, r)| {
+                r.rewrite(name).map(|(prefix_len, to)| Rewrite {
+                    rule: i,
+                    prefix_len,
+                    to,
+                })
+            })
+    }
+
+    /// Rewrites a glob pattern when a rule's match lies inside the pattern's literal head
+    /// (the part before the first `*`, `?`, `[` or `\`).
+    pub fn forward_glob(
+        &self,
+        app: Option<&str>,
+        pattern: &[u8],
+        channels: bool,
+    ) -> Option<Rewrite> {
+        let head_len = pattern
+            .iter()
+            .position(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'))
+            .unwrap_or(pattern.len());
+        let head = &pattern[..head_len];
+        if channels {
+            self.forward_channel(app, head)
+        } else {
+            self.forward(app, head)
+        }
+    }
+
+    /// True when `key` is in a namespace one of `app`'s rules rewrites: such a key is not
+    /// addressable by that client, and is hidden from its KEYS/SCAN.
+    pub fn hides(&self, app: Option<&str>, key: &[u8], channels: bool) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.applies(app) && (!channels || r.channels) && r.matches(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, m: &str, r: &str) -> RuleConfig {
+        RuleConfig {
+            name: name.into(),
+            pattern: m.into(),
+            replace: r.into(),
+            apps: None,
+            channels: false,
+        }
+    }
+
+    #[test]
+    fn forward_with_captures_and_hash_tags() {
+        let set =
+            RuleSet::compile(&[rule("aspnet", r"^(\{?)(AppA|AppB)_", "${1}shared_")]).unwrap();
+        let rw = set.forward(None, b"{AppA_abc}_Data").unwrap();
+        assert_eq!(rw.apply(b"{AppA_abc}_Data"), b"{shared_abc}_Data");
+        let rw = set.forward(None, b"AppB_xyz").unwrap();
+        assert_eq!(rw.apply(b"AppB_xyz"), b"shared_xyz");
+        assert!(set.forward(None, b"AppC_xyz").is_none());
+    }
+
+    #[test]
+    fn strip_and_add_namespace() {
+        let set =
+            RuleSet::compile(&[rule("strip", "^tenant1:", ""), rule("ns", "^", "t2:")]).unwrap();
+        assert_eq!(
+            set.forward(None, b"tenant1:k").unwrap().apply(b"tenant1:k"),
+            b"k"
+        );
+        assert_eq!(
+            set.forward(None, b"other").unwrap().apply(b"other"),
+            b"t2:other"
+        );
+    }
+
+    #[test]
+    fn first_rule_wins_and_apps_filter() {
+        let mut a = rule("a", "^x_", "A_");
+        a.apps = Some(vec!["appA".into()]);
+        let set = RuleSet::compile(&[a, rule("b", "^x_", "B_")]).unwrap();
+        assert_eq!(set.forward(Some("appA"), b"x_1").unwrap().to, b"A_");
+        assert_eq!(set.forward(Some("appB"), b"x_1").unwrap().to, b"B_");
+        assert_eq!(set.forward(None, b"x_1").unwrap().to, b"B_");
+    }
+
+    #[test]
+    fn globs_rewrite_only_inside_the_literal_head() {
+        let set = RuleSet::compile(&[rule("s", "^sess:", "shared:")]).unwrap();
+        assert_eq!(
+            set.forward_glob(None, b"sess:*", false)
+                .unwrap()
+                .apply(b"sess:*"),
+            b"shared:*"
+        );
+        assert!(set.forward_glob(None, b"se*", false).is_none());
+        assert!(set.forward_glob(None, b"*", false).is_none());
+    }
+
+    #[test]
+    fn bad_replace_names_the_group() {
+        let e = RuleSet::compile(&[rule("r", "^(a)_", "${2}")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("${2}"), "{e}");
+        assert!(RuleSet::compile(&[rule("r", "^(?P<app>a)_", "${app}x")]).is_ok());
+        assert!(RuleSet::compile(&[rule("r", "^(", "")]).is_err());
+    }
+}
