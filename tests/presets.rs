@@ -1,0 +1,503 @@
+//! Each session-provider preset, driven with that provider's documented key layout and command
+//! sequence (written by us, from ../shared/PROVIDERS.md) by two apps with different prefixes
+//! through one rekey: a session created by one is read, locked, refreshed and deleted by the
+//! other, and lives upstream under the shared prefix.
+
+mod common;
+
+use common::{RedisServer, Rekey};
+use redis::{cmd, Connection, Value};
+
+fn preset(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/config/presets/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn setup(name: &str) -> (RedisServer, Rekey, Connection, Connection) {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, &preset(name));
+    let a = rekey.client();
+    let b = rekey.client();
+    (redis, rekey, a, b)
+}
+
+fn exists(con: &mut Connection, key: &str) -> bool {
+    cmd("EXISTS").arg(key).query::<i64>(con).unwrap() == 1
+}
+
+fn ttl(con: &mut Connection, key: &str) -> i64 {
+    cmd("TTL").arg(key).query(con).unwrap()
+}
+
+#[test]
+fn aspnet_session_state_provider_v5_and_v4_scripts() {
+    let (redis, _rekey, mut a, mut b) = setup("aspnet-session-state");
+    // v5: the provider loads its scripts once and calls EVALSHA with 3 keys (hash-tagged).
+    let write = "redis.call('SET', KEYS[1], ARGV[1]); redis.call('EXPIRE', KEYS[1], ARGV[2]); \
+                 redis.call('SET', KEYS[3], ARGV[2]); redis.call('EXPIRE', KEYS[3], ARGV[2]); return 1";
+    let sha: String = cmd("SCRIPT").arg("LOAD").arg(write).query(&mut a).unwrap();
+    let keys_a = [
+        "{AppA_s1}_SessionStateItemCollection",
+        "{AppA_s1}_WriteLock",
+        "{AppA_s1}_SessionTimeout",
+    ];
+    let keys_b = [
+        "{AppB_s1}_SessionStateItemCollection",
+        "{AppB_s1}_WriteLock",
+        "{AppB_s1}_SessionTimeout",
+    ];
+    let _: i64 = cmd("EVALSHA")
+        .arg(&sha)
+        .arg(3)
+        .arg(&keys_a[..])
+        .arg("user=alice")
+        .arg(1200)
+        .query(&mut a)
+        .unwrap();
+    // Read from app B: its own key names, same data.
+    let read = "return {redis.call('GET', KEYS[1]), redis.call('TTL', KEYS[3])}";
+    let got: (String, i64) = cmd("EVAL")
+        .arg(read)
+        .arg(3)
+        .arg(&keys_b[..])
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(got.0, "user=alice");
+    assert!(got.1 > 1000);
+    // Lock from B (SETNX in a script), seen by A.
+    let lock = "return redis.call('SETNX', KEYS[2], ARGV[1])";
+    let took: i64 = cmd("EVAL")
+        .arg(lock)
+        .arg(3)
+        .arg(&keys_b[..])
+        .arg("lock-b")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(took, 1);
+    let took: i64 = cmd("EVAL")
+        .arg(lock)
+        .arg(3)
+        .arg(&keys_a[..])
+        .arg("lock-a")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(took, 0, "app A must see app B's lock");
+    // Refresh expiry from A, seen by B; delete from B, gone for A.
+    let _: i64 = cmd("EVAL")
+        .arg("return redis.call('EXPIRE', KEYS[1], ARGV[1])")
+        .arg(3)
+        .arg(&keys_a[..])
+        .arg(3000)
+        .query(&mut a)
+        .unwrap();
+    assert!(ttl(&mut b, keys_b[0]) > 2000);
+    let _: i64 = cmd("EVAL")
+        .arg("return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])")
+        .arg(3)
+        .arg(&keys_b[..])
+        .query(&mut b)
+        .unwrap();
+    assert!(!exists(&mut a, keys_a[0]));
+    // v1-v4 layout: a hash per session, HMSET/HGETALL inside scripts.
+    let set =
+        "redis.call('HMSET', KEYS[1], 'cart', ARGV[1]); redis.call('SET', KEYS[3], '20'); return 1";
+    let _: i64 = cmd("EVAL")
+        .arg(set)
+        .arg(3)
+        .arg("{AppA_s2}_Data")
+        .arg("{AppA_s2}_Write_Lock")
+        .arg("{AppA_s2}_Internal")
+        .arg("3 items")
+        .query(&mut a)
+        .unwrap();
+    let got: Vec<String> = cmd("EVAL")
+        .arg("return redis.call('HGETALL', KEYS[1])")
+        .arg(3)
+        .arg("{AppB_s2}_Data")
+        .arg("{AppB_s2}_Write_Lock")
+        .arg("{AppB_s2}_Internal")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(got, vec!["cart", "3 items"]);
+    // Upstream: one shared namespace, and the three keys keep one hash tag.
+    let mut direct = redis.direct();
+    let mut upstream: Vec<String> = cmd("KEYS").arg("*").query(&mut direct).unwrap();
+    upstream.sort();
+    assert_eq!(upstream, vec!["{shared_s2}_Data", "{shared_s2}_Internal"]);
+}
+
+#[test]
+fn aspnetcore_rediscache_session() {
+    let (_redis, _rekey, mut a, mut b) = setup("aspnetcore-session");
+    let mut p = redis::pipe();
+    p.cmd("HSET")
+        .arg("AppA_sess42")
+        .arg("absexp")
+        .arg(-1)
+        .arg("sldexp")
+        .arg(1_200_000_000i64)
+        .arg("data")
+        .arg("payload");
+    p.cmd("EXPIRE").arg("AppA_sess42").arg(1200);
+    let _: (i64, i64) = p.query(&mut a).unwrap();
+    let got: Vec<String> = cmd("HMGET")
+        .arg("AppB_sess42")
+        .arg("absexp")
+        .arg("sldexp")
+        .arg("data")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(got, vec!["-1", "1200000000", "payload"]);
+    let _: i64 = cmd("EXPIRE")
+        .arg("AppB_sess42")
+        .arg(2400)
+        .query(&mut b)
+        .unwrap();
+    assert!(ttl(&mut a, "AppA_sess42") > 1200);
+    let _: i64 = cmd("DEL").arg("AppB_sess42").query(&mut b).unwrap();
+    assert!(!exists(&mut a, "AppA_sess42"));
+}
+
+#[test]
+fn harbour_session_with_lock_transactions() {
+    let (redis, _rekey, mut a, mut b) = setup("harbour-session");
+    let _: Value = redis::pipe()
+        .atomic()
+        .cmd("HMSET")
+        .arg("AppA/s9")
+        .arg("created")
+        .arg("2026")
+        .arg("locked")
+        .arg("false")
+        .arg("items")
+        .arg("blob")
+        .cmd("EXPIRE")
+        .arg("AppA/s9")
+        .arg(1200)
+        .query(&mut a)
+        .unwrap();
+    let all: Vec<String> = cmd("HGETALL").arg("AppB/s9").query(&mut b).unwrap();
+    assert_eq!(
+        all,
+        vec!["created", "2026", "locked", "false", "items", "blob"]
+    );
+    // Lock: SETNX, then WATCH + GET + MULTI SET EXEC from the other app.
+    let got: i64 = cmd("SETNX")
+        .arg("AppB/s9/lock")
+        .arg("lock-1")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(got, 1);
+    let _: () = cmd("WATCH").arg("AppA/s9/lock").query(&mut a).unwrap();
+    let holder: String = cmd("GET").arg("AppA/s9/lock").query(&mut a).unwrap();
+    assert_eq!(holder, "lock-1");
+    let res: Vec<String> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("AppA/s9/lock")
+        .arg("lock-2")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(res, vec!["OK"]);
+    let holder: String = cmd("GET").arg("AppB/s9/lock").query(&mut b).unwrap();
+    assert_eq!(holder, "lock-2");
+    let _: i64 = cmd("EXPIRE").arg("AppB/s9").arg(99).query(&mut b).unwrap();
+    assert!(ttl(&mut a, "AppA/s9") <= 99);
+    let _: Value = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg("AppB/s9")
+        .arg("AppB/s9/lock")
+        .query(&mut b)
+        .unwrap();
+    assert!(!exists(&mut a, "AppA/s9"));
+    let n: i64 = cmd("DBSIZE").query(&mut redis.direct()).unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn connect_redis_with_scan_listing() {
+    let (_redis, _rekey, mut a, mut b) = setup("connect-redis");
+    let _: () = cmd("SET")
+        .arg("appA:sess:abc")
+        .arg(r#"{"user":"alice"}"#)
+        .arg("EX")
+        .arg(86400)
+        .query(&mut a)
+        .unwrap();
+    let _: () = cmd("SET")
+        .arg("appB:sess:def")
+        .arg(r#"{"user":"bob"}"#)
+        .arg("EX")
+        .arg(86400)
+        .query(&mut b)
+        .unwrap();
+    let v: String = cmd("GET").arg("appB:sess:abc").query(&mut b).unwrap();
+    assert_eq!(v, r#"{"user":"alice"}"#);
+    // "touch" refreshes expiry.
+    let _: i64 = cmd("EXPIRE")
+        .arg("appB:sess:abc")
+        .arg(100)
+        .query(&mut b)
+        .unwrap();
+    assert!(ttl(&mut a, "appA:sess:abc") <= 100);
+    // all(): SCAN MATCH prefix*, then MGET; each app sees its own prefix, exactly.
+    let (cursor, mut keys): (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("appA:sess:*")
+        .arg("COUNT")
+        .arg(100)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(cursor, "0");
+    keys.sort();
+    assert_eq!(keys, vec!["appA:sess:abc", "appA:sess:def"]);
+    let ids: Vec<&str> = keys.iter().map(|k| &k["appA:sess:".len()..]).collect();
+    assert_eq!(ids, vec!["abc", "def"]);
+    let vals: Vec<String> = cmd("MGET").arg(&keys).query(&mut a).unwrap();
+    assert_eq!(vals.len(), 2);
+    let (_, keys_b): (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("appB:sess:*")
+        .query(&mut b)
+        .unwrap();
+    assert!(
+        keys_b.iter().all(|k| k.starts_with("appB:sess:")),
+        "{keys_b:?}"
+    );
+    let _: i64 = cmd("DEL").arg("appB:sess:abc").query(&mut b).unwrap();
+    let gone: Option<String> = cmd("GET").arg("appA:sess:abc").query(&mut a).unwrap();
+    assert_eq!(gone, None);
+}
+
+#[test]
+fn phpredis_session_with_lock_and_unlock_script() {
+    let (_redis, _rekey, mut a, mut b) = setup("phpredis-session");
+    let _: () = cmd("SETEX")
+        .arg("APPA_sid7")
+        .arg(1440)
+        .arg("user|s:5:\"alice\";")
+        .query(&mut a)
+        .unwrap();
+    let v: String = cmd("GETEX")
+        .arg("APPB_sid7")
+        .arg("EX")
+        .arg(1440)
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(v, "user|s:5:\"alice\";");
+    // Locking: SET NX PX on <key>_LOCK; the other app cannot take it.
+    let ok: Option<String> = cmd("SET")
+        .arg("APPB_sid7_LOCK")
+        .arg("secret-b")
+        .arg("NX")
+        .arg("PX")
+        .arg(30000)
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(ok.as_deref(), Some("OK"));
+    let taken: Option<String> = cmd("SET")
+        .arg("APPA_sid7_LOCK")
+        .arg("secret-a")
+        .arg("NX")
+        .arg("PX")
+        .arg(30000)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(taken, None);
+    let unlock = "if redis.call('get',KEYS[1]) == ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end";
+    let sha: String = cmd("SCRIPT").arg("LOAD").arg(unlock).query(&mut b).unwrap();
+    let released: i64 = cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("APPB_sid7_LOCK")
+        .arg("secret-b")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(released, 1);
+    assert!(!exists(&mut a, "APPA_sid7_LOCK"));
+    let _: i64 = cmd("EXPIRE")
+        .arg("APPA_sid7")
+        .arg(60)
+        .query(&mut a)
+        .unwrap();
+    assert!(ttl(&mut b, "APPB_sid7") <= 60);
+    let _: i64 = cmd("DEL").arg("APPA_sid7").query(&mut a).unwrap();
+    assert!(!exists(&mut b, "APPB_sid7"));
+}
+
+#[test]
+fn spring_session_keys_events_and_keyspace_notifications() {
+    let (redis, rekey, mut a, mut b) = setup("spring-session");
+    let _: () = cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Egx")
+        .query(&mut redis.direct())
+        .unwrap();
+    let ns_a = "spring:session:appA";
+    let ns_b = "spring:session:appB";
+    // App B listens for deletions/expiries and for its session-created events.
+    let mut sub = rekey.client();
+    let mut ps = sub.as_pubsub();
+    ps.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    ps.subscribe("__keyevent@0__:del").unwrap();
+    ps.psubscribe(format!("{ns_b}:event:0:created:*")).unwrap();
+    // App A creates a session the way Spring does.
+    let id = "7d3c";
+    let _: () = cmd("HMSET")
+        .arg(format!("{ns_a}:sessions:{id}"))
+        .arg("creationTime")
+        .arg(1)
+        .arg("maxInactiveInterval")
+        .arg(1800)
+        .arg("sessionAttr:user")
+        .arg("alice")
+        .query(&mut a)
+        .unwrap();
+    let _: i64 = cmd("PEXPIRE")
+        .arg(format!("{ns_a}:sessions:{id}"))
+        .arg(2_100_000)
+        .query(&mut a)
+        .unwrap();
+    let _: () = cmd("APPEND")
+        .arg(format!("{ns_a}:sessions:expires:{id}"))
+        .arg("")
+        .query(&mut a)
+        .unwrap();
+    let _: i64 = cmd("SADD")
+        .arg(format!("{ns_a}:expirations:1700000"))
+        .arg(format!("expires:{id}"))
+        .query(&mut a)
+        .unwrap();
+    let receivers: i64 = cmd("PUBLISH")
+        .arg(format!("{ns_a}:event:0:created:{id}"))
+        .arg("created")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(
+        receivers, 1,
+        "app B's pattern subscription receives app A's event"
+    );
+    let msg = ps.get_message().unwrap();
+    assert_eq!(
+        msg.get_channel_name(),
+        format!("{ns_b}:event:0:created:{id}")
+    );
+    assert_eq!(
+        msg.get_pattern::<String>().unwrap(),
+        format!("{ns_b}:event:0:created:*")
+    );
+    // App B reads the same session through its own namespace.
+    let attrs: Vec<String> = cmd("HGETALL")
+        .arg(format!("{ns_b}:sessions:{id}"))
+        .query(&mut b)
+        .unwrap();
+    assert!(attrs.contains(&"alice".to_string()), "{attrs:?}");
+    let members: Vec<String> = cmd("SMEMBERS")
+        .arg(format!("{ns_b}:expirations:1700000"))
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(members, vec![format!("expires:{id}")]);
+    let _: i64 = cmd("PEXPIRE")
+        .arg(format!("{ns_b}:sessions:{id}"))
+        .arg(60_000)
+        .query(&mut b)
+        .unwrap();
+    assert!(ttl(&mut a, &format!("{ns_a}:sessions:{id}")) <= 60);
+    // RENAME (session id change) and DEL from A; B is notified with B's own key name.
+    let _: () = cmd("RENAME")
+        .arg(format!("{ns_a}:sessions:{id}"))
+        .arg(format!("{ns_a}:sessions:new1"))
+        .query(&mut a)
+        .unwrap();
+    let _: i64 = cmd("DEL")
+        .arg(format!("{ns_a}:sessions:new1"))
+        .query(&mut a)
+        .unwrap();
+    let msg = ps.get_message().unwrap();
+    assert_eq!(msg.get_channel_name(), "__keyevent@0__:del");
+    assert_eq!(
+        msg.get_payload::<String>().unwrap(),
+        format!("{ns_b}:sessions:new1")
+    );
+    assert!(!exists(&mut b, &format!("{ns_b}:sessions:new1")));
+}
+
+#[test]
+fn django_cache_sessions() {
+    let (redis, _rekey, mut a, mut b) = setup("django-session");
+    let key_a = "appA:1:django.contrib.sessions.cachezx81";
+    let key_b = "appB:1:django.contrib.sessions.cachezx81";
+    let _: () = cmd("SET")
+        .arg(key_a)
+        .arg("pickled")
+        .arg("PX")
+        .arg(1_209_600_000i64)
+        .query(&mut a)
+        .unwrap();
+    let v: String = cmd("GET").arg(key_b).query(&mut b).unwrap();
+    assert_eq!(v, "pickled");
+    let added: Option<String> = cmd("SET")
+        .arg(key_b)
+        .arg("other")
+        .arg("EX")
+        .arg(10)
+        .arg("NX")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(added, None, "session exists for both apps");
+    let _: i64 = cmd("EXPIRE").arg(key_b).arg(500).query(&mut b).unwrap();
+    assert!(ttl(&mut a, key_a) <= 500);
+    let _: i64 = cmd("PERSIST").arg(key_a).query(&mut a).unwrap();
+    assert_eq!(ttl(&mut b, key_b), -1);
+    // django-redis keys()/iter_keys(): each app sees its own prefix (it splits on ':').
+    let keys: Vec<String> = cmd("KEYS").arg("appB:1:*").query(&mut b).unwrap();
+    assert_eq!(keys, vec![key_b.to_string()]);
+    let all: Vec<String> = cmd("KEYS").arg("*").query(&mut a).unwrap();
+    assert_eq!(all, vec![key_a.to_string()]);
+    let vals: Vec<Option<String>> = cmd("MGET")
+        .arg(key_a)
+        .arg("appA:1:missing")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(vals, vec![Some("pickled".to_string()), None]);
+    // cache.clear() is FLUSHDB: refused, nothing is lost.
+    let err = cmd("FLUSHDB").query::<()>(&mut a).unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    let _: i64 = cmd("DEL").arg(key_b).query(&mut b).unwrap();
+    assert!(!exists(&mut a, key_a));
+    let n: i64 = cmd("DBSIZE").query(&mut redis.direct()).unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn flask_session_keys() {
+    let (_redis, _rekey, mut a, mut b) = setup("flask-session");
+    let _: () = cmd("SET")
+        .arg("appA_session:9f1e")
+        .arg("msgpack-bytes")
+        .arg("EX")
+        .arg(2_678_400)
+        .query(&mut a)
+        .unwrap();
+    let v: String = cmd("GET").arg("appB_session:9f1e").query(&mut b).unwrap();
+    assert_eq!(v, "msgpack-bytes");
+    let _: () = cmd("SETEX")
+        .arg("appB_session:9f1e")
+        .arg(100)
+        .arg("updated")
+        .query(&mut b)
+        .unwrap();
+    assert!(ttl(&mut a, "appA_session:9f1e") <= 100);
+    let v: String = cmd("GET").arg("appA_session:9f1e").query(&mut a).unwrap();
+    assert_eq!(v, "updated");
+    let _: i64 = cmd("DEL").arg("appA_session:9f1e").query(&mut a).unwrap();
+    assert!(!exists(&mut b, "appB_session:9f1e"));
+}
