@@ -239,6 +239,34 @@ mod tests {
         assert!(set.forward(None, b"AppC_xyz").is_none());
     }
 
+    /// The hash tag Redis Cluster hashes (the part inside the first `{…}`, if non-empty).
+    fn hash_tag(key: &[u8]) -> &[u8] {
+        if let Some(open) = key.iter().position(|&c| c == b'{') {
+            if let Some(len) = key[open + 1..].iter().position(|&c| c == b'}') {
+                if len > 0 {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+        }
+        key
+    }
+
+    #[test]
+    fn hash_tagged_keys_keep_sharing_a_tag() {
+        let set =
+            RuleSet::compile(&[rule("aspnet", r"^(\{?)(AppA|AppB)_", "${1}shared_")]).unwrap();
+        let keys: [&[u8]; 3] = [
+            b"{AppA_s1}_SessionStateItemCollection",
+            b"{AppA_s1}_WriteLock",
+            b"{AppA_s1}_SessionTimeout",
+        ];
+        let tags: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| hash_tag(&set.forward(None, k).unwrap().apply(k)).to_vec())
+            .collect();
+        assert!(tags.iter().all(|t| t == b"shared_s1"), "{tags:?}");
+    }
+
     #[test]
     fn strip_and_add_namespace() {
         let set =
