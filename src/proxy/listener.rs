@@ -54,7 +54,8 @@ impl Server {
         let upstream_info = learn_upstream(&config).await;
         let proxy = Arc::new(Proxy {
             config: ArcSwap::from_pointee(config),
-            upstream,
+            upstream: ArcSwap::new(upstream),
+            upstream_gen: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             upstream_info,

@@ -16,13 +16,14 @@ use crate::config::Config;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::Arc;
 
 /// What every session shares: the current config, the upstream pools, and facts about the
 /// upstream learned at start.
 pub struct Proxy {
     pub config: ArcSwap<Config>,
-    pub upstream: Arc<Upstream>,
+    /// Swapped when a reload changes the upstream; the old pools drain and close.
+    pub upstream: ArcSwap<Upstream>,
+    pub upstream_gen: AtomicU64,
     pub next_client_id: AtomicU64,
     pub clients: AtomicUsize,
     pub upstream_info: UpstreamInfo,

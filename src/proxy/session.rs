@@ -59,6 +59,8 @@ pub struct Session {
     pub(super) reply_mode: ReplyMode,
     shared: Arc<SharedPool>,
     slot: usize,
+    /// The upstream generation `shared` belongs to; a reload with a new upstream bumps it.
+    upstream_gen: u64,
     // Pinned-connection state.
     pub(super) pin: Option<PinnedConn>,
     pub(super) in_multi: bool,
@@ -87,7 +89,10 @@ impl Session {
         let authed = !config.auth.required();
         let local = stream.local_addr().unwrap_or(peer);
         let (sink, inbox) = mpsc::unbounded_channel();
-        let shared = proxy.upstream.shared(Proto::Resp2, db);
+        let upstream_gen = proxy
+            .upstream_gen
+            .load(std::sync::atomic::Ordering::Acquire);
+        let shared = proxy.upstream.load().shared(Proto::Resp2, db);
         let slot = shared.pick();
         let id = proxy
             .next_client_id
@@ -119,6 +124,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             shared,
             slot,
+            upstream_gen,
             pin: None,
             in_multi: false,
             watching: false,
@@ -288,6 +294,14 @@ impl Session {
         if self.pin.as_ref().is_some_and(|p| p.is_closed()) {
             return self.pinned_conn_lost();
         }
+        if self.upstream_gen
+            != self
+                .proxy
+                .upstream_gen
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.switch_pool();
+        }
         let config = self.config();
         if !config.rules.is_empty() {
             if spec.extra == Extra::Flush && config.rules.rewrites_for(self.identity()) {
@@ -397,7 +411,8 @@ impl Session {
         if self.pin.is_some() {
             return true;
         }
-        match self.proxy.upstream.pin(self.proto, self.db).await {
+        let upstream = self.proxy.upstream.load_full();
+        match upstream.pin(self.proto, self.db).await {
             Ok(conn) => {
                 if let Some(name) = &self.name {
                     conn.send_quiet(&Request::from_args([&b"CLIENT"[..], b"SETNAME", name]));
@@ -418,7 +433,7 @@ impl Session {
             return;
         }
         if let Some(conn) = self.pin.take() {
-            self.proxy.upstream.unpin(conn);
+            conn.release();
         }
     }
 
@@ -427,9 +442,9 @@ impl Session {
     pub(super) fn end_pin_on_close(&mut self) {
         if let Some(conn) = self.pin.take() {
             if self.blocking > 0 {
-                self.proxy.upstream.unpin_close(conn);
+                conn.close();
             } else {
-                self.proxy.upstream.unpin(conn);
+                conn.release();
             }
         }
         self.in_multi = false;
@@ -529,7 +544,11 @@ impl Session {
 
     /// Switches the shared pool after a change of protocol or db.
     pub(super) fn switch_pool(&mut self) {
-        self.shared = self.proxy.upstream.shared(self.proto, self.db);
+        self.upstream_gen = self
+            .proxy
+            .upstream_gen
+            .load(std::sync::atomic::Ordering::Acquire);
+        self.shared = self.proxy.upstream.load().shared(self.proto, self.db);
         self.slot = self.shared.pick();
     }
 }

@@ -198,7 +198,11 @@ impl Driver {
     /// Runs until the connection fails (`Err`), the job channel closes or a `Close` job
     /// arrives (`Ok`). Requests still waiting are failed by [`Driver::fail_pending`].
     pub async fn run(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Result<(), ConnError> {
+        let mut draining = false;
         loop {
+            if draining && self.pending.is_empty() && self.out.is_empty() {
+                return Ok(());
+            }
             if !self.out.is_empty() {
                 self.out.try_write(&self.stream)?;
             }
@@ -209,8 +213,15 @@ impl Driver {
                     r?;
                     self.read()?;
                 }
-                job = jobs.recv(), if take_jobs => {
-                    let Some(job) = job else { return Ok(()) };
+                job = jobs.recv(), if take_jobs && !draining => {
+                    let Some(job) = job else {
+                        // Every sender is gone (the pool was replaced): finish what is in flight.
+                        draining = true;
+                        if self.pending.is_empty() && self.out.is_empty() {
+                            return Ok(());
+                        }
+                        continue;
+                    };
                     if !self.accept(job) {
                         return Ok(());
                     }

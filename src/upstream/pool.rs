@@ -15,7 +15,7 @@ use crate::upstream::conn::{self, fail_job, ConnError, Driver, Job, ReplyTo};
 use crate::upstream::UpstreamUrl;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
@@ -196,10 +196,18 @@ async fn keep_connected(
 }
 
 /// A dedicated upstream connection lent to one client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PinnedConn {
     tx: mpsc::UnboundedSender<Job>,
+    /// Weak: the pool's idle list holds connections, which must not keep the pool alive.
+    pool: Weak<PinnedPool>,
     pub id: u64,
+}
+
+impl std::fmt::Debug for PinnedConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PinnedConn({})", self.id)
+    }
 }
 
 impl PinnedConn {
@@ -223,6 +231,27 @@ impl PinnedConn {
             payload: req.raw().clone(),
             reply: ReplyTo::Discard,
         });
+    }
+
+    /// Ends the lease: `RESET` travels behind the client's last request, and the connection
+    /// returns to its pool once that is answered.
+    pub fn release(self) {
+        let reset = Request::from_args(["RESET"]);
+        let pool = self.pool.clone();
+        let job = Job::Send {
+            payload: reset.raw().clone(),
+            reply: ReplyTo::Release {
+                conn: self.clone(),
+                pool,
+            },
+        };
+        self.send(job);
+    }
+
+    /// Ends the lease by closing the connection (a blocking command is still in flight; Redis
+    /// unblocks it when the connection goes).
+    pub fn close(self) {
+        self.send(Job::Close);
     }
 }
 
@@ -251,7 +280,7 @@ const MAX_IDLE: usize = 16;
 impl PinnedPool {
     /// Takes an idle connection, opens one, or (at `max_pinned`) waits for one to come back,
     /// up to the connect timeout.
-    async fn acquire(&self, proto: Proto, db: u32) -> Result<PinnedConn, String> {
+    async fn acquire(self: &Arc<Self>, proto: Proto, db: u32) -> Result<PinnedConn, String> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let conn = loop {
             let returned = self.returned.notified();
@@ -284,7 +313,7 @@ impl PinnedPool {
         None
     }
 
-    async fn open(&self) -> Result<PinnedConn, OpenError> {
+    async fn open(self: &Arc<Self>) -> Result<PinnedConn, OpenError> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Full(format!(
@@ -319,6 +348,7 @@ impl PinnedPool {
         });
         Ok(PinnedConn {
             tx,
+            pool: Arc::downgrade(self),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -331,31 +361,5 @@ impl PinnedPool {
         }
         drop(idle);
         self.returned.notify_one();
-    }
-
-    /// Ends a lease: `RESET` travels behind the client's last request, and the connection
-    /// returns to the pool once it is answered.
-    pub fn release(self: &Arc<Self>, conn: PinnedConn) {
-        let reset = Request::from_args(["RESET"]);
-        let job = Job::Send {
-            payload: reset.raw().clone(),
-            reply: ReplyTo::Release {
-                conn: conn.clone(),
-                pool: Arc::downgrade(self),
-            },
-        };
-        conn.send(job);
-    }
-}
-
-impl Upstream {
-    /// Ends a lease (see [`PinnedPool::release`]).
-    pub fn unpin(&self, conn: PinnedConn) {
-        self.pinned.release(conn);
-    }
-
-    /// Ends a lease by closing the connection (a blocking command is still in flight).
-    pub fn unpin_close(&self, conn: PinnedConn) {
-        conn.send(Job::Close);
     }
 }
