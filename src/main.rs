@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use rekey::config::Config;
-use rekey::proxy::listener::Server;
+use rekey::proxy::listener::{ServeOptions, Server};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -62,6 +62,8 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Installed before the config is compiled: rule counters register against it.
+    let metrics = rekey::stats::install().context("install the Prometheus recorder")?;
     let config = match load(&cli) {
         Ok(c) => c,
         Err(e) if cli.check => {
@@ -83,11 +85,15 @@ fn main() -> Result<()> {
         print!("{}", rewrite_report(&config, key, cli.app.as_deref()));
         return Ok(());
     }
+    let options = ServeOptions {
+        metrics: Some(metrics),
+        upstream_override: cli.upstream.as_ref().map(|_| config.upstream.clone()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, options))
 }
 
 /// `--rewrite`: the forward rewrite of a key and the reverse mapping of the result.
@@ -107,8 +113,8 @@ fn rewrite_report(config: &Config, key: &str, app: Option<&str>) -> String {
     }
 }
 
-async fn serve(config: Config) -> Result<()> {
-    let server = Server::bind(config).await?;
+async fn serve(config: Config, options: ServeOptions) -> Result<()> {
+    let server = Server::bind(config, options).await?;
     server.run(stop_signal()).await;
     Ok(())
 }

@@ -94,6 +94,8 @@ pub enum Extra {
 /// One entry of the command table.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandSpec {
+    /// Index into [`names`]; 0 is `other` (commands the table does not know).
+    pub id: u16,
     pub name: &'static str,
     pub class: Class,
     pub keys: &'static [KeySpec],
@@ -103,6 +105,7 @@ pub struct CommandSpec {
 
 const fn spec(name: &'static str, class: Class) -> CommandSpec {
     CommandSpec {
+        id: 0,
         name,
         class,
         keys: &[],
@@ -231,7 +234,26 @@ fn table() -> &'static HashMap<&'static [u8], CommandSpec> {
                 .or_insert_with(|| spec(name, Class::Forward))
                 .extra = *extra;
         }
+        let mut names: Vec<&'static [u8]> = map.keys().copied().collect();
+        names.sort();
+        for (i, name) in names.iter().enumerate() {
+            map.get_mut(name).expect("listed").id = i as u16 + 1;
+        }
         map
+    })
+}
+
+/// Metric label of every command id: `names()[spec.id]`. Subcommands count under their
+/// container (`object|encoding` is `object`), keeping labels few and bounded.
+pub fn names() -> &'static [&'static str] {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut out = vec![""; table().len() + 1];
+        out[0] = "other";
+        for s in table().values() {
+            out[s.id as usize] = s.name.split('|').next().unwrap_or(s.name);
+        }
+        out
     })
 }
 

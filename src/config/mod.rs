@@ -1,6 +1,7 @@
 //! Configuration: the TOML schema ([`schema`]), and its validation into a [`Config`] that the
 //! proxy can run with. A config is validated whole; nothing half-valid is ever served.
 
+pub mod reload;
 pub mod schema;
 
 use crate::rules::RuleSet;

@@ -1,13 +1,18 @@
 //! Accepting clients: one accept loop per listen address, the `max_clients` limit, and
 //! graceful shutdown (stop accepting, let sessions finish what they were asked, then exit).
 
+use crate::admin;
+use crate::config::reload::{self, Reloader};
 use crate::config::Config;
 use crate::protocol::reply;
 use crate::protocol::Request;
 use crate::proxy::session::Session;
 use crate::proxy::{Proxy, UpstreamInfo};
+use crate::stats::stats;
+use crate::upstream::UpstreamUrl;
 use crate::upstream::{conn, Upstream, UpstreamSettings};
 use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +28,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     proxy: Arc<Proxy>,
     listeners: Vec<(TcpListener, Option<String>)>,
+    admin: Option<TcpListener>,
+}
+
+/// What the binary adds to a config when it starts a server.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// The Prometheus handle, if this process installed the recorder (`/metrics`).
+    pub metrics: Option<PrometheusHandle>,
+    /// `--upstream` from the command line, kept across reloads.
+    pub upstream_override: Option<UpstreamUrl>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +49,7 @@ pub struct BindError {
 
 impl Server {
     /// Binds every listener and prepares the upstream pools.
-    pub async fn bind(config: Config) -> Result<Server, BindError> {
+    pub async fn bind(config: Config, options: ServeOptions) -> Result<Server, BindError> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let socket = TcpListener::bind(l.addr)
@@ -45,6 +60,15 @@ impl Server {
                 })?;
             listeners.push((socket, l.app.clone()));
         }
+        let admin = match config.admin {
+            Some(addr) => Some(
+                admin::bind(addr)
+                    .await
+                    .map_err(|source| BindError { addr, source })?,
+            ),
+            None => None,
+        };
+        stats().config_generation.set(config.generation as f64);
         let upstream = Upstream::new(UpstreamSettings {
             url: config.upstream.clone(),
             connections: config.pool.connections,
@@ -52,6 +76,7 @@ impl Server {
             connect_timeout: config.limits.connect_timeout,
         });
         let upstream_info = learn_upstream(&config).await;
+        let config_source = config.source.clone();
         let proxy = Arc::new(Proxy {
             config: ArcSwap::from_pointee(config),
             upstream: ArcSwap::new(upstream),
@@ -59,8 +84,19 @@ impl Server {
             next_client_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             upstream_info,
+            reloader: Reloader::new(config_source, options.upstream_override),
+            metrics: options.metrics,
         });
-        Ok(Server { proxy, listeners })
+        Ok(Server {
+            proxy,
+            listeners,
+            admin,
+        })
+    }
+
+    /// The admin address actually bound.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -90,6 +126,14 @@ impl Server {
                 rx.clone(),
             )));
         }
+        if let Some(listener) = self.admin {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "admin listening (/metrics /healthz /status /reload)");
+            }
+            accepts.push(tokio::spawn(admin::serve(listener, self.proxy.clone())));
+        }
+        accepts.push(tokio::spawn(reload::on_sighup(self.proxy.clone())));
+        accepts.push(tokio::spawn(reload::on_file_change(self.proxy.clone())));
         stop.await;
         tracing::info!("shutting down: no new clients, draining in-flight replies");
         for a in &accepts {
@@ -123,6 +167,7 @@ async fn accept_loop(
         let max = proxy.config.load().limits.max_clients;
         if proxy.clients.fetch_add(1, Ordering::AcqRel) >= max {
             proxy.clients.fetch_sub(1, Ordering::AcqRel);
+            stats().clients_rejected.increment(1);
             tokio::spawn(async move {
                 let _ = stream
                     .write_all(b"-ERR max number of clients reached\r\n")
@@ -134,9 +179,12 @@ async fn accept_loop(
         let session = Session::new(proxy.clone(), stream, peer, app.clone());
         let proxy = proxy.clone();
         let shutdown = shutdown.clone();
+        stats().clients.increment(1.0);
+        stats().clients_total.increment(1);
         tokio::spawn(async move {
             session.run(shutdown).await;
             proxy.clients.fetch_sub(1, Ordering::AcqRel);
+            stats().clients.decrement(1.0);
         });
     }
 }

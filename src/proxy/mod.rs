@@ -12,9 +12,11 @@ pub mod replies;
 pub mod rewrite;
 pub mod session;
 
+use crate::config::reload::Reloader;
 use crate::config::Config;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// What every session shares: the current config, the upstream pools, and facts about the
@@ -27,6 +29,9 @@ pub struct Proxy {
     pub next_client_id: AtomicU64,
     pub clients: AtomicUsize,
     pub upstream_info: UpstreamInfo,
+    pub reloader: Reloader,
+    /// The Prometheus handle, when this process installed the recorder.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// Facts about the upstream server that connection-scoped replies need.

@@ -8,24 +8,42 @@
 use crate::proxy::rewrite::ReplyCtx;
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::time::Instant;
+
+/// What a slot remembers about its request.
+#[derive(Debug)]
+pub struct SlotInfo {
+    /// The request pinned a connection until it is answered (a blocking command).
+    pub blocking: bool,
+    /// `CLIENT REPLY OFF/SKIP`: the reply is read but not written.
+    pub silent: bool,
+    /// How to map key names in the reply back, when it carries any.
+    pub ctx: Option<Box<ReplyCtx>>,
+    /// Command table id, for metrics.
+    pub cmd: u16,
+    /// When the request was routed, for the latency histogram.
+    pub started: Instant,
+}
 
 #[derive(Debug)]
 struct Slot {
     seq: u64,
-    push: bool,
     frame: Option<Bytes>,
-    /// The request pinned a connection until it is answered (a blocking command).
-    blocking: bool,
-    /// `CLIENT REPLY OFF/SKIP`: the reply is read but not written.
-    silent: bool,
-    /// How to map key names in the reply back, when it carries any.
-    ctx: Option<Box<ReplyCtx>>,
+    /// `None` for frames that answer no request.
+    info: Option<SlotInfo>,
 }
 
 /// What the session learns when a reply fills its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Filled {
     pub blocking: bool,
+}
+
+/// A reply ready to be written.
+pub struct Ready {
+    pub frame: Bytes,
+    /// `None` for pushes.
+    pub info: Option<SlotInfo>,
 }
 
 #[derive(Debug, Default)]
@@ -45,24 +63,26 @@ impl ReplyQueue {
     }
 
     /// Opens a slot for a request whose reply will come later; returns its sequence number.
-    pub fn expect(&mut self, blocking: bool, silent: bool, ctx: Option<Box<ReplyCtx>>) -> u64 {
+    pub fn expect(&mut self, info: SlotInfo) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots.push_back(Slot {
             seq,
-            push: false,
             frame: None,
-            blocking,
-            silent,
-            ctx,
+            info: Some(info),
         });
         seq
     }
 
     /// A reply made locally, in order after every request so far.
-    pub fn local(&mut self, frame: Bytes, silent: bool) {
-        let seq = self.expect(false, silent, None);
-        self.fill(seq, frame);
+    pub fn local(&mut self, frame: Bytes, info: SlotInfo) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.slots.push_back(Slot {
+            seq,
+            frame: Some(frame),
+            info: Some(info),
+        });
     }
 
     /// A frame that answers no request, placed after every request sent so far.
@@ -70,11 +90,8 @@ impl ReplyQueue {
         let seq = self.next_seq.saturating_sub(1);
         self.slots.push_back(Slot {
             seq,
-            push: true,
             frame: Some(frame),
-            blocking: false,
-            silent: false,
-            ctx: None,
+            info: None,
         });
     }
 
@@ -84,21 +101,21 @@ impl ReplyQueue {
         let slot = self
             .slots
             .get_mut(i)
-            .filter(|s| s.seq == seq && !s.push && s.frame.is_none())?;
+            .filter(|s| s.seq == seq && s.info.is_some() && s.frame.is_none())?;
         slot.frame = Some(frame);
         Some(Filled {
-            blocking: slot.blocking,
+            blocking: slot.info.as_ref().is_some_and(|i| i.blocking),
         })
     }
 
-    /// The next reply to write (with its mapping context), if the front slot is answered.
-    /// Silent replies are skipped.
-    pub fn pop_ready(&mut self) -> Option<(Bytes, Option<Box<ReplyCtx>>)> {
-        while self.slots.front().is_some_and(|s| s.frame.is_some()) {
+    /// The next answered reply, in order, if the front slot is answered.
+    pub fn pop_ready(&mut self) -> Option<Ready> {
+        if self.slots.front().is_some_and(|s| s.frame.is_some()) {
             let slot = self.slots.pop_front().expect("front exists");
-            if !slot.silent {
-                return slot.frame.map(|f| (f, slot.ctx));
-            }
+            return slot.frame.map(|frame| Ready {
+                frame,
+                info: slot.info,
+            });
         }
         None
     }
@@ -108,12 +125,29 @@ impl ReplyQueue {
 mod tests {
     use super::*;
 
+    fn info(blocking: bool, silent: bool) -> SlotInfo {
+        SlotInfo {
+            blocking,
+            silent,
+            ctx: None,
+            cmd: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn frames(q: &mut ReplyQueue) -> Vec<Bytes> {
+        std::iter::from_fn(|| q.pop_ready())
+            .filter(|r| !r.info.as_ref().is_some_and(|i| i.silent))
+            .map(|r| r.frame)
+            .collect()
+    }
+
     #[test]
     fn replies_leave_in_request_order() {
         let mut q = ReplyQueue::default();
-        let a = q.expect(false, false, None);
-        q.local(Bytes::from_static(b"+L\r\n"), false);
-        let b = q.expect(true, false, None);
+        let a = q.expect(info(false, false));
+        q.local(Bytes::from_static(b"+L\r\n"), info(false, false));
+        let b = q.expect(info(true, false));
         q.push(Bytes::from_static(b">P\r\n"));
         assert_eq!(
             q.fill(b, Bytes::from_static(b"+B\r\n")),
@@ -121,21 +155,20 @@ mod tests {
         );
         assert!(q.pop_ready().is_none());
         q.fill(a, Bytes::from_static(b"+A\r\n"));
-        let out: Vec<_> = std::iter::from_fn(|| q.pop_ready().map(|(f, _)| f)).collect();
-        assert_eq!(out, vec![&b"+A\r\n"[..], b"+L\r\n", b"+B\r\n", b">P\r\n"]);
+        assert_eq!(
+            frames(&mut q),
+            vec![&b"+A\r\n"[..], b"+L\r\n", b"+B\r\n", b">P\r\n"]
+        );
         assert!(q.is_empty());
         assert_eq!(q.fill(a, Bytes::new()), None);
     }
 
     #[test]
-    fn silent_slots_are_dropped() {
+    fn silent_slots_are_marked() {
         let mut q = ReplyQueue::default();
-        let a = q.expect(false, true, None);
-        q.local(Bytes::from_static(b"+X\r\n"), false);
+        let a = q.expect(info(false, true));
+        q.local(Bytes::from_static(b"+X\r\n"), info(false, false));
         q.fill(a, Bytes::from_static(b"+A\r\n"));
-        assert_eq!(
-            q.pop_ready().map(|(f, _)| f).as_deref(),
-            Some(&b"+X\r\n"[..])
-        );
+        assert_eq!(frames(&mut q), vec![&b"+X\r\n"[..]]);
     }
 }

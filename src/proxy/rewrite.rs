@@ -15,6 +15,7 @@ use crate::protocol::tree::Node;
 use crate::protocol::Request;
 use crate::rules::memory::PrefixMemory;
 use crate::rules::{Rewrite, RuleSet};
+use crate::stats::stats;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
@@ -23,7 +24,15 @@ use smallvec::SmallVec;
 pub struct ReplyCtx {
     pub kind: Option<ReplyKeys>,
     /// Keys the request named: (upstream name, name the client used).
-    pub exact: Vec<(Vec<u8>, Vec<u8>)>,
+    pub exact: Vec<Exact>,
+}
+
+/// A key the request named: its upstream name, the name the client used, and the rule.
+#[derive(Debug, Clone)]
+pub struct Exact {
+    pub upstream: Vec<u8>,
+    pub client: Vec<u8>,
+    pub rule: usize,
 }
 
 /// A request after the rules: `None` when it is forwarded unchanged.
@@ -42,8 +51,16 @@ pub struct Scope<'a> {
 
 impl Scope<'_> {
     fn key(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        let rw = self.rules.forward(self.app, key)?;
-        Some(self.apply(rw, key))
+        self.key_with_rule(key).map(|(_, k)| k)
+    }
+
+    fn key_with_rule(&mut self, key: &[u8]) -> Option<(usize, Vec<u8>)> {
+        let Some(rw) = self.rules.forward(self.app, key) else {
+            stats().unmatched_keys.increment(1);
+            return None;
+        };
+        let rule = rw.rule;
+        Some((rule, self.apply(rw, key)))
     }
 
     fn glob(&mut self, pattern: &[u8], channels: bool) -> Option<Vec<u8>> {
@@ -52,6 +69,7 @@ impl Scope<'_> {
     }
 
     fn apply(&mut self, rw: Rewrite, arg: &[u8]) -> Vec<u8> {
+        self.rules.rules()[rw.rule].count_forward();
         self.memory.remember(rw.rule, &rw.to, &arg[..rw.prefix_len]);
         rw.apply(arg)
     }
@@ -76,11 +94,13 @@ impl Scope<'_> {
     }
 
     /// Maps an upstream key name back for this client: `None` means hide it.
-    pub fn key_back(&self, key: &[u8], exact: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
-        if let Some((_, orig)) = exact.iter().find(|(up, _)| up == key) {
-            return Some(orig.clone());
+    pub fn key_back(&self, key: &[u8], exact: &[Exact]) -> Option<Vec<u8>> {
+        if let Some(e) = exact.iter().find(|e| e.upstream == key) {
+            self.rules.rules()[e.rule].count_reverse();
+            return Some(e.client.clone());
         }
-        if let Some(k) = self.memory.reverse(key) {
+        if let Some((rule, k)) = self.memory.reverse(key) {
+            self.rules.rules()[rule].count_reverse();
             return Some(k);
         }
         if self.rules.hides(self.app, key, false) {
@@ -92,10 +112,17 @@ impl Scope<'_> {
     fn channel_back(&self, name: &[u8]) -> Vec<u8> {
         if let Some(split) = keyspace_split(name) {
             let (head, key) = name.split_at(split);
-            let back = self.memory.reverse(key).unwrap_or_else(|| key.to_vec());
+            let back = self
+                .memory
+                .reverse(key)
+                .map(|(_, k)| k)
+                .unwrap_or_else(|| key.to_vec());
             return [head, &back].concat();
         }
-        self.memory.reverse(name).unwrap_or_else(|| name.to_vec())
+        self.memory
+            .reverse(name)
+            .map(|(_, k)| k)
+            .unwrap_or_else(|| name.to_vec())
     }
 }
 
@@ -133,9 +160,13 @@ pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request)
     };
     for &i in &key_pos {
         let Some(key) = req.arg(i) else { continue };
-        if let Some(new) = scope.key(key) {
+        if let Some((rule, new)) = scope.key_with_rule(key) {
             if ctx.kind.is_some() {
-                ctx.exact.push((new.clone(), key.to_vec()));
+                ctx.exact.push(Exact {
+                    upstream: new.clone(),
+                    client: key.to_vec(),
+                    rule,
+                });
             }
             changes.push((i, new));
         }

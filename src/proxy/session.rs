@@ -10,16 +10,19 @@
 use crate::commands::{self, Class, CommandSpec, Extra, Local, Pin};
 use crate::config::{Config, Limits};
 use crate::protocol::encode::{self, Proto};
+use crate::protocol::reply;
 use crate::protocol::{Request, RequestParser};
-use crate::proxy::replies::ReplyQueue;
+use crate::proxy::replies::{Ready, ReplyQueue, SlotInfo};
 use crate::proxy::rewrite::{self, ReplyCtx, Scope};
 use crate::proxy::Proxy;
 use crate::rules::memory::PrefixMemory;
+use crate::stats;
 use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink};
 use crate::wire::{reserve_read, WriteQueue};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
@@ -74,6 +77,9 @@ pub struct Session {
     pending_ctx: Option<Box<ReplyCtx>>,
     /// The config a transaction started with: rules do not change between MULTI and EXEC.
     snapshot: Option<Arc<Config>>,
+    /// The request being dispatched: its command id and when it arrived (metrics).
+    current_cmd: u16,
+    current_start: Instant,
 }
 
 impl Session {
@@ -134,6 +140,8 @@ impl Session {
             memory: PrefixMemory::default(),
             pending_ctx: None,
             snapshot: None,
+            current_cmd: 0,
+            current_start: Instant::now(),
             proxy,
         }
     }
@@ -153,8 +161,14 @@ impl Session {
                 self.process_input().await;
                 self.drain_ready();
             }
-            if !self.out.is_empty() && self.out.try_write(&self.stream).is_err() {
-                break;
+            if !self.out.is_empty() {
+                let before = self.out.len();
+                if self.out.try_write(&self.stream).is_err() {
+                    break;
+                }
+                stats::stats()
+                    .bytes_out
+                    .increment((before - self.out.len()) as u64);
             }
             if self.closing && self.replies.is_empty() && self.out.is_empty() {
                 break;
@@ -194,18 +208,38 @@ impl Session {
         self.end_pin_on_close();
     }
 
-    /// Moves answered replies, in request order, to the write queue.
+    /// Moves answered replies, in request order, to the write queue, counting each.
     fn drain_ready(&mut self) {
-        while let Some((frame, ctx)) = self.replies.pop_ready() {
-            match ctx {
-                None => self.out.push(&frame),
-                Some(ctx) => {
+        let stats = stats::stats();
+        while let Some(Ready { mut frame, info }) = self.replies.pop_ready() {
+            if let Some(info) = info {
+                let counters = stats.command(info.cmd);
+                match reply::is_error(&frame) {
+                    true => counters.error.increment(1),
+                    false => counters.ok.increment(1),
+                }
+                stats.latency.record(info.started.elapsed().as_secs_f64());
+                if info.silent {
+                    continue;
+                }
+                if let Some(ctx) = info.ctx {
                     let config = self.config();
                     let scope = self.scope(&config);
-                    let mapped = rewrite::map_reply(&scope, &ctx, frame);
-                    self.out.push(&mapped);
+                    frame = rewrite::map_reply(&scope, &ctx, frame);
                 }
             }
+            self.out.push(&frame);
+        }
+    }
+
+    /// What a new slot for the current request records.
+    fn slot_info(&mut self, blocking: bool) -> SlotInfo {
+        SlotInfo {
+            blocking,
+            silent: self.take_silent(),
+            ctx: self.pending_ctx.take(),
+            cmd: self.current_cmd,
+            started: self.current_start,
         }
     }
 
@@ -247,7 +281,8 @@ impl Session {
         reserve_read(&mut self.rbuf);
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => false,
-            Ok(_) => {
+            Ok(n) => {
+                stats::stats().bytes_in.increment(n as u64);
                 self.need_input = false;
                 true
             }
@@ -271,8 +306,10 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::debug!(client = self.id, peer = %self.peer, error = %e, "protocol error");
-                    self.replies
-                        .local(encode::error(&format!("ERR Protocol error: {e}")), false);
+                    stats::stats().protocol_errors.increment(1);
+                    self.reply_mode = ReplyMode::On;
+                    self.current_cmd = 0;
+                    self.reply(encode::error(&format!("ERR Protocol error: {e}")));
                     self.closing = true;
                     return;
                 }
@@ -283,6 +320,8 @@ impl Session {
     /// Routes one request: the single place every request passes before it is forwarded.
     async fn dispatch(&mut self, req: Request) {
         let spec = commands::lookup(&req);
+        self.current_cmd = spec.id;
+        self.current_start = Instant::now();
         if !self.authed
             && !matches!(
                 spec.class,
@@ -468,10 +507,8 @@ impl Session {
 
     /// Sends a request whose reply comes back 1:1, on the pinned connection if any.
     pub(super) fn forward(&mut self, payload: Bytes, blocking: bool) {
-        let silent = self.take_silent();
-        let seq = self
-            .replies
-            .expect(blocking, silent, self.pending_ctx.take());
+        let info = self.slot_info(blocking);
+        let seq = self.replies.expect(info);
         let job = Job::Send {
             payload,
             reply: ReplyTo::Client {
@@ -499,8 +536,8 @@ impl Session {
 
     /// Queues a reply made by rekey, in order.
     pub(super) fn reply(&mut self, frame: Bytes) {
-        let silent = self.take_silent();
-        self.replies.local(frame, silent);
+        let info = self.slot_info(false);
+        self.replies.local(frame, info);
     }
 
     fn take_silent(&mut self) -> bool {

@@ -63,8 +63,9 @@ impl PrefixMemory {
         out
     }
 
-    /// Maps `key` back through the longest remembered upstream prefix it starts with.
-    pub fn reverse(&self, key: &[u8]) -> Option<Vec<u8>> {
+    /// Maps `key` back through the longest remembered upstream prefix it starts with; also
+    /// returns the rule that made that prefix.
+    pub fn reverse(&self, key: &[u8]) -> Option<(usize, Vec<u8>)> {
         let e = self
             .entries
             .iter()
@@ -73,7 +74,7 @@ impl PrefixMemory {
         let mut out = Vec::with_capacity(e.app.len() + key.len() - e.upstream.len());
         out.extend_from_slice(&e.app);
         out.extend_from_slice(&key[e.upstream.len()..]);
-        Some(out)
+        Some((e.rule, out))
     }
 }
 
@@ -86,11 +87,11 @@ mod tests {
         let mut m = PrefixMemory::default();
         m.remember(0, b"shared_", b"AppA_");
         m.remember(0, b"{shared_", b"{AppA_");
-        assert_eq!(m.reverse(b"{shared_1}_Data").unwrap(), b"{AppA_1}_Data");
-        assert_eq!(m.reverse(b"shared_2").unwrap(), b"AppA_2");
+        assert_eq!(m.reverse(b"{shared_1}_Data").unwrap().1, b"{AppA_1}_Data");
+        assert_eq!(m.reverse(b"shared_2").unwrap().1, b"AppA_2");
         assert_eq!(m.reverse(b"other"), None);
         m.remember(0, b"shared_", b"AppB_");
-        assert_eq!(m.reverse(b"shared_2").unwrap(), b"AppB_2");
+        assert_eq!(m.reverse(b"shared_2").unwrap().1, b"AppB_2");
         m.sync_generation(7);
         assert_eq!(m.reverse(b"shared_2"), None);
     }

@@ -10,16 +10,31 @@
 pub mod memory;
 
 use crate::config::schema::RuleConfig;
+use crate::stats::RuleCounters;
 use regex::bytes::Regex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One compiled rule.
-#[derive(Debug, Clone)]
+/// One compiled rule, with its hit counters.
 pub struct Rule {
     pub name: String,
+    /// `match` as configured.
+    source: String,
     regex: Regex,
     replace: String,
     apps: Option<Vec<String>>,
     pub channels: bool,
+    hits_forward: AtomicU64,
+    hits_reverse: AtomicU64,
+    counters: RuleCounters,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("match", &self.regex.as_str())
+            .finish()
+    }
 }
 
 /// A rewrite that applies to one key: replace the first `prefix_len` bytes with `to`.
@@ -61,11 +76,42 @@ impl Rule {
         check_replace(&cfg.replace, &regex).map_err(err)?;
         Ok(Rule {
             name: cfg.name.clone(),
+            source: cfg.pattern.clone(),
             regex,
             replace: cfg.replace.clone(),
             apps: cfg.apps.clone().filter(|a| !a.iter().any(|x| x == "*")),
             channels: cfg.channels,
+            hits_forward: AtomicU64::new(0),
+            hits_reverse: AtomicU64::new(0),
+            counters: RuleCounters::register(&cfg.name),
         })
+    }
+
+    /// The `match` regex as configured.
+    pub fn pattern(&self) -> &str {
+        &self.source
+    }
+
+    pub fn replace(&self) -> &str {
+        &self.replace
+    }
+
+    pub fn count_forward(&self) {
+        self.hits_forward.fetch_add(1, Ordering::Relaxed);
+        self.counters.forward.increment(1);
+    }
+
+    pub fn count_reverse(&self) {
+        self.hits_reverse.fetch_add(1, Ordering::Relaxed);
+        self.counters.reverse.increment(1);
+    }
+
+    /// Keys rewritten so far: (forward, reverse).
+    pub fn hits(&self) -> (u64, u64) {
+        (
+            self.hits_forward.load(Ordering::Relaxed),
+            self.hits_reverse.load(Ordering::Relaxed),
+        )
     }
 
     /// True when the rule applies to a client identified as `app` (or to everyone).
@@ -130,7 +176,7 @@ fn check_replace(replace: &str, regex: &Regex) -> Result<(), String> {
 }
 
 /// The rules of one config, in file order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
 }

@@ -11,6 +11,7 @@
 
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::Request;
+use crate::stats::stats;
 use crate::upstream::conn::{self, fail_job, ConnError, Driver, Job, ReplyTo};
 use crate::upstream::UpstreamUrl;
 use std::collections::HashMap;
@@ -82,7 +83,31 @@ impl Upstream {
         map.values().all(|p| p.healthy())
     }
 
-    /// Checks that the upstream answers (a fresh connection and PING).
+    /// Each shared pool started so far: protocol, db, connections up / total.
+    pub fn pool_states(&self) -> Vec<serde_json::Value> {
+        let map = self.shared.lock().expect("pool map poisoned");
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|((proto, db), p)| {
+                let up = p.up.iter().filter(|f| f.load(Ordering::Relaxed)).count();
+                serde_json::json!({"protocol": proto.number(), "db": db, "connections_up": up, "connections": p.up.len()})
+            })
+            .collect();
+        out.sort_by_key(|v| (v["protocol"].as_i64(), v["db"].as_i64()));
+        out
+    }
+
+    /// True when the upstream answers: every started shared connection is up, or (with none
+    /// started or some down) a fresh connection succeeds.
+    pub async fn reachable(&self) -> bool {
+        let all_up = {
+            let map = self.shared.lock().expect("pool map poisoned");
+            !map.is_empty() && map.values().all(|p| p.healthy())
+        };
+        all_up || self.probe().await.is_ok()
+    }
+
+    /// Checks that the upstream answers (a fresh connection and handshake).
     pub async fn probe(&self) -> Result<(), ConnError> {
         conn::connect(
             &self.settings.url,
@@ -155,14 +180,21 @@ async fn keep_connected(
     up: Arc<AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut connected_before = false;
     loop {
         let why = match conn::connect(&settings.url, proto, db, settings.connect_timeout).await {
             Ok(stream) => {
+                if connected_before {
+                    stats().upstream_reconnects.increment(1);
+                }
+                connected_before = true;
+                stats().upstream_pooled.increment(1.0);
                 up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
                 let mut driver = Driver::new(stream, true);
                 let result = driver.run(&mut jobs).await;
                 up.store(false, Ordering::Relaxed);
+                stats().upstream_pooled.decrement(1.0);
                 let why = match &result {
                     Ok(()) => "connection closed".to_string(),
                     Err(e) => e.to_string(),
@@ -171,10 +203,12 @@ async fn keep_connected(
                 if result.is_ok() {
                     return; // the pool was dropped
                 }
+                stats().upstream_errors.increment(1);
                 tracing::warn!(upstream = %settings.url, error = %why, "shared upstream connection lost");
                 why
             }
             Err(e) => {
+                stats().upstream_errors.increment(1);
                 tracing::warn!(upstream = %settings.url, error = %e, "cannot connect to upstream");
                 e.to_string()
             }
@@ -331,6 +365,7 @@ impl PinnedPool {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let total = self.total.clone();
         let returned = self.returned.clone();
+        stats().upstream_pinned.increment(1.0);
         tokio::spawn(async move {
             let mut driver = Driver::new(stream, false);
             let why = match driver.run(&mut rx).await {
@@ -344,6 +379,7 @@ impl PinnedPool {
                 fail_job(job, &err);
             }
             total.fetch_sub(1, Ordering::AcqRel);
+            stats().upstream_pinned.decrement(1.0);
             returned.notify_one();
         });
         Ok(PinnedConn {

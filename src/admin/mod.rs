@@ -1,0 +1,123 @@
+//! The admin HTTP listener (loopback by default): `GET /metrics` (Prometheus text),
+//! `GET /healthz` (200 when the upstream is reachable), `GET /status` (JSON: config generation
+//! and file, last reload, rules with hit counts, upstream pool state, clients), and
+//! `POST /reload`. A deliberately small HTTP/1.1 server: one request per connection.
+
+pub mod status;
+
+use crate::config::reload;
+use crate::proxy::Proxy;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves admin requests until the task is dropped.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, proxy)).await;
+        });
+    }
+}
+
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+}
+
+fn respond(status: &'static str, content_type: &'static str, body: impl Into<String>) -> Response {
+    Response {
+        status,
+        content_type,
+        body: body.into(),
+    }
+}
+
+async fn handle(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() > MAX_HEAD {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let resp = route(method, path, &proxy).await;
+    let out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        resp.status,
+        resp.content_type,
+        resp.body.len(),
+        resp.body
+    );
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+async fn route(method: &str, path: &str, proxy: &Arc<Proxy>) -> Response {
+    match (method, path) {
+        ("GET", "/metrics") => match &proxy.metrics {
+            Some(h) => respond("200 OK", "text/plain; version=0.0.4", h.render()),
+            None => respond(
+                "503 Service Unavailable",
+                "text/plain",
+                "metrics recorder not installed\n",
+            ),
+        },
+        ("GET", "/healthz") => {
+            if proxy.upstream.load().reachable().await {
+                respond("200 OK", "text/plain", "ok\n")
+            } else {
+                respond(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "upstream unreachable\n",
+                )
+            }
+        }
+        ("GET", "/status") => respond("200 OK", "application/json", status::render(proxy)),
+        ("POST", "/reload") => match reload::reload(proxy).await {
+            Ok(generation) => respond(
+                "200 OK",
+                "application/json",
+                format!("{{\"result\":\"ok\",\"generation\":{generation}}}\n"),
+            ),
+            Err(e) => respond(
+                "422 Unprocessable Entity",
+                "application/json",
+                format!("{}\n", serde_json::json!({"result": "error", "error": e})),
+            ),
+        },
+        (_, "/metrics" | "/healthz" | "/status" | "/reload") => respond(
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n",
+        ),
+        _ => respond(
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics /healthz /status /reload\n",
+        ),
+    }
+}

@@ -1,0 +1,49 @@
+//! `/status`: what an operator needs to see at a glance, as JSON.
+
+use crate::proxy::Proxy;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+pub fn render(proxy: &Proxy) -> String {
+    let config = proxy.config.load();
+    let reload = proxy.reloader.status();
+    let upstream = proxy.upstream.load();
+    let rules: Vec<_> = config
+        .rules
+        .rules()
+        .iter()
+        .map(|r| {
+            let (forward, reverse) = r.hits();
+            json!({
+                "name": r.name,
+                "match": r.pattern(),
+                "replace": r.replace(),
+                "channels": r.channels,
+                "hits": {"forward": forward, "reverse": reverse},
+            })
+        })
+        .collect();
+    let body = json!({
+        "config": {
+            "file": config.source.as_ref().map(|p| p.display().to_string()),
+            "generation": config.generation,
+        },
+        "reload": {
+            "last_time_unix": reload.last_time.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
+            "last_result": match reload.last_ok { None => "none", Some(true) => "ok", Some(false) => "error" },
+            "last_error": reload.last_error,
+            "needs_restart": reload.needs_restart,
+        },
+        "rules": rules,
+        "upstream": {
+            "url": config.upstream.to_string(),
+            "healthy": upstream.healthy(),
+            "shared_pools": upstream.pool_states(),
+            "pinned_connections": upstream.pinned_total(),
+        },
+        "clients": proxy.clients.load(Ordering::Relaxed),
+        "listeners": config.listeners.iter().map(|l| json!({"addr": l.addr.to_string(), "app": l.app})).collect::<Vec<_>>(),
+    });
+    format!("{body:#}\n")
+}

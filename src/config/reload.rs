@@ -1,0 +1,200 @@
+//! Live reload: a new config is read and validated whole, then swapped in atomically
+//! (`arc-swap`); a bad one is refused, logged, counted and shown on `/status`, and the old one
+//! keeps serving. Triggers: the file changing (editors that replace the file included), SIGHUP,
+//! and `POST /reload` on the admin listener.
+//!
+//! Settings that cannot change while serving (listen and admin addresses) are kept as they are
+//! and reported as needing a restart. A changed upstream gets new pools; the old ones finish
+//! their in-flight replies and close.
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::stats::stats;
+use crate::upstream::{Upstream, UpstreamSettings};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// The outcome of the last reload, for `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub last_time: Option<SystemTime>,
+    pub last_ok: Option<bool>,
+    pub last_error: Option<String>,
+    pub needs_restart: Vec<String>,
+}
+
+/// Reload bookkeeping shared by every trigger.
+#[derive(Default)]
+pub struct Reloader {
+    /// The config file, when rekey was started with one.
+    pub source: Option<PathBuf>,
+    /// `--upstream` given on the command line wins over the file, at start and on reload.
+    pub upstream_override: Option<crate::upstream::UpstreamUrl>,
+    status: Mutex<ReloadStatus>,
+    /// Serializes reloads.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        source: Option<PathBuf>,
+        upstream_override: Option<crate::upstream::UpstreamUrl>,
+    ) -> Reloader {
+        Reloader {
+            source,
+            upstream_override,
+            ..Default::default()
+        }
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().expect("reload status poisoned").clone()
+    }
+
+    fn record(&self, result: Result<Vec<String>, String>) {
+        let mut st = self.status.lock().expect("reload status poisoned");
+        st.last_time = Some(SystemTime::now());
+        match result {
+            Ok(needs_restart) => {
+                st.last_ok = Some(true);
+                st.last_error = None;
+                st.needs_restart = needs_restart;
+            }
+            Err(e) => {
+                st.last_ok = Some(false);
+                st.last_error = Some(e);
+            }
+        }
+    }
+}
+
+/// Reloads the config file now. `Ok` carries the generation now serving.
+pub async fn reload(proxy: &Proxy) -> Result<u64, String> {
+    let reloader = &proxy.reloader;
+    let _one_at_a_time = reloader.running.lock().await;
+    let Some(path) = reloader.source.clone() else {
+        return Err("rekey was started without a config file (-c)".into());
+    };
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut new = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            stats().reloads_error.increment(1);
+            tracing::error!(error = %e, "config reload refused; the previous config keeps serving");
+            reloader.record(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    if let Some(u) = &reloader.upstream_override {
+        new.upstream = u.clone();
+    }
+    let old = proxy.config.load_full();
+    let needs_restart = keep_fixed_settings(&old, &mut new);
+    for what in &needs_restart {
+        tracing::warn!(setting = %what, "changed in the config file but needs a restart to take effect");
+    }
+    if upstream_changed(&old, &new) {
+        tracing::info!(upstream = %new.upstream, "upstream changed: new pools; the old ones drain");
+        proxy.upstream.store(Upstream::new(UpstreamSettings {
+            url: new.upstream.clone(),
+            connections: new.pool.connections,
+            max_pinned: new.pool.max_pinned,
+            connect_timeout: new.limits.connect_timeout,
+        }));
+        proxy.upstream_gen.fetch_add(1, Ordering::AcqRel);
+    }
+    let generation = new.generation;
+    proxy.config.store(Arc::new(new));
+    stats().reloads_ok.increment(1);
+    stats().config_generation.set(generation as f64);
+    tracing::info!(generation, "config reloaded");
+    reloader.record(Ok(needs_restart));
+    Ok(generation)
+}
+
+/// Keeps what cannot change live; returns the names of settings that changed anyway.
+fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    if old.listeners != new.listeners {
+        changed.push("listen / [[apps]] listen".to_string());
+        new.listeners = old.listeners.clone();
+    }
+    if old.admin != new.admin {
+        changed.push("admin".to_string());
+        new.admin = old.admin;
+    }
+    changed
+}
+
+fn upstream_changed(old: &Config, new: &Config) -> bool {
+    old.upstream != new.upstream
+        || old.pool.connections != new.pool.connections
+        || old.pool.max_pinned != new.pool.max_pinned
+        || old.limits.connect_timeout != new.limits.connect_timeout
+}
+
+/// Reloads on SIGHUP until the process ends.
+pub async fn on_sighup(proxy: Arc<Proxy>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading config");
+        let _ = reload(&proxy).await;
+    }
+}
+
+/// Reloads when the config file changes. Watches the file's directory, so editors that write
+/// a new file and rename it over the old one are seen too. Events are debounced.
+pub async fn on_file_change(proxy: Arc<Proxy>) {
+    let Some(path) = proxy.reloader.source.clone() else {
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _watcher = match watch(&path, tx) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot watch the config file; reload with SIGHUP or POST /reload");
+            return;
+        }
+    };
+    while rx.recv().await.is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while rx.try_recv().is_ok() {}
+        tracing::info!(path = %path.display(), "config file changed: reloading");
+        let _ = reload(&proxy).await;
+    }
+}
+
+fn watch(
+    path: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let file_name = path.file_name().map(|n| n.to_os_string());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
