@@ -125,6 +125,7 @@ impl Drop for RedisServer {
 
 pub struct Rekey {
     pub port: u16,
+    pub admin_port: u16,
     pub config_path: PathBuf,
     child: Child,
 }
@@ -133,13 +134,14 @@ impl Rekey {
     /// Starts rekey in front of `redis` with `extra` TOML appended to a minimal config.
     pub fn start(redis: &RedisServer, extra: &str) -> Rekey {
         let port = free_port();
+        let admin_port = free_port();
         let dir = scratch_dir("rekey");
         let config_path = dir.join("rekey.toml");
-        let text = format!(
-            "listen = \"127.0.0.1:{port}\"\nupstream = \"{}\"\n{extra}\n",
-            redis.url()
-        );
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(
+            &config_path,
+            Self::config_text(port, admin_port, &redis.url(), extra),
+        )
+        .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
             .args(["-c", config_path.to_str().unwrap()])
             .env("RUST_LOG", "warn")
@@ -148,11 +150,43 @@ impl Rekey {
             .spawn()
             .unwrap();
         wait_for_port(port, "rekey");
+        wait_for_port(admin_port, "rekey admin");
         Rekey {
             port,
+            admin_port,
             config_path,
             child,
         }
+    }
+
+    fn config_text(port: u16, admin_port: u16, upstream: &str, extra: &str) -> String {
+        format!("listen = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin_port}\"\nupstream = \"{upstream}\"\n{extra}\n")
+    }
+
+    /// Rewrites the config file (same listeners and admin) the way an editor would: a new
+    /// file renamed over the old one.
+    pub fn write_config(&self, upstream: &str, extra: &str) {
+        let tmp = self.config_path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            Self::config_text(self.port, self.admin_port, upstream, extra),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// An admin HTTP request: (status code, body).
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.admin_port, method, path)
+    }
+
+    /// Sends a signal to the rekey process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
     }
 
     pub fn client(&self) -> redis::Connection {
@@ -200,6 +234,36 @@ impl Drop for Rekey {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// A minimal HTTP/1.1 request on loopback: (status code, body).
+pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value of one Prometheus sample line (`name{labels} value`), 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A client speaking raw RESP bytes.
