@@ -89,7 +89,8 @@ fn main() -> Result<()> {
         metrics: Some(metrics),
         upstream_override: cli.upstream.as_ref().map(|_| config.upstream.clone()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Accepting, admin and reload run here; clients are served by the worker threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;

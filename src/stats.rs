@@ -3,8 +3,10 @@
 //! path is an atomic add: no label formatting, no lookup, no allocation. Labels are bounded:
 //! command names come from the command table (else `other`), rule names from the config.
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, gauge, Counter, Gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ pub struct Stats {
     pub protocol_errors: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    pub latency: Histogram,
+    pub latency: LatencyHistogram,
     pub unmatched_keys: Counter,
     pub upstream_pooled: Gauge,
     pub upstream_pinned: Gauge,
@@ -53,7 +55,7 @@ impl Stats {
             protocol_errors: counter!("rekey_protocol_errors_total"),
             bytes_in: counter!("rekey_client_bytes_in_total"),
             bytes_out: counter!("rekey_client_bytes_out_total"),
-            latency: histogram!("rekey_request_duration_seconds"),
+            latency: LatencyHistogram::default(),
             unmatched_keys: counter!("rekey_keys_unmatched_total"),
             upstream_pooled: gauge!("rekey_upstream_connections", "kind" => "pooled"),
             upstream_pinned: gauge!("rekey_upstream_connections", "kind" => "pinned"),
@@ -88,12 +90,7 @@ pub fn stats() -> &'static Stats {
 
 /// Installs the Prometheus recorder for this process; call before anything counts.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("rekey_request_duration_seconds".into()),
-            LATENCY_BUCKETS,
-        )?
-        .install_recorder()?;
+    let handle = PrometheusBuilder::new().install_recorder()?;
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
@@ -118,5 +115,57 @@ impl RuleCounters {
             forward: counter!("rekey_keys_rewritten_total", "rule" => rule.to_string(), "direction" => "forward"),
             reverse: counter!("rekey_keys_rewritten_total", "rule" => rule.to_string(), "direction" => "reverse"),
         }
+    }
+}
+
+/// `rekey_request_duration_seconds`: request latency, from the read that brought the request
+/// to the write of its reply. Kept as plain atomic buckets (one add per group of replies, no
+/// timestamps, no allocation) and rendered into `/metrics` beside the recorder's output.
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records `n` requests that each took `took`.
+    pub fn record(&self, took: Duration, n: u64) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
+            self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        }
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(took.as_nanos() as u64 * n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition (cumulative buckets).
+    pub fn render(&self) -> String {
+        let name = "rekey_request_duration_seconds";
+        let mut out = format!("# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (le, b) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+        out
     }
 }

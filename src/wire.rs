@@ -8,7 +8,25 @@
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
+
+/// A socket that takes non-blocking vectored writes.
+pub trait TryWriteVectored {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl TryWriteVectored for TcpStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+}
+
+impl TryWriteVectored for OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        OwnedWriteHalf::try_write_vectored(self, bufs)
+    }
+}
 
 /// Payloads at least this large are queued without copying.
 const BIG: usize = 16 * 1024;
@@ -65,7 +83,7 @@ impl WriteQueue {
     }
 
     /// Writes as much as the socket takes now. `Ok(())` also when the socket would block.
-    pub fn try_write(&mut self, stream: &TcpStream) -> io::Result<()> {
+    pub fn try_write<W: TryWriteVectored>(&mut self, stream: &W) -> io::Result<()> {
         while self.len > 0 {
             let written = {
                 let mut slices: [IoSlice<'_>; MAX_SLICES] = [IoSlice::new(&[]); MAX_SLICES];

@@ -78,7 +78,10 @@ async fn handle(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()>
 async fn route(method: &str, path: &str, proxy: &Arc<Proxy>) -> Response {
     match (method, path) {
         ("GET", "/metrics") => match &proxy.metrics {
-            Some(h) => respond("200 OK", "text/plain; version=0.0.4", h.render()),
+            Some(h) => {
+                let text = h.render() + "\n" + &crate::stats::stats().latency.render();
+                respond("200 OK", "text/plain; version=0.0.4", text)
+            }
             None => respond(
                 "503 Service Unavailable",
                 "text/plain",

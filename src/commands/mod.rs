@@ -9,6 +9,7 @@ pub mod table;
 
 use keys::KeySpec;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 /// How the proxy handles a command.
@@ -212,10 +213,34 @@ static FORWARD: CommandSpec = spec("", Class::Forward);
 /// Longest command name worth looking up (`container|subcommand`).
 const MAX_NAME: usize = 64;
 
-fn table() -> &'static HashMap<&'static [u8], CommandSpec> {
-    static TABLE: OnceLock<HashMap<&'static [u8], CommandSpec>> = OnceLock::new();
+/// FNV-1a: command names are short and trusted to be few; SipHash's DoS resistance buys
+/// nothing here and costs on every command.
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Table = HashMap<&'static [u8], CommandSpec, BuildHasherDefault<NameHasher>>;
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut map: HashMap<&'static [u8], CommandSpec> = HashMap::new();
+        let mut map = Table::default();
         for s in SPECIAL {
             map.insert(s.name.as_bytes(), *s);
         }

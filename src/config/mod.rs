@@ -111,6 +111,8 @@ pub struct Config {
     pub flush: FlushPolicy,
     pub limits: Limits,
     pub pool: PoolConfig,
+    /// Worker threads (resolved: at least 1).
+    pub threads: usize,
     pub rules: Arc<RuleSet>,
     /// Distinct for every config validated in this process; prefix memories key on it.
     pub generation: u64,
@@ -230,6 +232,12 @@ impl Config {
                 connect_timeout: Duration::from_millis(l.connect_timeout_ms.max(1)),
             },
             pool: file.pool.clone(),
+            threads: match file.threads {
+                0 => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                n => n,
+            },
             rules: Arc::new(rules),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })

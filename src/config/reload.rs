@@ -105,11 +105,13 @@ pub async fn reload(proxy: &Proxy) -> Result<u64, String> {
             connections: new.pool.connections,
             max_pinned: new.pool.max_pinned,
             connect_timeout: new.limits.connect_timeout,
+            workers: new.threads,
         }));
         proxy.upstream_gen.fetch_add(1, Ordering::AcqRel);
     }
     let generation = new.generation;
     proxy.config.store(Arc::new(new));
+    proxy.config_gen.fetch_add(1, Ordering::AcqRel);
     stats().reloads_ok.increment(1);
     stats().config_generation.set(generation as f64);
     tracing::info!(generation, "config reloaded");
@@ -123,6 +125,10 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
     if old.listeners != new.listeners {
         changed.push("listen / [[apps]] listen".to_string());
         new.listeners = old.listeners.clone();
+    }
+    if old.threads != new.threads {
+        changed.push("threads".to_string());
+        new.threads = old.threads;
     }
     if old.admin != new.admin {
         changed.push("admin".to_string());

@@ -28,6 +28,9 @@ pub struct FileConfig {
     #[serde(default = "default_upstream")]
     pub upstream: String,
     pub requirepass: Option<String>,
+    /// Worker threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub threads: usize,
     #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]

@@ -6,7 +6,7 @@ use crate::config::reload::{self, Reloader};
 use crate::config::Config;
 use crate::protocol::reply;
 use crate::protocol::Request;
-use crate::proxy::session::Session;
+use crate::proxy::workers::Workers;
 use crate::proxy::{Proxy, UpstreamInfo};
 use crate::stats::stats;
 use crate::upstream::UpstreamUrl;
@@ -74,11 +74,13 @@ impl Server {
             connections: config.pool.connections,
             max_pinned: config.pool.max_pinned,
             connect_timeout: config.limits.connect_timeout,
+            workers: config.threads,
         });
         let upstream_info = learn_upstream(&config).await;
         let config_source = config.source.clone();
         let proxy = Arc::new(Proxy {
             config: ArcSwap::from_pointee(config),
+            config_gen: AtomicU64::new(0),
             upstream: ArcSwap::new(upstream),
             upstream_gen: AtomicU64::new(0),
             next_client_id: AtomicU64::new(1),
@@ -114,30 +116,42 @@ impl Server {
     /// Serves until `stop` resolves, then drains and returns.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         let (tx, rx) = watch::channel(false);
-        let mut accepts = Vec::new();
+        let threads = self.proxy.config.load().threads;
+        let workers = match Workers::start(threads, self.proxy.clone(), rx) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start worker threads");
+                return;
+            }
+        };
+        tracing::info!(threads, "worker threads started");
+        let mut tasks = Vec::new();
         for (listener, app) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, app = app.as_deref().unwrap_or("-"), "listening");
             }
-            accepts.push(tokio::spawn(accept_loop(
+            tasks.push(tokio::spawn(accept_loop(
                 listener,
                 app,
                 self.proxy.clone(),
-                rx.clone(),
+                workers.clone(),
             )));
         }
         if let Some(listener) = self.admin {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "admin listening (/metrics /healthz /status /reload)");
             }
-            accepts.push(tokio::spawn(admin::serve(listener, self.proxy.clone())));
+            tasks.push(tokio::spawn(admin::serve(listener, self.proxy.clone())));
         }
-        accepts.push(tokio::spawn(reload::on_sighup(self.proxy.clone())));
-        accepts.push(tokio::spawn(reload::on_file_change(self.proxy.clone())));
+        tasks.push(tokio::spawn(reload::on_sighup(self.proxy.clone())));
+        tasks.push(tokio::spawn(reload::on_file_change(self.proxy.clone())));
         stop.await;
         tracing::info!("shutting down: no new clients, draining in-flight replies");
-        for a in &accepts {
-            a.abort();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await; // the accept loops' handles on the workers are dropped
         }
         let _ = tx.send(true);
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
@@ -146,6 +160,9 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Ok(workers) = Arc::try_unwrap(workers) {
+            let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+        }
     }
 }
 
@@ -153,7 +170,7 @@ async fn accept_loop(
     listener: TcpListener,
     app: Option<String>,
     proxy: Arc<Proxy>,
-    shutdown: watch::Receiver<bool>,
+    workers: Arc<Workers>,
 ) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -176,16 +193,7 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let session = Session::new(proxy.clone(), stream, peer, app.clone());
-        let proxy = proxy.clone();
-        let shutdown = shutdown.clone();
-        stats().clients.increment(1.0);
-        stats().clients_total.increment(1);
-        tokio::spawn(async move {
-            session.run(shutdown).await;
-            proxy.clients.fetch_sub(1, Ordering::AcqRel);
-            stats().clients.decrement(1.0);
-        });
+        workers.assign(stream, peer, app.clone());
     }
 }
 

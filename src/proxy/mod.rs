@@ -11,6 +11,7 @@ pub mod local;
 pub mod replies;
 pub mod rewrite;
 pub mod session;
+pub mod workers;
 
 use crate::config::reload::Reloader;
 use crate::config::Config;
@@ -23,6 +24,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 /// upstream learned at start.
 pub struct Proxy {
     pub config: ArcSwap<Config>,
+    /// Bumped after every swap of `config`: sessions refresh their cached copy when it moves.
+    pub config_gen: AtomicU64,
     /// Swapped when a reload changes the upstream; the old pools drain and close.
     pub upstream: ArcSwap<Upstream>,
     pub upstream_gen: AtomicU64,

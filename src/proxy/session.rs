@@ -23,6 +23,8 @@ use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
@@ -42,7 +44,8 @@ pub struct Session {
     pub(super) local: SocketAddr,
     pub(super) app: Option<String>,
     pub(super) proxy: Arc<Proxy>,
-    stream: TcpStream,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
     rbuf: BytesMut,
     need_input: bool,
     out: WriteQueue,
@@ -80,7 +83,25 @@ pub struct Session {
     /// The request being dispatched: its command id and when it arrived (metrics).
     current_cmd: u16,
     current_start: Instant,
+    /// The config in force, refreshed when the proxy's config generation moves.
+    cfg: Arc<Config>,
+    cfg_gen: u64,
+    /// Requests routed but not yet sent (see [`Session::forward`]).
+    batch: Option<Batch>,
+    batch_buf: BytesMut,
+    batch_big: Option<Bytes>,
 }
+
+/// Consecutive requests for one upstream connection, sent as one job.
+struct Batch {
+    /// The pinned connection's id, or `None` for the shared one.
+    target: Option<u64>,
+    first_seq: u64,
+    count: u32,
+}
+
+/// Batched request bytes are sent once they reach this size; a larger request goes alone.
+const BATCH_BYTES: usize = 16 * 1024;
 
 impl Session {
     pub fn new(
@@ -94,6 +115,7 @@ impl Session {
         let db = config.upstream.db;
         let authed = !config.auth.required();
         let local = stream.local_addr().unwrap_or(peer);
+        let (rd, wr) = stream.into_split();
         let (sink, inbox) = mpsc::unbounded_channel();
         let upstream_gen = proxy
             .upstream_gen
@@ -108,7 +130,8 @@ impl Session {
             peer,
             local,
             app,
-            stream,
+            rd,
+            wr,
             rbuf: BytesMut::with_capacity(16 * 1024),
             need_input: true,
             out: WriteQueue::new(),
@@ -142,6 +165,11 @@ impl Session {
             snapshot: None,
             current_cmd: 0,
             current_start: Instant::now(),
+            cfg: proxy.config.load_full(),
+            cfg_gen: proxy.config_gen.load(std::sync::atomic::Ordering::Acquire),
+            batch: None,
+            batch_buf: BytesMut::with_capacity(BATCH_BYTES * 2),
+            batch_big: None,
             proxy,
         }
     }
@@ -163,7 +191,7 @@ impl Session {
             }
             if !self.out.is_empty() {
                 let before = self.out.len();
-                if self.out.try_write(&self.stream).is_err() {
+                if self.out.try_write(&self.wr).is_err() {
                     break;
                 }
                 stats::stats()
@@ -174,6 +202,9 @@ impl Session {
                 break;
             }
             let read_ok = self.can_read();
+            if read_ok {
+                reserve_read(&mut self.rbuf);
+            }
             tokio::select! {
                 biased;
                 Some(d) = self.inbox.recv() => {
@@ -185,15 +216,20 @@ impl Session {
                         }
                     }
                 }
-                r = self.stream.readable(), if read_ok => {
-                    if r.is_err() || !self.read_input() {
-                        self.closing = true;
+                r = self.rd.read_buf(&mut self.rbuf), if read_ok => {
+                    match r {
+                        Ok(0) | Err(_) => self.closing = true,
+                        Ok(n) => {
+                            stats::stats().bytes_in.increment(n as u64);
+                            self.need_input = false;
+                            self.current_start = Instant::now();
+                        }
                     }
                     if let Some(t) = idle {
                         idle_sleep.as_mut().reset(tokio::time::Instant::now() + t);
                     }
                 }
-                r = self.stream.writable(), if !self.out.is_empty() => {
+                r = self.wr.writable(), if !self.out.is_empty() => {
                     if r.is_err() {
                         break;
                     }
@@ -208,17 +244,14 @@ impl Session {
         self.end_pin_on_close();
     }
 
-    /// Moves answered replies, in request order, to the write queue, counting each.
+    /// Moves answered replies, in request order, to the write queue, counting each. Runs of
+    /// replies to the same command, and to requests read together, are counted at once.
     fn drain_ready(&mut self) {
-        let stats = stats::stats();
+        let now = Instant::now();
+        let mut tally = Tally::default();
         while let Some(Ready { mut frame, info }) = self.replies.pop_ready() {
             if let Some(info) = info {
-                let counters = stats.command(info.cmd);
-                match reply::is_error(&frame) {
-                    true => counters.error.increment(1),
-                    false => counters.ok.increment(1),
-                }
-                stats.latency.record(info.started.elapsed().as_secs_f64());
+                tally.add(now, info.cmd, reply::is_error(&frame), info.started);
                 if info.silent {
                     continue;
                 }
@@ -230,6 +263,7 @@ impl Session {
             }
             self.out.push(&frame);
         }
+        tally.flush(now);
     }
 
     /// What a new slot for the current request records.
@@ -244,11 +278,19 @@ impl Session {
     }
 
     /// The config this command runs under: the transaction's snapshot, or the current one.
-    fn config(&self) -> Arc<Config> {
-        match &self.snapshot {
-            Some(c) => c.clone(),
-            None => self.proxy.config.load_full(),
+    fn config(&mut self) -> Arc<Config> {
+        if let Some(c) = &self.snapshot {
+            return c.clone();
         }
+        let current = self
+            .proxy
+            .config_gen
+            .load(std::sync::atomic::Ordering::Acquire);
+        if current != self.cfg_gen {
+            self.cfg = self.proxy.config.load_full();
+            self.cfg_gen = current;
+        }
+        self.cfg.clone()
     }
 
     /// Upstream prefixes this client's keys were rewritten to.
@@ -276,23 +318,13 @@ impl Session {
             && self.out.len() < self.limits.max_output_bytes
     }
 
-    /// Reads what the socket has; false on EOF or error.
-    fn read_input(&mut self) -> bool {
-        reserve_read(&mut self.rbuf);
-        match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => false,
-            Ok(n) => {
-                stats::stats().bytes_in.increment(n as u64);
-                self.need_input = false;
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-            Err(_) => false,
-        }
-    }
-
     /// Parses and routes complete requests while the pipeline has room.
     async fn process_input(&mut self) {
+        self.parse_and_route().await;
+        self.flush_batch();
+    }
+
+    async fn parse_and_route(&mut self) {
         while self.can_read() {
             match self.parser.parse(&mut self.rbuf) {
                 Ok(Some(req)) => {
@@ -321,7 +353,6 @@ impl Session {
     async fn dispatch(&mut self, req: Request) {
         let spec = commands::lookup(&req);
         self.current_cmd = spec.id;
-        self.current_start = Instant::now();
         if !self.authed
             && !matches!(
                 spec.class,
@@ -364,6 +395,9 @@ impl Session {
         // In subscribe/tracking mode the pinned connection is a transparent pipe.
         if self.streaming && !always_local(spec.class, &req) {
             return self.forward_stream(req);
+        }
+        if spec.class != Class::Forward {
+            self.flush_batch();
         }
         match spec.class {
             Class::Forward => self.forward(req.raw().clone(), false),
@@ -447,6 +481,7 @@ impl Session {
     /// Borrows a pinned connection if the client has none; false (with an error reply) if
     /// none can be had.
     pub(super) async fn ensure_pinned(&mut self) -> bool {
+        self.flush_batch();
         if self.pin.is_some() {
             return true;
         }
@@ -468,6 +503,7 @@ impl Session {
 
     /// Gives the pinned connection back once no state needs it.
     pub(super) fn release_if_idle(&mut self) {
+        self.flush_batch();
         if self.in_multi || self.watching || self.streaming || self.blocking > 0 {
             return;
         }
@@ -479,6 +515,7 @@ impl Session {
     /// Ends a lease however the client left: a connection blocked on the client's behalf is
     /// closed (Redis unblocks it); any other is `RESET` and reused.
     pub(super) fn end_pin_on_close(&mut self) {
+        self.flush_batch();
         if let Some(conn) = self.pin.take() {
             if self.blocking > 0 {
                 conn.close();
@@ -494,6 +531,7 @@ impl Session {
     }
 
     fn pinned_conn_lost(&mut self) {
+        self.flush_batch();
         self.pin = None;
         self.in_multi = false;
         self.watching = false;
@@ -506,14 +544,53 @@ impl Session {
     }
 
     /// Sends a request whose reply comes back 1:1, on the pinned connection if any.
+    /// Consecutive requests for the same connection are batched into one job (one channel
+    /// send, one wakeup), sent by [`Session::flush_batch`].
     pub(super) fn forward(&mut self, payload: Bytes, blocking: bool) {
         let info = self.slot_info(blocking);
         let seq = self.replies.expect(info);
+        let target = self.pin.as_ref().map(|c| c.id);
+        let big = payload.len() >= BATCH_BYTES;
+        let extends = !big
+            && self
+                .batch
+                .as_ref()
+                .is_some_and(|b| b.target == target && b.first_seq + b.count as u64 == seq);
+        if !extends {
+            self.flush_batch();
+            self.batch = Some(Batch {
+                target,
+                first_seq: seq,
+                count: 0,
+            });
+        }
+        if let Some(b) = &mut self.batch {
+            b.count += 1;
+        }
+        if big {
+            self.batch_big = Some(payload); // large: sent as is, never copied
+            self.flush_batch();
+            return;
+        }
+        self.batch_buf.extend_from_slice(&payload);
+        if self.batch_buf.len() >= BATCH_BYTES {
+            self.flush_batch();
+        }
+    }
+
+    /// Sends the batched requests, if any, as one job.
+    pub(super) fn flush_batch(&mut self) {
+        let Some(b) = self.batch.take() else { return };
+        let payload = match self.batch_big.take() {
+            Some(big) => big,
+            None => self.batch_buf.split().freeze(),
+        };
         let job = Job::Send {
             payload,
             reply: ReplyTo::Client {
                 sink: self.sink.clone(),
-                seq,
+                seq: b.first_seq,
+                count: b.count,
             },
         };
         match &self.pin {
@@ -525,6 +602,7 @@ impl Session {
     /// Sends a request on the pinned connection in subscribe mode: every frame that comes
     /// back is relayed in arrival order.
     fn forward_stream(&mut self, req: Request) {
+        self.flush_batch();
         match &self.pin {
             Some(conn) => conn.send(Job::Send {
                 payload: req.raw().clone(),
@@ -553,12 +631,18 @@ impl Session {
 
     fn on_delivery(&mut self, d: Delivery) {
         match d {
-            Delivery::Reply { seq, frame } => {
-                if let Some(filled) = self.replies.fill(seq, frame) {
-                    if filled.blocking {
-                        self.blocking -= 1;
-                        self.release_if_idle();
-                    }
+            Delivery::Reply { seq, frame } => self.fill(seq, frame),
+            Delivery::Replies {
+                first_seq,
+                count,
+                frames,
+            } => {
+                let mut offset = 0;
+                for i in 0..count as u64 {
+                    let rest = &frames[offset..];
+                    let n = reply::frame_len(rest).ok().flatten().unwrap_or(rest.len());
+                    self.fill(first_seq + i, frames.slice(offset..offset + n));
+                    offset += n;
                 }
             }
             Delivery::Push { frame } => {
@@ -579,14 +663,73 @@ impl Session {
         }
     }
 
+    fn fill(&mut self, seq: u64, frame: Bytes) {
+        if let Some(filled) = self.replies.fill(seq, frame) {
+            if filled.blocking {
+                self.blocking -= 1;
+                self.release_if_idle();
+            }
+        }
+    }
+
     /// Switches the shared pool after a change of protocol or db.
     pub(super) fn switch_pool(&mut self) {
+        self.flush_batch();
         self.upstream_gen = self
             .proxy
             .upstream_gen
             .load(std::sync::atomic::Ordering::Acquire);
         self.shared = self.proxy.upstream.load().shared(self.proto, self.db);
         self.slot = self.shared.pick();
+    }
+}
+
+/// Run-length counting of written replies: per (command, result) and per arrival time.
+#[derive(Default)]
+struct Tally {
+    command: Option<(u16, bool, u64)>,
+    latency: Option<(Instant, u64)>,
+}
+
+impl Tally {
+    fn add(&mut self, now: Instant, cmd: u16, error: bool, started: Instant) {
+        match &mut self.command {
+            Some((c, e, n)) if *c == cmd && *e == error => *n += 1,
+            _ => {
+                self.flush_command();
+                self.command = Some((cmd, error, 1));
+            }
+        }
+        match &mut self.latency {
+            Some((s, n)) if *s == started => *n += 1,
+            _ => {
+                self.flush_latency(now);
+                self.latency = Some((started, 1));
+            }
+        }
+    }
+
+    fn flush_command(&mut self) {
+        if let Some((cmd, error, n)) = self.command.take() {
+            let counters = stats::stats().command(cmd);
+            match error {
+                true => counters.error.increment(n),
+                false => counters.ok.increment(n),
+            }
+        }
+    }
+
+    fn flush_latency(&mut self, now: Instant) {
+        if let Some((started, n)) = self.latency.take() {
+            stats::stats()
+                .latency
+                .record(now.saturating_duration_since(started), n);
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        self.flush_command();
+        self.flush_latency(now);
     }
 }
 

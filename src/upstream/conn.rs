@@ -16,6 +16,8 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Weak;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -27,6 +29,12 @@ pub type Sink = mpsc::UnboundedSender<Delivery>;
 pub enum Delivery {
     /// The reply to request `seq` (possibly an `-ERR` made by rekey if the upstream failed).
     Reply { seq: u64, frame: Bytes },
+    /// The replies to requests `first_seq .. first_seq + count`, as consecutive frames.
+    Replies {
+        first_seq: u64,
+        count: u32,
+        frames: Bytes,
+    },
     /// A frame that answers no request: pub/sub traffic or a RESP3 push.
     Push { frame: Bytes },
     /// The pinned connection carrying this client's stream state is gone.
@@ -36,8 +44,8 @@ pub enum Delivery {
 /// Where the reply to a job goes.
 #[derive(Debug)]
 pub enum ReplyTo {
-    /// To a client, as the reply to its request `seq`.
-    Client { sink: Sink, seq: u64 },
+    /// To a client: `count` replies, to its requests `seq`, `seq + 1`, ….
+    Client { sink: Sink, seq: u64, count: u32 },
     /// No 1:1 reply: from now on every frame on this connection goes to `sink` (subscribe mode).
     Stream(Sink),
     /// Read and dropped (handshake and setup commands rekey sends itself).
@@ -169,7 +177,8 @@ async fn handshake(stream: &TcpStream, setup: &[Request]) -> Result<(), ConnErro
 
 /// The state of one live connection's loop.
 pub struct Driver {
-    stream: TcpStream,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
     pending: VecDeque<ReplyTo>,
     stream_sink: Option<Sink>,
     rbuf: BytesMut,
@@ -178,14 +187,37 @@ pub struct Driver {
     shared: bool,
 }
 
+/// Consecutive replies for one client, not yet split off the read buffer.
+#[derive(Default)]
+struct Run {
+    sink: Option<Sink>,
+    first_seq: u64,
+    count: u32,
+    len: usize,
+}
+
+impl Run {
+    fn extends(&self, sink: &Sink, seq: u64) -> bool {
+        self.sink.as_ref().is_some_and(|s| s.same_channel(sink))
+            && seq == self.first_seq + self.count as u64
+    }
+
+    fn start(&mut self, sink: Sink, seq: u64) {
+        self.sink = Some(sink);
+        self.first_seq = seq;
+    }
+}
+
 /// High-water mark of queued request bytes before the driver stops taking jobs.
 const OUT_HIGH: usize = 4 * 1024 * 1024;
 
 impl Driver {
     /// `shared`: a pooled connection, where an unmatched non-push frame means desync.
     pub fn new(stream: TcpStream, shared: bool) -> Driver {
+        let (rd, wr) = stream.into_split();
         Driver {
-            stream,
+            rd,
+            wr,
             pending: VecDeque::new(),
             stream_sink: None,
             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -204,14 +236,17 @@ impl Driver {
                 return Ok(());
             }
             if !self.out.is_empty() {
-                self.out.try_write(&self.stream)?;
+                self.out.try_write(&self.wr)?;
             }
             let take_jobs = self.out.len() < OUT_HIGH;
+            reserve_read(&mut self.rbuf);
             tokio::select! {
                 biased;
-                r = self.stream.readable() => {
-                    r?;
-                    self.read()?;
+                r = self.rd.read_buf(&mut self.rbuf) => {
+                    if r? == 0 {
+                        return Err(ConnError::Eof);
+                    }
+                    self.deliver_all()?;
                 }
                 job = jobs.recv(), if take_jobs && !draining => {
                     let Some(job) = job else {
@@ -236,7 +271,7 @@ impl Driver {
                         }
                     }
                 }
-                w = self.stream.writable(), if !self.out.is_empty() => { w?; }
+                w = self.wr.writable(), if !self.out.is_empty() => { w?; }
             }
         }
     }
@@ -256,19 +291,62 @@ impl Driver {
         }
     }
 
-    fn read(&mut self) -> Result<(), ConnError> {
-        reserve_read(&mut self.rbuf);
-        match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => return Err(ConnError::Eof),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e.into()),
+    /// Hands every complete reply frame in the read buffer to whoever waits for it. Replies
+    /// to consecutive requests of one client leave as one delivery, split off the read buffer
+    /// once.
+    fn deliver_all(&mut self) -> Result<(), ConnError> {
+        let mut run = Run::default();
+        while let Some(n) = self.scanner.scan(&self.rbuf[run.len..])? {
+            let frame = &self.rbuf[run.len..run.len + n];
+            let next_client = match self.pending.front_mut() {
+                Some(ReplyTo::Client { sink, seq, count }) if !reply::is_push(frame) => {
+                    let target = (sink.clone(), *seq);
+                    *seq += 1;
+                    *count -= 1;
+                    if *count == 0 {
+                        self.pending.pop_front();
+                    }
+                    Some(target)
+                }
+                _ => None,
+            };
+            match next_client {
+                Some((sink, seq)) => {
+                    if !run.extends(&sink, seq) {
+                        self.flush_run(&mut run);
+                        run.start(sink, seq);
+                    }
+                    run.count += 1;
+                    run.len += n;
+                }
+                None => {
+                    self.flush_run(&mut run);
+                    let frame = self.rbuf.split_to(n).freeze();
+                    self.deliver(frame)?;
+                }
+            }
         }
-        while let Some(n) = self.scanner.scan(&self.rbuf)? {
-            let frame = self.rbuf.split_to(n).freeze();
-            self.deliver(frame)?;
-        }
+        self.flush_run(&mut run);
         Ok(())
+    }
+
+    fn flush_run(&mut self, run: &mut Run) {
+        if let Some(sink) = run.sink.take() {
+            let frames = self.rbuf.split_to(run.len).freeze();
+            let d = match run.count {
+                1 => Delivery::Reply {
+                    seq: run.first_seq,
+                    frame: frames,
+                },
+                count => Delivery::Replies {
+                    first_seq: run.first_seq,
+                    count,
+                    frames,
+                },
+            };
+            let _ = sink.send(d);
+        }
+        *run = Run::default();
     }
 
     fn deliver(&mut self, frame: Bytes) -> Result<(), ConnError> {
@@ -295,9 +373,7 @@ impl Driver {
             return Ok(());
         }
         match self.pending.pop_front().expect("checked above") {
-            ReplyTo::Client { sink, seq } => {
-                let _ = sink.send(Delivery::Reply { seq, frame });
-            }
+            ReplyTo::Client { .. } => unreachable!("client replies are delivered by deliver_all"),
             ReplyTo::Discard | ReplyTo::Stream(_) => {}
             ReplyTo::Release { conn, pool } => {
                 self.stream_sink = None;
@@ -331,11 +407,13 @@ pub fn fail_job(job: Job, err: &Bytes) {
 
 fn fail_reply(reply: ReplyTo, err: &Bytes) {
     match reply {
-        ReplyTo::Client { sink, seq } => {
-            let _ = sink.send(Delivery::Reply {
-                seq,
-                frame: err.clone(),
-            });
+        ReplyTo::Client { sink, seq, count } => {
+            for i in 0..count as u64 {
+                let _ = sink.send(Delivery::Reply {
+                    seq: seq + i,
+                    frame: err.clone(),
+                });
+            }
         }
         ReplyTo::Stream(sink) => {
             let _ = sink.send(Delivery::Lost);

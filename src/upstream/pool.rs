@@ -27,12 +27,15 @@ pub struct UpstreamSettings {
     pub connections: usize,
     pub max_pinned: usize,
     pub connect_timeout: Duration,
+    /// Worker threads: `connections` are split between their pools.
+    pub workers: usize,
 }
 
 /// Every connection rekey has to one upstream Redis.
 pub struct Upstream {
     settings: UpstreamSettings,
-    shared: Mutex<HashMap<(Proto, u32), Arc<SharedPool>>>,
+    /// Keyed by (worker thread, protocol, db): each worker has its own pools.
+    shared: Mutex<HashMap<(usize, Proto, u32), Arc<SharedPool>>>,
     pinned: Arc<PinnedPool>,
 }
 
@@ -58,11 +61,13 @@ impl Upstream {
         &self.settings.url
     }
 
-    /// The shared pool for `(proto, db)`, started on first use. Called when a client connects or
-    /// changes protocol or db, not per command.
+    /// The calling worker's shared pool for `(proto, db)`, started on first use (its
+    /// connections run on that worker). Called when a client connects or changes protocol or
+    /// db, not per command.
     pub fn shared(&self, proto: Proto, db: u32) -> Arc<SharedPool> {
+        let worker = crate::proxy::workers::current();
         let mut map = self.shared.lock().expect("pool map poisoned");
-        map.entry((proto, db))
+        map.entry((worker, proto, db))
             .or_insert_with(|| SharedPool::start(&self.settings, proto, db))
             .clone()
     }
@@ -88,12 +93,18 @@ impl Upstream {
         let map = self.shared.lock().expect("pool map poisoned");
         let mut out: Vec<_> = map
             .iter()
-            .map(|((proto, db), p)| {
+            .map(|((worker, proto, db), p)| {
                 let up = p.up.iter().filter(|f| f.load(Ordering::Relaxed)).count();
-                serde_json::json!({"protocol": proto.number(), "db": db, "connections_up": up, "connections": p.up.len()})
+                serde_json::json!({"worker": worker, "protocol": proto.number(), "db": db, "connections_up": up, "connections": p.up.len()})
             })
             .collect();
-        out.sort_by_key(|v| (v["protocol"].as_i64(), v["db"].as_i64()));
+        out.sort_by_key(|v| {
+            (
+                v["worker"].as_i64(),
+                v["protocol"].as_i64(),
+                v["db"].as_i64(),
+            )
+        });
         out
     }
 
@@ -129,7 +140,10 @@ pub struct SharedPool {
 
 impl SharedPool {
     fn start(settings: &UpstreamSettings, proto: Proto, db: u32) -> Arc<SharedPool> {
-        let n = settings.connections.max(1);
+        let n = settings
+            .connections
+            .div_ceil(settings.workers.max(1))
+            .max(1);
         let mut slots = Vec::with_capacity(n);
         let mut up = Vec::with_capacity(n);
         for _ in 0..n {

@@ -1,0 +1,120 @@
+//! Thread-per-core: `threads` worker threads, each running its own single-threaded tokio
+//! runtime. A client is handed to one worker for its whole life, and each worker keeps its own
+//! shared upstream pools, so a request and its reply never cross threads (no cross-core
+//! wakeups on the hot path) while every core does work.
+
+use crate::proxy::session::Session;
+use crate::proxy::Proxy;
+use crate::stats::stats;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker this code runs on (0 outside workers).
+pub fn current() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// A client to serve: its socket (not yet registered with any runtime), peer and app.
+struct NewClient {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    app: Option<String>,
+}
+
+/// Handles to the running workers.
+pub struct Workers {
+    senders: Vec<mpsc::UnboundedSender<NewClient>>,
+    next: AtomicUsize,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `n` workers serving clients for `proxy`.
+    pub fn start(
+        n: usize,
+        proxy: Arc<Proxy>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Workers> {
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..n.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("rekey-worker-{index}"))
+                    .spawn(move || {
+                        WORKER.with(|w| w.set(index));
+                        runtime.block_on(serve(rx, proxy, shutdown));
+                    })?,
+            );
+            senders.push(tx);
+        }
+        Ok(Workers {
+            senders,
+            next: AtomicUsize::new(0),
+            threads,
+        })
+    }
+
+    /// Hands a client to the next worker (round robin).
+    pub fn assign(&self, stream: tokio::net::TcpStream, peer: SocketAddr, app: Option<String>) {
+        let Ok(stream) = stream.into_std() else {
+            return;
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+        let _ = self.senders[i].send(NewClient { stream, peer, app });
+    }
+
+    /// Stops the workers once their clients are gone.
+    pub fn join(self) {
+        drop(self.senders);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A worker's life: run sessions for the clients it is given; when no more will come, wait
+/// for its sessions to end.
+async fn serve(
+    mut rx: mpsc::UnboundedReceiver<NewClient>,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            client = rx.recv() => match client {
+                Some(c) => {
+                    let Ok(stream) = tokio::net::TcpStream::from_std(c.stream) else {
+                        proxy.clients.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    };
+                    let session = Session::new(proxy.clone(), stream, c.peer, c.app);
+                    let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+                    stats().clients.increment(1.0);
+                    stats().clients_total.increment(1);
+                    sessions.spawn(async move {
+                        session.run(shutdown).await;
+                        proxy.clients.fetch_sub(1, Ordering::AcqRel);
+                        stats().clients.decrement(1.0);
+                    });
+                }
+                None => break,
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    while sessions.join_next().await.is_some() {}
+}
