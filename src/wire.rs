@@ -44,7 +44,7 @@ impl WriteQueue {
     pub fn new() -> WriteQueue {
         WriteQueue {
             chunks: VecDeque::new(),
-            tail: BytesMut::with_capacity(16 * 1024),
+            tail: BytesMut::new(),
             len: 0,
         }
     }
@@ -127,15 +127,21 @@ impl WriteQueue {
             }
         }
         if self.tail.is_empty() && self.tail.capacity() > 1024 * 1024 {
-            self.tail = BytesMut::with_capacity(16 * 1024);
+            self.tail = BytesMut::new();
         }
     }
 }
 
 /// Makes room in a read buffer: at least 16 KiB free, doubling for large frames.
 pub fn reserve_read(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 16 * 1024 {
-        buf.reserve((64 * 1024).max(buf.len()));
+    reserve_read_from(buf, 16 * 1024);
+}
+
+/// Makes room in a read buffer: at least `min` bytes free (an idle client costs little), and
+/// as much again as it holds once a frame outgrows that.
+pub fn reserve_read_from(buf: &mut BytesMut, min: usize) {
+    if buf.capacity() - buf.len() < min {
+        buf.reserve(min.max(buf.len()));
     }
 }
 

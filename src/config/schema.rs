@@ -28,7 +28,7 @@ pub struct FileConfig {
     #[serde(default = "default_upstream")]
     pub upstream: String,
     pub requirepass: Option<String>,
-    /// Worker threads; 0 means one per CPU core.
+    /// Worker threads; 0 means half the CPU cores (at least one).
     #[serde(default)]
     pub threads: usize,
     #[serde(default)]

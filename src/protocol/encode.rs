@@ -118,9 +118,21 @@ impl Encoder {
     }
 }
 
+/// Decimal digits of `n`, on the stack.
 fn itoa(n: i64) -> smallvec::SmallVec<[u8; 24]> {
-    let mut out = smallvec::SmallVec::new();
-    out.extend_from_slice(n.to_string().as_bytes());
+    let mut out: smallvec::SmallVec<[u8; 24]> = smallvec::SmallVec::new();
+    let mut v = n.unsigned_abs();
+    loop {
+        out.push(b'0' + (v % 10) as u8);
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.reverse();
     out
 }
 
@@ -154,5 +166,11 @@ mod tests {
             b"%1\r\n$1\r\nk\r\n_\r\n>0\r\n=5\r\ntxt:x\r\n"
         );
         assert_eq!(error("ERR a\r\nb").as_ref(), b"-ERR a  b\r\n");
+        let mut e = Encoder::new(Proto::Resp2);
+        e.int(0).int(-42).int(i64::MIN);
+        assert_eq!(
+            e.finish().as_ref(),
+            b":0\r\n:-42\r\n:-9223372036854775808\r\n"
+        );
     }
 }

@@ -64,6 +64,32 @@ impl Request {
         }
     }
 
+    /// Builds a request whose arguments are each the concatenation of two parts (a rewritten
+    /// key is its new prefix and the rest of the old key), in one allocation.
+    pub fn from_pieces<'a>(args: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Request {
+        let count = args.clone().count();
+        let size: usize = 16
+            + args
+                .clone()
+                .map(|(a, b)| a.len() + b.len() + 16)
+                .sum::<usize>();
+        let mut buf = BytesMut::with_capacity(size);
+        let mut ranges = SmallVec::new();
+        push_header(&mut buf, b'*', count);
+        for (head, tail) in args {
+            push_header(&mut buf, b'$', head.len() + tail.len());
+            let start = buf.len() as u32;
+            buf.extend_from_slice(head);
+            buf.extend_from_slice(tail);
+            ranges.push(start..buf.len() as u32);
+            buf.extend_from_slice(b"\r\n");
+        }
+        Request {
+            raw: buf.freeze(),
+            args: ranges,
+        }
+    }
+
     /// The request exactly as it goes on the wire (RESP array).
     pub fn raw(&self) -> &Bytes {
         &self.raw
@@ -94,7 +120,7 @@ impl Request {
     }
 
     /// All arguments, command name first.
-    pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + Clone + '_ {
         self.args
             .iter()
             .map(|r| &self.raw[r.start as usize..r.end as usize])
@@ -212,25 +238,20 @@ enum Scan {
 }
 
 fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
-    let mut tmp = itoa_buf(n);
+    let mut digits = [0u8; 24];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
     buf.extend_from_slice(&[kind]);
-    buf.extend_from_slice(tmp.as_slice());
+    buf.extend_from_slice(&digits[i..]);
     buf.extend_from_slice(b"\r\n");
-    tmp.clear();
-}
-
-fn itoa_buf(mut n: usize) -> SmallVec<[u8; 20]> {
-    let mut out: SmallVec<[u8; 20]> = SmallVec::new();
-    if n == 0 {
-        out.push(b'0');
-        return out;
-    }
-    while n > 0 {
-        out.push(b'0' + (n % 10) as u8);
-        n /= 10;
-    }
-    out.reverse();
-    out
 }
 
 /// Reads `<int>\r\n` starting at `pos`. `Ok(None)`: incomplete.

@@ -55,12 +55,19 @@ impl Scope<'_> {
     }
 
     fn key_with_rule(&mut self, key: &[u8]) -> Option<(usize, Vec<u8>)> {
+        let rw = self.key_rewrite(key)?;
+        Some((rw.rule, rw.apply(key)))
+    }
+
+    /// The rewrite of a key, counted and remembered (the new key is not built here).
+    fn key_rewrite(&mut self, key: &[u8]) -> Option<Rewrite> {
         let Some(rw) = self.rules.forward(self.app, key) else {
             stats().unmatched_keys.increment(1);
             return None;
         };
-        let rule = rw.rule;
-        Some((rule, self.apply(rw, key)))
+        self.rules.rules()[rw.rule].count_forward();
+        self.memory.remember(rw.rule, &rw.to, &key[..rw.prefix_len]);
+        Some(rw)
     }
 
     fn glob(&mut self, pattern: &[u8], channels: bool) -> Option<Vec<u8>> {
@@ -140,7 +147,7 @@ fn is_keyevent(channel: &[u8]) -> bool {
 
 /// Applies the rules to a request.
 pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request) -> Rewritten {
-    let mut changes: SmallVec<[(usize, Vec<u8>); 4]> = SmallVec::new();
+    let mut changes: SmallVec<[(usize, NewArg); 4]> = SmallVec::new();
     let mut key_pos = Positions::new();
     let mut glob_pos = Positions::new();
     keys::positions(spec.keys, req, &mut key_pos);
@@ -160,29 +167,36 @@ pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request)
     };
     for &i in &key_pos {
         let Some(key) = req.arg(i) else { continue };
-        if let Some((rule, new)) = scope.key_with_rule(key) {
+        if let Some(rw) = scope.key_rewrite(key) {
             if ctx.kind.is_some() {
                 ctx.exact.push(Exact {
-                    upstream: new.clone(),
+                    upstream: rw.apply(key),
                     client: key.to_vec(),
-                    rule,
+                    rule: rw.rule,
                 });
             }
-            changes.push((i, new));
+            changes.push((
+                i,
+                NewArg::Prefix {
+                    to: rw.to,
+                    skip: rw.prefix_len,
+                },
+            ));
         }
     }
     for &i in &glob_pos {
         if let Some(new) = req.arg(i).and_then(|p| scope.glob(p, false)) {
-            changes.push((i, new));
+            changes.push((i, NewArg::Whole(new)));
         }
     }
     channel_changes(scope, spec.extra, req, &mut changes);
     let rewrites = changes.len();
     let request = (!changes.is_empty()).then(|| {
-        Request::from_args(req.args().enumerate().map(|(i, a)| {
+        Request::from_pieces(req.args().enumerate().map(|(i, a)| {
             match changes.iter().find(|(c, _)| *c == i) {
-                Some((_, new)) => new.as_slice(),
-                None => a,
+                Some((_, NewArg::Prefix { to, skip })) => (to.as_ref(), &a[*skip..]),
+                Some((_, NewArg::Whole(new))) => (new.as_slice(), &[][..]),
+                None => (a, &[][..]),
             }
         }))
     });
@@ -194,11 +208,17 @@ pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request)
     }
 }
 
+/// A changed argument: a new prefix on the rest of the old one, or a whole new value.
+enum NewArg {
+    Prefix { to: Bytes, skip: usize },
+    Whole(Vec<u8>),
+}
+
 fn channel_changes(
     scope: &mut Scope<'_>,
     extra: Extra,
     req: &Request,
-    changes: &mut SmallVec<[(usize, Vec<u8>); 4]>,
+    changes: &mut SmallVec<[(usize, NewArg); 4]>,
 ) {
     let (from, to, pattern) = match extra {
         Extra::Channels => (1, req.len(), false),
@@ -214,7 +234,7 @@ fn channel_changes(
     };
     for i in from..to {
         if let Some(new) = req.arg(i).and_then(|c| scope.channel(c, pattern)) {
-            changes.push((i, new));
+            changes.push((i, NewArg::Whole(new)));
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::proxy::Proxy;
 use crate::rules::memory::PrefixMemory;
 use crate::stats;
 use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink};
-use crate::wire::{reserve_read, WriteQueue};
+use crate::wire::{reserve_read_from, WriteQueue};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl Session {
             app,
             rd,
             wr,
-            rbuf: BytesMut::with_capacity(16 * 1024),
+            rbuf: BytesMut::new(),
             need_input: true,
             out: WriteQueue::new(),
             replies: ReplyQueue::default(),
@@ -168,7 +168,7 @@ impl Session {
             cfg: proxy.config.load_full(),
             cfg_gen: proxy.config_gen.load(std::sync::atomic::Ordering::Acquire),
             batch: None,
-            batch_buf: BytesMut::with_capacity(BATCH_BYTES * 2),
+            batch_buf: BytesMut::new(),
             batch_big: None,
             proxy,
         }
@@ -203,7 +203,8 @@ impl Session {
             }
             let read_ok = self.can_read();
             if read_ok {
-                reserve_read(&mut self.rbuf);
+                self.shrink_idle_buffers();
+                reserve_read_from(&mut self.rbuf, 4096);
             }
             tokio::select! {
                 biased;
@@ -242,6 +243,16 @@ impl Session {
             }
         }
         self.end_pin_on_close();
+    }
+
+    /// Gives back the memory of a burst once the client is idle again.
+    fn shrink_idle_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.batch_buf.is_empty() && self.batch_buf.capacity() > 4 * BATCH_BYTES {
+            self.batch_buf = BytesMut::new();
+        }
     }
 
     /// Moves answered replies, in request order, to the write queue, counting each. Runs of

@@ -11,6 +11,11 @@ struct Entry {
     app: Vec<u8>,
 }
 
+/// Byte equality without a libc call for the short prefixes compared here.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 #[derive(Debug, Default)]
 pub struct PrefixMemory {
     entries: SmallVec<[Entry; 4]>,
@@ -32,6 +37,15 @@ impl PrefixMemory {
     /// Records that `app_prefix` became `upstream_prefix` through `rule`. Allocates only when
     /// the pair is new.
     pub fn remember(&mut self, rule: usize, upstream_prefix: &[u8], app_prefix: &[u8]) {
+        // Most clients use one prefix: the last entry is the usual hit.
+        if let Some(last) = self.entries.last() {
+            if last.rule == rule
+                && same(&last.upstream, upstream_prefix)
+                && same(&last.app, app_prefix)
+            {
+                return;
+            }
+        }
         if let Some(i) = self
             .entries
             .iter()

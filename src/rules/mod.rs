@@ -11,6 +11,7 @@ pub mod memory;
 
 use crate::config::schema::RuleConfig;
 use crate::stats::RuleCounters;
+use bytes::Bytes;
 use regex::bytes::Regex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,6 +22,8 @@ pub struct Rule {
     source: String,
     regex: Regex,
     replace: String,
+    /// `replace` when it uses no captures: the same upstream prefix for every key.
+    fixed: Option<Bytes>,
     apps: Option<Vec<String>>,
     pub channels: bool,
     hits_forward: AtomicU64,
@@ -42,7 +45,7 @@ impl std::fmt::Debug for Rule {
 pub struct Rewrite {
     pub rule: usize,
     pub prefix_len: usize,
-    pub to: Vec<u8>,
+    pub to: Bytes,
 }
 
 impl Rewrite {
@@ -79,6 +82,8 @@ impl Rule {
             source: cfg.pattern.clone(),
             regex,
             replace: cfg.replace.clone(),
+            fixed: (!cfg.replace.contains('$'))
+                .then(|| Bytes::from(cfg.replace.clone().into_bytes())),
             apps: cfg.apps.clone().filter(|a| !a.iter().any(|x| x == "*")),
             channels: cfg.channels,
             hits_forward: AtomicU64::new(0),
@@ -123,17 +128,20 @@ impl Rule {
     }
 
     /// The rewrite for `key`, if this rule matches its prefix.
-    pub fn rewrite(&self, key: &[u8]) -> Option<(usize, Vec<u8>)> {
-        self.regex.find(key)?;
+    pub fn rewrite(&self, key: &[u8]) -> Option<(usize, Bytes)> {
+        let found = self.regex.find(key)?;
+        if let Some(fixed) = &self.fixed {
+            return Some((found.end(), fixed.clone())); // no captures to expand: no allocation
+        }
         let caps = self.regex.captures(key)?;
         let mut to = Vec::new();
         caps.expand(self.replace.as_bytes(), &mut to);
-        Some((caps.get(0).map_or(0, |m| m.end()), to))
+        Some((found.end(), Bytes::from(to)))
     }
 
     /// The upstream prefix, when `replace` uses no captures (the same for every key).
     pub fn fixed_replacement(&self) -> Option<Vec<u8>> {
-        (!self.replace.contains('$')).then(|| self.replace.as_bytes().to_vec())
+        self.fixed.as_ref().map(|f| f.to_vec())
     }
 
     /// True when `key` lies in a namespace this rule rewrites (an app's raw prefix).
@@ -332,9 +340,15 @@ mod tests {
         let mut a = rule("a", "^x_", "A_");
         a.apps = Some(vec!["appA".into()]);
         let set = RuleSet::compile(&[a, rule("b", "^x_", "B_")]).unwrap();
-        assert_eq!(set.forward(Some("appA"), b"x_1").unwrap().to, b"A_");
-        assert_eq!(set.forward(Some("appB"), b"x_1").unwrap().to, b"B_");
-        assert_eq!(set.forward(None, b"x_1").unwrap().to, b"B_");
+        assert_eq!(
+            set.forward(Some("appA"), b"x_1").unwrap().to.as_ref(),
+            b"A_"
+        );
+        assert_eq!(
+            set.forward(Some("appB"), b"x_1").unwrap().to.as_ref(),
+            b"B_"
+        );
+        assert_eq!(set.forward(None, b"x_1").unwrap().to.as_ref(), b"B_");
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! Criterion benches for the functions every request and reply goes through: decoding a
+//! pipelined buffer of requests, applying rules (no rule matches / a rule matches), encoding
+//! replies, and mapping a SCAN reply back. Run with `cargo bench --bench hot_path`.
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rekey::commands::lookup;
+use rekey::config::schema::RuleConfig;
+use rekey::protocol::encode::{Encoder, Proto};
+use rekey::protocol::{Request, RequestParser};
+use rekey::proxy::rewrite::{map_reply, rewrite_request, Scope};
+use rekey::rules::memory::PrefixMemory;
+use rekey::rules::RuleSet;
+use std::hint::black_box;
+
+fn rules() -> RuleSet {
+    RuleSet::compile(&[RuleConfig {
+        name: "sessions".into(),
+        pattern: r"^(\{?)(AppA|AppB)_".into(),
+        replace: "${1}shared_".into(),
+        apps: None,
+        channels: false,
+    }])
+    .unwrap()
+}
+
+fn decode(c: &mut Criterion) {
+    let mut buf = Vec::new();
+    for i in 0..100 {
+        buf.extend_from_slice(Request::from_args(["GET".to_string(), format!("key:{i}")]).raw());
+    }
+    let parser = RequestParser::default();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("pipeline_of_100_gets", |b| {
+        b.iter(|| {
+            let mut bytes = BytesMut::from(&buf[..]);
+            let mut n = 0;
+            while let Some(req) = parser.parse(&mut bytes).unwrap() {
+                n += req.len();
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+fn rewrite(c: &mut Criterion) {
+    let rules = rules();
+    let mut memory = PrefixMemory::default();
+    let unmatched = Request::from_args(["SET", "user:1000:profile", "value"]);
+    let matched = Request::from_args(["HGETALL", "{AppA_4f2a9c}_Data"]);
+    let mut g = c.benchmark_group("rewrite");
+    g.bench_function("no_rule_matches", |b| {
+        b.iter(|| {
+            let mut scope = Scope {
+                rules: &rules,
+                app: None,
+                memory: &mut memory,
+            };
+            black_box(
+                rewrite_request(&mut scope, lookup(&unmatched), &unmatched)
+                    .request
+                    .is_none(),
+            )
+        })
+    });
+    let fixed = RuleSet::compile(&[RuleConfig {
+        name: "ns".into(),
+        pattern: "^".into(),
+        replace: "ns:".into(),
+        apps: None,
+        channels: false,
+    }])
+    .unwrap();
+    g.bench_function("fixed_prefix_rule_matches", |b| {
+        b.iter(|| {
+            let mut scope = Scope {
+                rules: &fixed,
+                app: None,
+                memory: &mut memory,
+            };
+            black_box(rewrite_request(&mut scope, lookup(&unmatched), &unmatched).request)
+        })
+    });
+    g.bench_function("a_rule_matches", |b| {
+        b.iter(|| {
+            let mut scope = Scope {
+                rules: &rules,
+                app: None,
+                memory: &mut memory,
+            };
+            black_box(rewrite_request(&mut scope, lookup(&matched), &matched).request)
+        })
+    });
+    g.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode");
+    g.bench_function("hello_map_resp3", |b| {
+        b.iter(|| {
+            let mut e = Encoder::new(Proto::Resp3);
+            e.map(3)
+                .bulk(b"server")
+                .bulk(b"redis")
+                .bulk(b"proto")
+                .int(3)
+                .bulk(b"modules")
+                .array(0);
+            black_box(e.finish())
+        })
+    });
+    g.bench_function("error_reply", |b| {
+        b.iter(|| {
+            black_box(rekey::protocol::encode::error(
+                "ERR wrong number of arguments",
+            ))
+        })
+    });
+    g.finish();
+}
+
+fn reverse_scan(c: &mut Criterion) {
+    let rules = rules();
+    let mut memory = PrefixMemory::default();
+    let req = Request::from_args(["SCAN", "0", "MATCH", "AppA_*", "COUNT", "100"]);
+    let ctx = {
+        let mut scope = Scope {
+            rules: &rules,
+            app: None,
+            memory: &mut memory,
+        };
+        rewrite_request(&mut scope, lookup(&req), &req).ctx.unwrap()
+    };
+    let mut e = Encoder::new(Proto::Resp2);
+    e.array(2).bulk(b"0").array(100);
+    for i in 0..100 {
+        e.bulk(format!("shared_{i:08x}").as_bytes());
+    }
+    let reply: Bytes = e.finish();
+    let mut g = c.benchmark_group("reverse");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("scan_reply_100_keys", |b| {
+        b.iter(|| {
+            let scope = Scope {
+                rules: &rules,
+                app: None,
+                memory: &mut memory,
+            };
+            black_box(map_reply(&scope, &ctx, reply.clone()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, rewrite, encode, reverse_scan);
+criterion_main!(benches);
