@@ -1,7 +1,8 @@
 //! The admin HTTP listener (loopback by default): `GET /metrics` (Prometheus text),
 //! `GET /healthz` (200 when the upstream is reachable), `GET /status` (JSON: config generation
 //! and file, last reload, rules with hit counts, upstream pool state, clients), and
-//! `POST /reload`. A deliberately small HTTP/1.1 server: one request per connection.
+//! `POST /reload` (which needs `Authorization: Bearer <admin_token>` when `admin_token` is
+//! set). A deliberately small HTTP/1.1 server: one request per connection.
 
 pub mod status;
 
@@ -63,7 +64,15 @@ async fn handle(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()>
     let mut words = head.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
-    let resp = route(method, path, &proxy).await;
+    let resp = if method == "POST" && !authorized(&head, &proxy) {
+        respond(
+            "401 Unauthorized",
+            "text/plain",
+            "POST needs the admin token: Authorization: Bearer <admin_token>\n",
+        )
+    } else {
+        route(method, path, &proxy).await
+    };
     let out = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         resp.status,
@@ -73,6 +82,19 @@ async fn handle(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()>
     );
     stream.write_all(out.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Whether the request carries the configured admin token (always, when none is set).
+fn authorized(head: &str, proxy: &Proxy) -> bool {
+    let config = proxy.config.load();
+    let Some(token) = &config.admin_token else {
+        return true;
+    };
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .filter_map(|(_, value)| value.trim().strip_prefix("Bearer "))
+        .any(|given| crate::config::constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
 async fn route(method: &str, path: &str, proxy: &Arc<Proxy>) -> Response {

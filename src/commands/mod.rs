@@ -37,6 +37,10 @@ pub enum Local {
     Quit,
     Reset,
     Unsubscribe,
+    /// CONFIG: passes through, but never reveals or changes upstream credentials.
+    Config,
+    /// ACL: only WHOAMI/CAT/HELP; the upstream user is shared by every client.
+    Acl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +72,8 @@ pub enum ReplyKeys {
     Scan,
     /// RANDOMKEY: one key.
     Single,
+    /// CONFIG GET: values of credential parameters are blanked (no key names).
+    Secrets,
 }
 
 /// Arguments other than key-spec keys that name keys or channels.
@@ -127,6 +133,8 @@ static SPECIAL: &[CommandSpec] = &[
     spec("readwrite", Class::Local(Local::ReadOnly)),
     spec("quit", Class::Local(Local::Quit)),
     spec("reset", Class::Local(Local::Reset)),
+    spec("config", Class::Local(Local::Config)),
+    spec("acl", Class::Local(Local::Acl)),
     spec("unsubscribe", Class::Local(Local::Unsubscribe)),
     spec("punsubscribe", Class::Local(Local::Unsubscribe)),
     spec("sunsubscribe", Class::Local(Local::Unsubscribe)),

@@ -98,6 +98,9 @@ pub struct Limits {
     pub max_output_bytes: usize,
     pub idle_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// A pooled upstream connection that answers nothing for this long is dropped and its
+    /// waiting requests get `-ERR` (`None`: wait forever).
+    pub reply_timeout: Option<Duration>,
 }
 
 /// A validated configuration.
@@ -106,6 +109,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub listeners: Vec<ListenerConfig>,
     pub admin: Option<SocketAddr>,
+    /// Bearer token that `POST /reload` requires, when set.
+    pub admin_token: Option<String>,
     pub upstream: UpstreamUrl,
     pub auth: ClientAuth,
     pub flush: FlushPolicy,
@@ -215,6 +220,7 @@ impl Config {
             source: None,
             listeners,
             admin,
+            admin_token: file.admin_token.clone().filter(|t| !t.is_empty()),
             upstream,
             auth: ClientAuth {
                 requirepass: file.requirepass.clone(),
@@ -230,6 +236,8 @@ impl Config {
                 idle_timeout: (l.idle_timeout_secs > 0)
                     .then(|| Duration::from_secs(l.idle_timeout_secs)),
                 connect_timeout: Duration::from_millis(l.connect_timeout_ms.max(1)),
+                reply_timeout: (l.reply_timeout_ms > 0)
+                    .then(|| Duration::from_millis(l.reply_timeout_ms)),
             },
             pool: file.pool.clone(),
             threads: match file.threads {

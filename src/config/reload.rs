@@ -105,6 +105,7 @@ pub async fn reload(proxy: &Proxy) -> Result<u64, String> {
             connections: new.pool.connections,
             max_pinned: new.pool.max_pinned,
             connect_timeout: new.limits.connect_timeout,
+            reply_timeout: new.limits.reply_timeout,
             workers: new.threads,
         }));
         proxy.upstream_gen.fetch_add(1, Ordering::AcqRel);
@@ -142,6 +143,7 @@ fn upstream_changed(old: &Config, new: &Config) -> bool {
         || old.pool.connections != new.pool.connections
         || old.pool.max_pinned != new.pool.max_pinned
         || old.limits.connect_timeout != new.limits.connect_timeout
+        || old.limits.reply_timeout != new.limits.reply_timeout
 }
 
 /// Reloads on SIGHUP until the process ends.

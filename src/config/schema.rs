@@ -25,6 +25,8 @@ pub struct FileConfig {
     #[serde(default = "default_listen")]
     pub listen: OneOrMany,
     pub admin: Option<String>,
+    /// When set, `POST /reload` needs `Authorization: Bearer <admin_token>`.
+    pub admin_token: Option<String>,
     #[serde(default = "default_upstream")]
     pub upstream: String,
     pub requirepass: Option<String>,
@@ -92,7 +94,7 @@ impl Default for LimitsConfig {
             max_output_bytes: 64 * 1024 * 1024,
             idle_timeout_secs: 0,
             connect_timeout_ms: 2_000,
-            reply_timeout_ms: 0,
+            reply_timeout_ms: 10_000,
         }
     }
 }

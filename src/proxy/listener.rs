@@ -74,6 +74,7 @@ impl Server {
             connections: config.pool.connections,
             max_pinned: config.pool.max_pinned,
             connect_timeout: config.limits.connect_timeout,
+            reply_timeout: config.limits.reply_timeout,
             workers: config.threads,
         });
         let upstream_info = learn_upstream(&config).await;

@@ -1,11 +1,13 @@
 //! Connection-scoped commands, answered or emulated per client so that a shared upstream
 //! connection's state never changes: AUTH, HELLO, SELECT, PING, ECHO, CLIENT …, READONLY,
-//! QUIT, RESET, and UNSUBSCRIBE outside subscribe mode. Replies match what Redis sends.
+//! QUIT, RESET, UNSUBSCRIBE outside subscribe mode, and the credential guard on CONFIG/ACL. Replies match what Redis sends.
 
-use crate::commands::Local;
+use crate::commands::{Local, ReplyKeys};
 use crate::protocol::encode::{self, Encoder, Proto};
 use crate::protocol::request::parse_int;
 use crate::protocol::Request;
+use crate::proxy::rewrite::ReplyCtx;
+use crate::proxy::secrets::{self, Verdict};
 use crate::proxy::session::{ReplyMode, Session};
 use bytes::Bytes;
 
@@ -38,6 +40,27 @@ impl Session {
             }
             Local::Reset => self.reset(),
             Local::Unsubscribe => self.unsubscribe_idle(&req),
+            Local::Config => self.guarded(secrets::config(&req), &req),
+            Local::Acl => self.guarded(secrets::acl(&req), &req),
+        }
+    }
+
+    /// CONFIG and ACL, as [`secrets`] rules them.
+    fn guarded(&mut self, verdict: Verdict, req: &Request) {
+        match verdict {
+            Verdict::Forward => self.forward(req.raw().clone(), false),
+            Verdict::ForwardMasked => {
+                self.pending_ctx = Some(Box::new(ReplyCtx {
+                    kind: Some(ReplyKeys::Secrets),
+                    exact: Vec::new(),
+                }));
+                self.forward(req.raw().clone(), false);
+            }
+            Verdict::WhoAmI => {
+                let user = self.user.clone().unwrap_or_else(|| "default".into());
+                self.reply(bulk(user.as_bytes()));
+            }
+            Verdict::Refuse(msg) => self.reply(encode::error(msg)),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod local;
 pub mod replies;
 pub mod rewrite;
+pub mod secrets;
 pub mod session;
 pub mod workers;
 

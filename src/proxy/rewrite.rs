@@ -269,6 +269,7 @@ pub fn map_reply(scope: &Scope<'_>, ctx: &ReplyCtx, frame: Bytes) -> Bytes {
             }),
             _ => false,
         },
+        ReplyKeys::Secrets => crate::proxy::secrets::mask_config_reply(&mut node),
         ReplyKeys::List => filter_keys(scope, ctx, node.items_mut()),
         ReplyKeys::Scan => filter_keys(
             scope,

@@ -77,7 +77,7 @@ pub struct Session {
     // Rewriting state.
     memory: PrefixMemory,
     /// The reply context of the request being dispatched, taken by [`Session::forward`].
-    pending_ctx: Option<Box<ReplyCtx>>,
+    pub(super) pending_ctx: Option<Box<ReplyCtx>>,
     /// The config a transaction started with: rules do not change between MULTI and EXEC.
     snapshot: Option<Arc<Config>>,
     /// The request being dispatched: its command id and when it arrived (metrics).

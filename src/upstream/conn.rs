@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// Where a client session receives its replies.
 pub type Sink = mpsc::UnboundedSender<Delivery>;
@@ -86,6 +87,8 @@ pub enum ConnError {
     Eof,
     #[error(transparent)]
     Frame(#[from] reply::FrameError),
+    #[error("no reply within {0} ms")]
+    ReplyTimeout(u64),
     #[error("upstream sent a reply nobody asked for")]
     Unsolicited,
 }
@@ -185,6 +188,10 @@ pub struct Driver {
     scanner: FrameScanner,
     out: WriteQueue,
     shared: bool,
+    /// Drop the connection when requests wait this long with no reply at all.
+    reply_timeout: Option<Duration>,
+    /// The last time a reply arrived, or a request was queued on an idle connection.
+    last_progress: Instant,
 }
 
 /// Consecutive replies for one client, not yet split off the read buffer.
@@ -213,7 +220,9 @@ const OUT_HIGH: usize = 4 * 1024 * 1024;
 
 impl Driver {
     /// `shared`: a pooled connection, where an unmatched non-push frame means desync.
-    pub fn new(stream: TcpStream, shared: bool) -> Driver {
+    /// `reply_timeout`: how long requests may wait with no reply before the connection is
+    /// given up (pinned connections pass `None`: a blocking command may wait forever).
+    pub fn new(stream: TcpStream, shared: bool, reply_timeout: Option<Duration>) -> Driver {
         let (rd, wr) = stream.into_split();
         Driver {
             rd,
@@ -224,6 +233,8 @@ impl Driver {
             scanner: FrameScanner::default(),
             out: WriteQueue::new(),
             shared,
+            reply_timeout,
+            last_progress: Instant::now(),
         }
     }
 
@@ -231,6 +242,10 @@ impl Driver {
     /// arrives (`Ok`). Requests still waiting are failed by [`Driver::fail_pending`].
     pub async fn run(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Result<(), ConnError> {
         let mut draining = false;
+        // Lazily re-armed: it fires at most once per timeout period while requests wait.
+        let limit = self.reply_timeout.unwrap_or(Duration::from_secs(3600));
+        let watchdog = tokio::time::sleep(limit);
+        tokio::pin!(watchdog);
         loop {
             if draining && self.pending.is_empty() && self.out.is_empty() {
                 return Ok(());
@@ -239,12 +254,16 @@ impl Driver {
                 self.out.try_write(&self.wr)?;
             }
             let take_jobs = self.out.len() < OUT_HIGH;
+            let waiting = self.reply_timeout.is_some() && !self.pending.is_empty();
             reserve_read(&mut self.rbuf);
             tokio::select! {
                 biased;
                 r = self.rd.read_buf(&mut self.rbuf) => {
                     if r? == 0 {
                         return Err(ConnError::Eof);
+                    }
+                    if self.reply_timeout.is_some() {
+                        self.last_progress = Instant::now();
                     }
                     self.deliver_all()?;
                 }
@@ -272,6 +291,13 @@ impl Driver {
                     }
                 }
                 w = self.wr.writable(), if !self.out.is_empty() => { w?; }
+                _ = &mut watchdog, if waiting => {
+                    let due = self.last_progress + limit;
+                    if Instant::now() >= due {
+                        return Err(ConnError::ReplyTimeout(limit.as_millis() as u64));
+                    }
+                    watchdog.as_mut().reset(due);
+                }
             }
         }
     }
@@ -281,6 +307,9 @@ impl Driver {
         match job {
             Job::Close => false,
             Job::Send { payload, reply } => {
+                if self.pending.is_empty() && self.reply_timeout.is_some() {
+                    self.last_progress = Instant::now();
+                }
                 self.out.push(&payload);
                 match reply {
                     ReplyTo::Stream(sink) => self.stream_sink = Some(sink),

@@ -27,6 +27,8 @@ pub struct UpstreamSettings {
     pub connections: usize,
     pub max_pinned: usize,
     pub connect_timeout: Duration,
+    /// Pooled connections silent this long with requests waiting are dropped.
+    pub reply_timeout: Option<Duration>,
     /// Worker threads: `connections` are split between their pools.
     pub workers: usize,
 }
@@ -205,7 +207,7 @@ async fn keep_connected(
                 stats().upstream_pooled.increment(1.0);
                 up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
-                let mut driver = Driver::new(stream, true);
+                let mut driver = Driver::new(stream, true, settings.reply_timeout);
                 let result = driver.run(&mut jobs).await;
                 up.store(false, Ordering::Relaxed);
                 stats().upstream_pooled.decrement(1.0);
@@ -381,7 +383,7 @@ impl PinnedPool {
         let returned = self.returned.clone();
         stats().upstream_pinned.increment(1.0);
         tokio::spawn(async move {
-            let mut driver = Driver::new(stream, false);
+            let mut driver = Driver::new(stream, false, None);
             let why = match driver.run(&mut rx).await {
                 Ok(()) => "connection closed".to_string(),
                 Err(e) => e.to_string(),

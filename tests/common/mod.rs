@@ -86,8 +86,10 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut c) = self.direct_result() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return;
+                match redis::cmd("PING").query::<String>(&mut c) {
+                    Ok(_) => return,
+                    Err(e) if e.to_string().contains("NOAUTH") => return, // up, with a password
+                    Err(_) => {}
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -95,6 +97,17 @@ impl RedisServer {
         panic!("redis-server did not answer PING");
     }
 
+    /// Sends a signal (`STOP`, `CONT`, `KILL`…) to the server process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Kills the server with SIGKILL (no shutdown save) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -133,13 +146,18 @@ pub struct Rekey {
 impl Rekey {
     /// Starts rekey in front of `redis` with `extra` TOML appended to a minimal config.
     pub fn start(redis: &RedisServer, extra: &str) -> Rekey {
+        Self::start_url(&redis.url(), extra)
+    }
+
+    /// Starts rekey in front of the upstream `upstream` (a `redis://` URL, credentials allowed).
+    pub fn start_url(upstream: &str, extra: &str) -> Rekey {
         let port = free_port();
         let admin_port = free_port();
         let dir = scratch_dir("rekey");
         let config_path = dir.join("rekey.toml");
         std::fs::write(
             &config_path,
-            Self::config_text(port, admin_port, &redis.url(), extra),
+            Self::config_text(port, admin_port, upstream, extra),
         )
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
@@ -238,9 +256,14 @@ impl Drop for Rekey {
 
 /// A minimal HTTP/1.1 request on loopback: (status code, body).
 pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    http_with(port, method, path, "")
+}
+
+/// An HTTP request with extra header lines (each ending in `\r\n`).
+pub fn http_with(port: u16, method: &str, path: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let code = resp
@@ -312,4 +335,14 @@ impl RawClient {
         let _ = self.s.read_to_end(&mut out);
         out
     }
+}
+
+/// Resident memory of a process, in KiB (from `/proc`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
 }

@@ -1,0 +1,269 @@
+//! Who gets in and what they can learn: client auth at the proxy, upstream credentials kept
+//! from clients, the admin token; and limits: max clients, upstream reply timeout, a slow
+//! reader that never reads its replies.
+
+mod common;
+
+use common::{http_with, rss_kib, RedisServer, Rekey};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn raw_reply(c: &mut common::RawClient, args: &[&str]) -> String {
+    c.cmd(args);
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = std::io::Read::read(&mut c.s, &mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn clients_authenticate_at_the_proxy() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(
+        &redis,
+        "requirepass = \"pw\"\n[[users]]\nname = \"alice\"\npassword = \"a-secret\"\n",
+    );
+    let mut c = rekey.raw();
+    assert!(raw_reply(&mut c, &["GET", "x"]).starts_with("-NOAUTH"));
+    assert!(raw_reply(&mut c, &["SET", "x", "1"]).starts_with("-NOAUTH"));
+    assert!(raw_reply(&mut c, &["AUTH", "wrong"]).starts_with("-WRONGPASS"));
+    assert!(raw_reply(&mut c, &["AUTH", "alice", "pw"]).starts_with("-WRONGPASS"));
+    assert_eq!(raw_reply(&mut c, &["AUTH", "pw"]), "+OK\r\n");
+    assert_eq!(raw_reply(&mut c, &["SET", "x", "1"]), "+OK\r\n");
+    assert_eq!(raw_reply(&mut c, &["ACL", "WHOAMI"]), "$7\r\ndefault\r\n");
+
+    // A named user, through HELLO 3 AUTH; a bad password in HELLO leaves the client out.
+    let mut h = rekey.raw();
+    assert!(raw_reply(&mut h, &["HELLO", "3", "AUTH", "alice", "nope"]).starts_with("-WRONGPASS"));
+    assert!(raw_reply(&mut h, &["GET", "x"]).starts_with("-NOAUTH"));
+    let hello = raw_reply(&mut h, &["HELLO", "3", "AUTH", "alice", "a-secret"]);
+    assert!(hello.starts_with('%'), "HELLO 3 reply is a map: {hello}");
+    assert_eq!(raw_reply(&mut h, &["GET", "x"]), "$1\r\n1\r\n");
+    assert_eq!(raw_reply(&mut h, &["ACL", "WHOAMI"]), "$5\r\nalice\r\n");
+
+    // A real client library with credentials in its URL.
+    let client =
+        redis::Client::open(format!("redis://alice:a-secret@127.0.0.1:{}/", rekey.port)).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let v: String = redis::cmd("GET").arg("x").query(&mut con).unwrap();
+    assert_eq!(v, "1");
+    // QUIT is allowed before AUTH.
+    let mut q = rekey.raw();
+    assert_eq!(raw_reply(&mut q, &["QUIT"]), "+OK\r\n");
+}
+
+#[test]
+fn upstream_credentials_never_reach_clients() {
+    let redis = RedisServer::start_with(&["--requirepass", "up-s3cret-pw"]);
+    let upstream = format!("redis://:up-s3cret-pw@127.0.0.1:{}", redis.port);
+    let rekey = Rekey::start_url(&upstream, "");
+    let mut con = rekey.client();
+    let secret = "up-s3cret-pw";
+
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("requirepass")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, vec!["requirepass".to_string(), String::new()]);
+    let all: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("*")
+        .query(&mut con)
+        .unwrap();
+    assert!(all.len() > 100, "CONFIG GET * passes through");
+    assert!(!all.iter().any(|v| v.contains(secret)));
+
+    // Session providers still configure keyspace events.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Egx")
+        .query(&mut con)
+        .unwrap();
+    let ev: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(&mut con)
+        .unwrap();
+    assert!(ev[1].contains('g') && ev[1].contains('x'));
+
+    // Nobody changes the upstream password or users through the proxy.
+    for args in [
+        vec!["CONFIG", "SET", "requirepass", "x"],
+        vec!["CONFIG", "SET", "maxmemory", "0", "masterauth", "x"],
+        vec!["ACL", "LIST"],
+        vec!["ACL", "GETUSER", "default"],
+        vec!["ACL", "SETUSER", "evil", "on", ">pw", "~*", "+@all"],
+    ] {
+        let err = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<redis::Value>(&mut con)
+            .unwrap_err();
+        assert!(err.to_string().contains("rekey"), "{args:?}: {err}");
+        assert!(!err.to_string().contains(secret));
+    }
+    let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut con).unwrap();
+    assert_eq!(who, "default");
+    let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v, "v", "the upstream login still works");
+
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
+    assert!(!list.contains(secret));
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut con)
+        .unwrap();
+    assert!(!info.contains(secret));
+
+    // Errors when the upstream is down name the address, never the password.
+    let mut redis = redis;
+    redis.kill();
+    let err = redis::cmd("GET")
+        .arg("k")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("rekey"), "{err}");
+    assert!(!err.to_string().contains(secret), "{err}");
+    let (_, status) = rekey.admin("GET", "/status");
+    assert!(!status.contains(secret), "{status}");
+}
+
+#[test]
+fn reload_needs_the_admin_token_when_one_is_set() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "admin_token = \"t0ken\"");
+    let (code, _) = rekey.admin("POST", "/reload");
+    assert_eq!(code, 401);
+    let (code, _) = http_with(
+        rekey.admin_port,
+        "POST",
+        "/reload",
+        "Authorization: Bearer wrong\r\n",
+    );
+    assert_eq!(code, 401);
+    let (code, body) = http_with(
+        rekey.admin_port,
+        "POST",
+        "/reload",
+        "Authorization: Bearer t0ken\r\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(rekey.admin("GET", "/status").0, 200, "reads need no token");
+}
+
+#[test]
+fn max_clients_refuses_the_extra_client_only() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "[limits]\nmax_clients = 3\n");
+    // The harness's own port probe may still count as a client for a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rekey.admin("GET", "/status").1.contains("\"clients\": 0,") {
+        assert!(Instant::now() < deadline, "probe connection never left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut held: Vec<_> = (0..3).map(|_| rekey.raw()).collect();
+    for c in &mut held {
+        assert_eq!(raw_reply(c, &["PING"]), "+PONG\r\n");
+    }
+    let mut extra = rekey.raw();
+    let got = String::from_utf8_lossy(&extra.read_to_close()).into_owned();
+    assert_eq!(got, "-ERR max number of clients reached\r\n");
+    assert_eq!(raw_reply(&mut held[0], &["PING"]), "+PONG\r\n");
+    drop(held.pop());
+    // The freed place is taken again (the count drops once rekey sees the close).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = rekey.raw();
+        c.cmd(&["PING"]);
+        let got = String::from_utf8_lossy(&c.read_exact_n(7)).into_owned();
+        if got == "+PONG\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "place never freed: {got}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_hung_upstream_gives_an_error_after_the_reply_timeout() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "[limits]\nreply_timeout_ms = 300\n");
+    let mut con = rekey.client();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    redis.signal("STOP");
+    let started = Instant::now();
+    let err = redis::cmd("GET").arg("k").query::<String>(&mut con);
+    let waited = started.elapsed();
+    redis.signal("CONT");
+    let err = err.unwrap_err();
+    assert!(err.to_string().contains("no reply within 300 ms"), "{err}");
+    // The client's own read timeout is 10 s; the error came from rekey well before it.
+    assert!(waited < Duration::from_secs(9), "waited {waited:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match redis::cmd("GET").arg("k").query::<String>(&mut con) {
+            Ok(v) => break assert_eq!(v, "v"),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retrying after: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("never recovered: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_memory_without_bound() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "[limits]\nmax_output_bytes = 16777216\n");
+    let mut con = rekey.client();
+    let value = vec![b'x'; 100 * 1024];
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query(&mut con)
+        .unwrap();
+    let before = rss_kib(rekey.pid());
+
+    // Pipelines a million GETs of the 100 KB value and never reads a byte.
+    let slow = rekey.raw();
+    let mut w = slow.s.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(10_000);
+        let mut sent = 0usize;
+        for _ in 0..100 {
+            if w.write_all(&chunk).is_err() {
+                break; // rekey stopped reading: backpressure reached the client
+            }
+            sent += 10_000;
+        }
+        sent
+    });
+    let sent = writer.join().unwrap();
+    assert!(
+        sent < 1_000_000,
+        "rekey kept reading a client that never reads"
+    );
+
+    // Others are served meanwhile, and rekey's memory stayed bounded.
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("o{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("o{i}"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    let peak = rss_kib(rekey.pid());
+    eprintln!("slow reader: {sent} GETs written; RSS {before} KiB before, {peak} KiB with it");
+    // 16 MB of output plus up to max_pipeline (1024) replies of 100 KB in flight, and the
+    // kernel's socket buffers: far below what a million replies (100 GB) would take.
+    assert!(peak < before + 400 * 1024, "RSS grew to {peak} KiB");
+    drop(slow);
+}
