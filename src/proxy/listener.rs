@@ -161,6 +161,15 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let left = self.proxy.clients.load(Ordering::Acquire);
+        if left > 0 {
+            // Blocked or stuck clients: the process exit closes them and the upstream.
+            tracing::warn!(
+                clients = left,
+                "drain timeout reached; closing the remaining clients"
+            );
+            return;
+        }
         if let Ok(workers) = Arc::try_unwrap(workers) {
             let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         }
