@@ -156,6 +156,9 @@ pub enum Need {
     More(usize),
 }
 
+/// How far ahead of the bytes received a large request's buffer is grown.
+const MAX_RESERVE_AHEAD: usize = 4 * 1024 * 1024;
+
 impl RequestParser {
     /// Takes one complete request off the front of `buf`. `Ok(None)` means more bytes are
     /// needed; `buf` is untouched then. `Ok(Some(None))`-like empty requests (`*0`, blank inline
@@ -163,8 +166,11 @@ impl RequestParser {
     pub fn parse(&self, buf: &mut BytesMut) -> Result<Option<Request>, ParseError> {
         match self.scan(buf)? {
             Scan::Incomplete(hint) => {
-                if hint > buf.capacity() {
-                    buf.reserve(hint - buf.len());
+                // Room for the rest of a large request, but only as fast as bytes arrive: a
+                // header announcing 512 MB must not allocate it up front.
+                let want = hint.min(buf.len() + MAX_RESERVE_AHEAD);
+                if want > buf.capacity() {
+                    buf.reserve(want - buf.len());
                 }
                 Ok(None)
             }
@@ -326,6 +332,11 @@ fn trim_line(line: &[u8]) -> &[u8] {
 
 /// Splits an inline command line into words with Redis's quoting rules (`sdssplitargs`):
 /// "double quotes" with \n \r \t \b \a \\ \" \xHH escapes, and 'single quotes' with \'.
+/// What may follow a closing quote: a space or the end of the (C string) line.
+fn ends_word(b: u8) -> bool {
+    b.is_ascii_whitespace() || b == 0
+}
+
 pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
     let mut words = Vec::new();
     let mut i = 0;
@@ -333,7 +344,8 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
         while i < line.len() && line[i].is_ascii_whitespace() {
             i += 1;
         }
-        if i >= line.len() {
+        // Redis splits a C string: a NUL ends the line.
+        if i >= line.len() || line[i] == 0 {
             return Ok(words);
         }
         let mut word = Vec::new();
@@ -341,7 +353,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
         let mut sq = false;
         loop {
             if dq {
-                if i >= line.len() {
+                if i >= line.len() || line[i] == 0 {
                     return Err(ParseError::UnbalancedQuotes);
                 }
                 let c = line[i];
@@ -364,7 +376,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < line.len() && !ends_word(line[i + 1]) {
                         return Err(ParseError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -373,7 +385,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
                     word.push(c);
                 }
             } else if sq {
-                if i >= line.len() {
+                if i >= line.len() || line[i] == 0 {
                     return Err(ParseError::UnbalancedQuotes);
                 }
                 let c = line[i];
@@ -381,7 +393,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
                     i += 1;
                     word.push(b'\'');
                 } else if c == b'\'' {
-                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < line.len() && !ends_word(line[i + 1]) {
                         return Err(ParseError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -471,6 +483,19 @@ mod tests {
         assert_eq!(got[1], vec![b"PING".to_vec()]);
         assert_eq!(
             parse_all(b"SET k \"oops\r\n"),
+            Err(ParseError::UnbalancedQuotes)
+        );
+    }
+
+    /// Fuzzer regression (request_decoder): a NUL in an inline line looped forever, pushing
+    /// empty words. Redis reads the line as a C string: the NUL ends it.
+    #[test]
+    fn inline_nul_ends_the_line() {
+        let got = parse_all(b"$1\0\0\0 x\r\nGET \"k\"\0 y\r\n").unwrap();
+        assert_eq!(got[0], vec![b"$1".to_vec()]);
+        assert_eq!(got[1], vec![b"GET".to_vec(), b"k".to_vec()]);
+        assert_eq!(
+            parse_all(b"GET \"k\0\"\r\n"),
             Err(ParseError::UnbalancedQuotes)
         );
     }

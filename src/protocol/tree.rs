@@ -75,6 +75,14 @@ impl Node {
         }
     }
 
+    /// The children of an array, set or push: not of a map, whose items come in pairs.
+    pub fn list_mut(&mut self) -> Option<&mut Vec<Node>> {
+        match self {
+            Node::Agg { kind, items } if *kind != b'%' => Some(items),
+            _ => None,
+        }
+    }
+
     pub fn items(&self) -> Option<&[Node]> {
         match self {
             Node::Agg { items, .. } => Some(items),

@@ -270,13 +270,13 @@ pub fn map_reply(scope: &Scope<'_>, ctx: &ReplyCtx, frame: Bytes) -> Bytes {
             _ => false,
         },
         ReplyKeys::Secrets => crate::proxy::secrets::mask_config_reply(&mut node),
-        ReplyKeys::List => filter_keys(scope, ctx, node.items_mut()),
+        ReplyKeys::List => filter_keys(scope, ctx, node.list_mut()),
         ReplyKeys::Scan => filter_keys(
             scope,
             ctx,
             node.items_mut()
                 .and_then(|i| i.get_mut(1))
-                .and_then(|n| n.items_mut()),
+                .and_then(|n| n.list_mut()),
         ),
     };
     if changed {
@@ -538,5 +538,25 @@ mod tests {
             b">3\r\n$7\r\nmessage\r\n$30\r\n__keyevent@0__:expired_shared_\r\n$8\r\nshared_1\r\n",
         );
         assert!(map_push(&scope, push).ends_with(b"$6\r\nAppA_1\r\n"));
+    }
+
+    /// Fuzzer regression (rewrite_roundtrip): a map where a SCAN/KEYS reply has a list lost
+    /// one item of a pair when filtered and re-encoded as an invalid frame.
+    #[test]
+    fn key_lists_are_filtered_only_in_lists() {
+        let rules = rules();
+        let mut m = PrefixMemory::default();
+        let (_, ctx) = run(&rules, &mut m, &["KEYS", "AppA_*"]);
+        let scope = Scope {
+            rules: &rules,
+            app: None,
+            memory: &mut m,
+        };
+        let map = Bytes::from_static(b"%1\r\n$6\r\nAppB_9\r\n:1\r\n");
+        let out = map_reply(&scope, ctx.as_ref().unwrap(), map.clone());
+        assert_eq!(out, map);
+        let set = Bytes::from_static(b"~2\r\n$6\r\nAppB_9\r\n$8\r\nshared_1\r\n");
+        let out = map_reply(&scope, ctx.as_ref().unwrap(), set);
+        assert_eq!(out.as_ref(), b"~1\r\n$6\r\nAppA_1\r\n");
     }
 }
