@@ -5,9 +5,10 @@
 
 use metrics::{counter, gauge, Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Latency buckets (seconds), fine below a millisecond.
@@ -30,7 +31,9 @@ pub struct Stats {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub latency: LatencyHistogram,
-    pub unmatched_keys: Counter,
+    /// Keys no rule matched: a plain atomic on the request path, published at scrape time.
+    pub unmatched_keys: AtomicU64,
+    unmatched_counter: Counter,
     pub upstream_pooled: Gauge,
     pub upstream_pinned: Gauge,
     pub upstream_errors: Counter,
@@ -56,7 +59,8 @@ impl Stats {
             bytes_in: counter!("rekey_client_bytes_in_total"),
             bytes_out: counter!("rekey_client_bytes_out_total"),
             latency: LatencyHistogram::default(),
-            unmatched_keys: counter!("rekey_keys_unmatched_total"),
+            unmatched_keys: AtomicU64::new(0),
+            unmatched_counter: counter!("rekey_keys_unmatched_total"),
             upstream_pooled: gauge!("rekey_upstream_connections", "kind" => "pooled"),
             upstream_pinned: gauge!("rekey_upstream_connections", "kind" => "pinned"),
             upstream_errors: counter!("rekey_upstream_errors_total"),
@@ -103,18 +107,50 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     Ok(handle)
 }
 
-/// Per-rule counters, registered when a config is compiled.
-pub struct RuleCounters {
-    pub forward: Counter,
-    pub reverse: Counter,
+/// Keys rewritten by one rule name, both directions. One per rule name for the life of the
+/// process, so counts survive reloads and stay monotonic. The request path does one relaxed
+/// atomic add per key; the Prometheus counters are brought up to date when `/metrics` is read.
+pub struct RuleHits {
+    pub forward: AtomicU64,
+    pub reverse: AtomicU64,
+    forward_counter: Counter,
+    reverse_counter: Counter,
 }
 
-impl RuleCounters {
-    pub fn register(rule: &str) -> RuleCounters {
-        RuleCounters {
-            forward: counter!("rekey_keys_rewritten_total", "rule" => rule.to_string(), "direction" => "forward"),
-            reverse: counter!("rekey_keys_rewritten_total", "rule" => rule.to_string(), "direction" => "reverse"),
-        }
+fn rule_registry() -> &'static Mutex<HashMap<String, Arc<RuleHits>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<RuleHits>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+impl RuleHits {
+    /// The counts of rule `name` (created on first use).
+    pub fn of(name: &str) -> Arc<RuleHits> {
+        let mut map = rule_registry().lock().expect("rule registry poisoned");
+        map.entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(RuleHits {
+                    forward: AtomicU64::new(0),
+                    reverse: AtomicU64::new(0),
+                    forward_counter: counter!("rekey_keys_rewritten_total", "rule" => name.to_string(), "direction" => "forward"),
+                    reverse_counter: counter!("rekey_keys_rewritten_total", "rule" => name.to_string(), "direction" => "reverse"),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Copies the counts kept as plain atomics (rule hits, unmatched keys) into their Prometheus
+/// counters, before a scrape is rendered.
+pub fn publish_key_counts() {
+    let s = stats();
+    s.unmatched_counter
+        .absolute(s.unmatched_keys.load(Ordering::Relaxed));
+    let map = rule_registry().lock().expect("rule registry poisoned");
+    for hits in map.values() {
+        hits.forward_counter
+            .absolute(hits.forward.load(Ordering::Relaxed));
+        hits.reverse_counter
+            .absolute(hits.reverse.load(Ordering::Relaxed));
     }
 }
 

@@ -101,6 +101,7 @@ async fn route(method: &str, path: &str, proxy: &Arc<Proxy>) -> Response {
     match (method, path) {
         ("GET", "/metrics") => match &proxy.metrics {
             Some(h) => {
+                crate::stats::publish_key_counts();
                 let text = h.render() + "\n" + &crate::stats::stats().latency.render();
                 respond("200 OK", "text/plain; version=0.0.4", text)
             }

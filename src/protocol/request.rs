@@ -95,6 +95,11 @@ impl Request {
         &self.raw
     }
 
+    /// The wire bytes, giving up the request (no reference-count traffic).
+    pub fn into_raw(self) -> Bytes {
+        self.raw
+    }
+
     /// Number of arguments, command name included.
     pub fn len(&self) -> usize {
         self.args.len()

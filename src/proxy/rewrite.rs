@@ -18,6 +18,7 @@ use crate::rules::{Rewrite, RuleSet};
 use crate::stats::stats;
 use bytes::Bytes;
 use smallvec::SmallVec;
+use std::borrow::Cow;
 
 /// What a reply needs to be mapped back.
 #[derive(Debug, Default)]
@@ -49,7 +50,7 @@ pub struct Scope<'a> {
     pub memory: &'a mut PrefixMemory,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
     fn key(&mut self, key: &[u8]) -> Option<Vec<u8>> {
         self.key_with_rule(key).map(|(_, k)| k)
     }
@@ -60,9 +61,11 @@ impl Scope<'_> {
     }
 
     /// The rewrite of a key, counted and remembered (the new key is not built here).
-    fn key_rewrite(&mut self, key: &[u8]) -> Option<Rewrite> {
+    fn key_rewrite(&mut self, key: &[u8]) -> Option<Rewrite<'a>> {
         let Some(rw) = self.rules.forward(self.app, key) else {
-            stats().unmatched_keys.increment(1);
+            stats()
+                .unmatched_keys
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         };
         self.rules.rules()[rw.rule].count_forward();
@@ -75,7 +78,7 @@ impl Scope<'_> {
         Some(self.apply(rw, pattern))
     }
 
-    fn apply(&mut self, rw: Rewrite, arg: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, rw: Rewrite<'_>, arg: &[u8]) -> Vec<u8> {
         self.rules.rules()[rw.rule].count_forward();
         self.memory.remember(rw.rule, &rw.to, &arg[..rw.prefix_len]);
         rw.apply(arg)
@@ -147,7 +150,7 @@ fn is_keyevent(channel: &[u8]) -> bool {
 
 /// Applies the rules to a request.
 pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request) -> Rewritten {
-    let mut changes: SmallVec<[(usize, NewArg); 4]> = SmallVec::new();
+    let mut changes: SmallVec<[(usize, NewArg<'_>); 4]> = SmallVec::new();
     let mut key_pos = Positions::new();
     let mut glob_pos = Positions::new();
     keys::positions(spec.keys, req, &mut key_pos);
@@ -209,8 +212,8 @@ pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request)
 }
 
 /// A changed argument: a new prefix on the rest of the old one, or a whole new value.
-enum NewArg {
-    Prefix { to: Bytes, skip: usize },
+enum NewArg<'r> {
+    Prefix { to: Cow<'r, [u8]>, skip: usize },
     Whole(Vec<u8>),
 }
 
@@ -218,7 +221,7 @@ fn channel_changes(
     scope: &mut Scope<'_>,
     extra: Extra,
     req: &Request,
-    changes: &mut SmallVec<[(usize, NewArg); 4]>,
+    changes: &mut SmallVec<[(usize, NewArg<'_>); 4]>,
 ) {
     let (from, to, pattern) = match extra {
         Extra::Channels => (1, req.len(), false),

@@ -411,7 +411,7 @@ impl Session {
             self.flush_batch();
         }
         match spec.class {
-            Class::Forward => self.forward(req.raw().clone(), false),
+            Class::Forward => self.forward(req.into_raw(), false),
             Class::Local(local) => self.local(local, req).await,
             Class::Pin(pin) => self.pinned(pin, req).await,
             Class::Refuse(msg) => self.reply(encode::error(msg)),

@@ -10,10 +10,11 @@
 pub mod memory;
 
 use crate::config::schema::RuleConfig;
-use crate::stats::RuleCounters;
-use bytes::Bytes;
+use crate::stats::RuleHits;
 use regex::bytes::Regex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// One compiled rule, with its hit counters.
 pub struct Rule {
@@ -23,12 +24,13 @@ pub struct Rule {
     regex: Regex,
     replace: String,
     /// `replace` when it uses no captures: the same upstream prefix for every key.
-    fixed: Option<Bytes>,
+    fixed: Option<Vec<u8>>,
+    /// The pattern when it is a plain literal prefix (`^sess:`, or `^` alone): matched with
+    /// `starts_with`, without the regex engine.
+    literal: Option<Vec<u8>>,
     apps: Option<Vec<String>>,
     pub channels: bool,
-    hits_forward: AtomicU64,
-    hits_reverse: AtomicU64,
-    counters: RuleCounters,
+    hits: Arc<RuleHits>,
 }
 
 impl std::fmt::Debug for Rule {
@@ -42,13 +44,15 @@ impl std::fmt::Debug for Rule {
 
 /// A rewrite that applies to one key: replace the first `prefix_len` bytes with `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rewrite {
+pub struct Rewrite<'r> {
     pub rule: usize,
     pub prefix_len: usize,
-    pub to: Bytes,
+    /// The new prefix: borrowed from the rule when it is fixed, so the common case costs no
+    /// allocation and no reference counting.
+    pub to: Cow<'r, [u8]>,
 }
 
-impl Rewrite {
+impl Rewrite<'_> {
     /// The rewritten key.
     pub fn apply(&self, key: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.to.len() + key.len() - self.prefix_len);
@@ -82,13 +86,11 @@ impl Rule {
             source: cfg.pattern.clone(),
             regex,
             replace: cfg.replace.clone(),
-            fixed: (!cfg.replace.contains('$'))
-                .then(|| Bytes::from(cfg.replace.clone().into_bytes())),
+            literal: is_literal(body).then(|| body.as_bytes().to_vec()),
+            fixed: (!cfg.replace.contains('$')).then(|| cfg.replace.clone().into_bytes()),
             apps: cfg.apps.clone().filter(|a| !a.iter().any(|x| x == "*")),
             channels: cfg.channels,
-            hits_forward: AtomicU64::new(0),
-            hits_reverse: AtomicU64::new(0),
-            counters: RuleCounters::register(&cfg.name),
+            hits: RuleHits::of(&cfg.name),
         })
     }
 
@@ -102,20 +104,18 @@ impl Rule {
     }
 
     pub fn count_forward(&self) {
-        self.hits_forward.fetch_add(1, Ordering::Relaxed);
-        self.counters.forward.increment(1);
+        self.hits.forward.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_reverse(&self) {
-        self.hits_reverse.fetch_add(1, Ordering::Relaxed);
-        self.counters.reverse.increment(1);
+        self.hits.reverse.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Keys rewritten so far: (forward, reverse).
+    /// Keys rewritten (forward, reverse) by rules of this name since rekey started.
     pub fn hits(&self) -> (u64, u64) {
         (
-            self.hits_forward.load(Ordering::Relaxed),
-            self.hits_reverse.load(Ordering::Relaxed),
+            self.hits.forward.load(Ordering::Relaxed),
+            self.hits.reverse.load(Ordering::Relaxed),
         )
     }
 
@@ -128,29 +128,47 @@ impl Rule {
     }
 
     /// The rewrite for `key`, if this rule matches its prefix.
-    pub fn rewrite(&self, key: &[u8]) -> Option<(usize, Bytes)> {
+    pub fn rewrite(&self, key: &[u8]) -> Option<(usize, Cow<'_, [u8]>)> {
+        if let (Some(lit), Some(fixed)) = (&self.literal, &self.fixed) {
+            return has_prefix(key, lit).then(|| (lit.len(), Cow::Borrowed(&fixed[..])));
+        }
         let found = self.regex.find(key)?;
         if let Some(fixed) = &self.fixed {
-            return Some((found.end(), fixed.clone())); // no captures to expand: no allocation
+            return Some((found.end(), Cow::Borrowed(&fixed[..]))); // no captures: no allocation
         }
         let caps = self.regex.captures(key)?;
         let mut to = Vec::new();
         caps.expand(self.replace.as_bytes(), &mut to);
-        Some((found.end(), Bytes::from(to)))
+        Some((found.end(), Cow::Owned(to)))
     }
 
     /// The upstream prefix, when `replace` uses no captures (the same for every key).
     pub fn fixed_replacement(&self) -> Option<Vec<u8>> {
-        self.fixed.as_ref().map(|f| f.to_vec())
+        self.fixed.clone()
     }
 
     /// True when `key` lies in a namespace this rule rewrites (an app's raw prefix).
     pub fn matches(&self, key: &[u8]) -> bool {
+        if let Some(lit) = &self.literal {
+            return has_prefix(key, lit);
+        }
         self.regex.is_match(key)
     }
 }
 
 /// `${n}` and `${name}` in `replace` must name groups of `match`.
+/// `key.starts_with(prefix)` without a libc `memcmp` call: prefixes are a few bytes long.
+fn has_prefix(key: &[u8], prefix: &[u8]) -> bool {
+    key.len() >= prefix.len() && key.iter().zip(prefix).all(|(a, b)| a == b)
+}
+
+/// A regex body with no metacharacter matches exactly its own text.
+fn is_literal(body: &str) -> bool {
+    !body
+        .chars()
+        .any(|c| "\\.+*?()|[]{}^$#".contains(c) || c.is_whitespace())
+}
+
 fn check_replace(replace: &str, regex: &Regex) -> Result<(), String> {
     let mut rest = replace;
     while let Some(i) = rest.find('$') {
@@ -210,7 +228,7 @@ impl RuleSet {
     }
 
     /// The first rule that rewrites `key` for `app`.
-    pub fn forward(&self, app: Option<&str>, key: &[u8]) -> Option<Rewrite> {
+    pub fn forward(&self, app: Option<&str>, key: &[u8]) -> Option<Rewrite<'_>> {
         self.rules
             .iter()
             .enumerate()
@@ -225,7 +243,7 @@ impl RuleSet {
     }
 
     /// The first channel rule (`channels = true`) that rewrites channel `name`.
-    pub fn forward_channel(&self, app: Option<&str>, name: &[u8]) -> Option<Rewrite> {
+    pub fn forward_channel(&self, app: Option<&str>, name: &[u8]) -> Option<Rewrite<'_>> {
         self.rules
             .iter()
             .enumerate()
@@ -246,7 +264,7 @@ impl RuleSet {
         app: Option<&str>,
         pattern: &[u8],
         channels: bool,
-    ) -> Option<Rewrite> {
+    ) -> Option<Rewrite<'_>> {
         let head_len = pattern
             .iter()
             .position(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'))
@@ -291,6 +309,26 @@ mod tests {
         let rw = set.forward(None, b"AppB_xyz").unwrap();
         assert_eq!(rw.apply(b"AppB_xyz"), b"shared_xyz");
         assert!(set.forward(None, b"AppC_xyz").is_none());
+    }
+
+    #[test]
+    fn literal_prefixes_match_without_the_regex_engine() {
+        let set = RuleSet::compile(&[
+            rule("sess", "^sess:", "shared:"),
+            rule("dot", r"^a.b_", "x_"),
+            rule("all", "^", "ns:"),
+        ])
+        .unwrap();
+        assert!(set.rules()[0].literal.is_some());
+        assert!(set.rules()[1].literal.is_none(), "'.' is a metacharacter");
+        assert_eq!(set.rules()[2].literal.as_deref(), Some(&b""[..]));
+        let rw = set.forward(None, b"sess:42").unwrap();
+        assert_eq!(rw.apply(b"sess:42"), b"shared:42");
+        assert_eq!(set.forward(None, b"aXb_1").unwrap().apply(b"aXb_1"), b"x_1");
+        assert_eq!(
+            set.forward(None, b"other").unwrap().apply(b"other"),
+            b"ns:other"
+        );
     }
 
     /// The hash tag Redis Cluster hashes (the part inside the first `{…}`, if non-empty).
