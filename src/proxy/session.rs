@@ -290,9 +290,12 @@ impl Session {
 
     /// The config this command runs under: the transaction's snapshot, or the current one.
     fn config(&mut self) -> Arc<Config> {
-        if let Some(c) = &self.snapshot {
-            return c.clone();
-        }
+        self.refresh_config();
+        self.snapshot.as_ref().unwrap_or(&self.cfg).clone()
+    }
+
+    /// Picks up a reloaded config (one atomic load when nothing changed).
+    fn refresh_config(&mut self) {
         let current = self
             .proxy
             .config_gen
@@ -301,7 +304,6 @@ impl Session {
             self.cfg = self.proxy.config.load_full();
             self.cfg_gen = current;
         }
-        self.cfg.clone()
     }
 
     /// Upstream prefixes this client's keys were rewritten to.
@@ -383,20 +385,29 @@ impl Session {
         {
             self.switch_pool();
         }
-        let config = self.config();
-        if !config.rules.is_empty() {
-            if spec.extra == Extra::Flush && config.rules.rewrites_for(self.identity()) {
-                return self.flush(&config, &req).await;
-            }
-            let req = self.apply_rules(&config, spec, req);
+        // The config is borrowed, not cloned: no reference-count traffic per command.
+        self.refresh_config();
+        let config = self.snapshot.as_ref().unwrap_or(&self.cfg);
+        if config.rules.is_empty() {
             return self.route(spec, req).await;
         }
+        if spec.extra == Extra::Flush && config.rules.rewrites_for(self.identity()) {
+            let config = config.clone();
+            return self.flush(&config, &req).await;
+        }
+        let req = self.apply_rules(spec, req);
         self.route(spec, req).await
     }
 
     /// Rewrites the request's keys and channels; remembers how to map its reply back.
-    fn apply_rules(&mut self, config: &Config, spec: &CommandSpec, req: Request) -> Request {
-        let mut scope = self.scope(config);
+    fn apply_rules(&mut self, spec: &CommandSpec, req: Request) -> Request {
+        let config = self.snapshot.as_ref().unwrap_or(&self.cfg);
+        self.memory.sync_generation(config.generation);
+        let mut scope = Scope {
+            rules: &config.rules,
+            app: self.app.as_deref().or(self.user.as_deref()),
+            memory: &mut self.memory,
+        };
         let out = rewrite::rewrite_request(&mut scope, spec, &req);
         self.pending_ctx = out.ctx;
         out.request.unwrap_or(req)

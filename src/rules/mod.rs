@@ -28,6 +28,9 @@ pub struct Rule {
     /// The pattern when it is a plain literal prefix (`^sess:`, or `^` alone): matched with
     /// `starts_with`, without the regex engine.
     literal: Option<Vec<u8>>,
+    /// Every match starts with one of these (from the regex's literal prefixes): a key that
+    /// starts with none is rejected without running the regex. `None`: no useful set.
+    prefixes: Option<Vec<Vec<u8>>>,
     apps: Option<Vec<String>>,
     pub channels: bool,
     hits: Arc<RuleHits>,
@@ -81,12 +84,14 @@ impl Rule {
         let body = cfg.pattern.strip_prefix('^').unwrap_or(&cfg.pattern);
         let regex = Regex::new(&format!("^(?:{body})")).map_err(|e| err(e.to_string()))?;
         check_replace(&cfg.replace, &regex).map_err(err)?;
+        let prefixes = required_prefixes(regex.as_str());
         Ok(Rule {
             name: cfg.name.clone(),
             source: cfg.pattern.clone(),
             regex,
             replace: cfg.replace.clone(),
             literal: is_literal(body).then(|| body.as_bytes().to_vec()),
+            prefixes,
             fixed: (!cfg.replace.contains('$')).then(|| cfg.replace.clone().into_bytes()),
             apps: cfg.apps.clone().filter(|a| !a.iter().any(|x| x == "*")),
             channels: cfg.channels,
@@ -132,6 +137,9 @@ impl Rule {
         if let (Some(lit), Some(fixed)) = (&self.literal, &self.fixed) {
             return has_prefix(key, lit).then(|| (lit.len(), Cow::Borrowed(&fixed[..])));
         }
+        if !self.may_match(key) {
+            return None;
+        }
         let found = self.regex.find(key)?;
         if let Some(fixed) = &self.fixed {
             return Some((found.end(), Cow::Borrowed(&fixed[..]))); // no captures: no allocation
@@ -152,11 +160,40 @@ impl Rule {
         if let Some(lit) = &self.literal {
             return has_prefix(key, lit);
         }
+        if !self.may_match(key) {
+            return false;
+        }
         self.regex.is_match(key)
     }
 }
 
 /// `${n}` and `${name}` in `replace` must name groups of `match`.
+impl Rule {
+    /// False when the key cannot match: it starts with none of the regex's literal prefixes.
+    fn may_match(&self, key: &[u8]) -> bool {
+        match &self.prefixes {
+            Some(list) => list.iter().any(|p| has_prefix(key, p)),
+            None => true,
+        }
+    }
+}
+
+/// The literal prefixes every match of `pattern` starts with, when there are a few of them.
+fn required_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = seq.literals()?;
+    let useful = !literals.is_empty()
+        && literals.len() <= 32
+        && literals.iter().all(|l| !l.as_bytes().is_empty());
+    useful.then(|| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
+}
+
 /// `key.starts_with(prefix)` without a libc `memcmp` call: prefixes are a few bytes long.
 fn has_prefix(key: &[u8], prefix: &[u8]) -> bool {
     key.len() >= prefix.len() && key.iter().zip(prefix).all(|(a, b)| a == b)
@@ -329,6 +366,36 @@ mod tests {
             set.forward(None, b"other").unwrap().apply(b"other"),
             b"ns:other"
         );
+    }
+
+    #[test]
+    fn literal_prefixes_reject_keys_before_the_regex_runs() {
+        let set = RuleSet::compile(&[
+            rule("aspnet", r"^(\{?)(AppA|AppB)_", "${1}shared_"),
+            rule("ci", r"^(?i)sess:", "s:"),
+            rule("class", r"^[a-z]+:", "x:"),
+        ])
+        .unwrap();
+        let aspnet = set.rules()[0].prefixes.as_ref().unwrap();
+        assert_eq!(aspnet.len(), 4, "{aspnet:?}");
+        // Whatever the prefilter says, the answers are the regex's.
+        for key in [
+            &b"{AppA_1}_Data"[..],
+            b"AppB_x",
+            b"AppC_x",
+            b"{AppA",
+            b"SESS:1",
+            b"Sess:2",
+            b"sesx:",
+            b"abc:1",
+            b"ABC:1",
+            b"",
+            b"\xff\xfe",
+        ] {
+            for r in set.rules() {
+                assert_eq!(r.matches(key), r.regex.is_match(key), "{} on {key:?}", r.name);
+            }
+        }
     }
 
     /// The hash tag Redis Cluster hashes (the part inside the first `{…}`, if non-empty).
