@@ -3,6 +3,7 @@
 //! no change to the apps. See `README.md` and `DESIGN.md`.
 
 pub mod admin;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod protocol;

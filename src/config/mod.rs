@@ -111,7 +111,10 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Bearer token that `POST /reload` requires, when set.
     pub admin_token: Option<String>,
+    /// The upstream (for a cluster: its first seed node).
     pub upstream: UpstreamUrl,
+    /// `redis-cluster://…`: the seed nodes rekey learns the cluster from.
+    pub cluster: Option<Vec<UpstreamUrl>>,
     pub auth: ClientAuth,
     pub flush: FlushPolicy,
     pub limits: Limits,
@@ -201,7 +204,7 @@ impl Config {
             })?),
             None => None,
         };
-        let upstream = UpstreamUrl::parse(&file.upstream)?;
+        let (upstream, cluster) = parse_upstream(&file.upstream)?;
         validate_limits(&file.limits, &file.pool)?;
         for u in &file.users {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
@@ -222,6 +225,7 @@ impl Config {
             admin,
             admin_token: file.admin_token.clone().filter(|t| !t.is_empty()),
             upstream,
+            cluster,
             auth: ClientAuth {
                 requirepass: file.requirepass.clone(),
                 users: file.users.clone(),
@@ -250,6 +254,24 @@ impl Config {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
+}
+
+/// `redis://…` for one Redis, or `redis-cluster://[user:pass@]host:port,host:port` for a
+/// cluster (the seeds; the first one stands for the upstream in single-node places).
+fn parse_upstream(s: &str) -> Result<(UpstreamUrl, Option<Vec<UpstreamUrl>>), UrlError> {
+    let Some(rest) = s.strip_prefix("redis-cluster://") else {
+        return Ok((UpstreamUrl::parse(s)?, None));
+    };
+    let (auth, hosts) = match rest.rfind('@') {
+        Some(i) => (&rest[..=i], &rest[i + 1..]),
+        None => ("", rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    let seeds = hosts
+        .split(',')
+        .map(|h| UpstreamUrl::parse(&format!("redis://{auth}{}", h.trim())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((seeds[0].clone(), Some(seeds)))
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

@@ -135,10 +135,18 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push("admin".to_string());
         new.admin = old.admin;
     }
+    if (old.cluster.is_some() || new.cluster.is_some()) && old.cluster != new.cluster {
+        changed.push("upstream (cluster)".to_string());
+        new.cluster = old.cluster.clone();
+        new.upstream = old.upstream.clone();
+    }
     changed
 }
 
 fn upstream_changed(old: &Config, new: &Config) -> bool {
+    if new.cluster.is_some() {
+        return false; // cluster nodes' pools are the cluster's; a change needs a restart
+    }
     old.upstream != new.upstream
         || old.pool.connections != new.pool.connections
         || old.pool.max_pinned != new.pool.max_pinned

@@ -2,6 +2,7 @@
 //! graceful shutdown (stop accepting, let sessions finish what they were asked, then exit).
 
 use crate::admin;
+use crate::cluster::Cluster;
 use crate::config::reload::{self, Reloader};
 use crate::config::Config;
 use crate::protocol::reply;
@@ -69,14 +70,22 @@ impl Server {
             None => None,
         };
         stats().config_generation.set(config.generation as f64);
-        let upstream = Upstream::new(UpstreamSettings {
+        let settings = UpstreamSettings {
             url: config.upstream.clone(),
             connections: config.pool.connections,
             max_pinned: config.pool.max_pinned,
             connect_timeout: config.limits.connect_timeout,
             reply_timeout: config.limits.reply_timeout,
             workers: config.threads,
-        });
+        };
+        let (upstream, cluster) = match &config.cluster {
+            None => (Upstream::new(settings), None),
+            Some(seeds) => {
+                let cluster = Cluster::start(seeds.clone(), settings).await;
+                let seed = cluster.node_for_addr(&config.upstream.addr());
+                (seed.upstream.clone(), Some(cluster))
+            }
+        };
         let upstream_info = learn_upstream(&config).await;
         let config_source = config.source.clone();
         let proxy = Arc::new(Proxy {
@@ -84,6 +93,7 @@ impl Server {
             config_gen: AtomicU64::new(0),
             upstream: ArcSwap::new(upstream),
             upstream_gen: AtomicU64::new(0),
+            cluster,
             next_client_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             upstream_info,
@@ -145,6 +155,9 @@ impl Server {
             tasks.push(tokio::spawn(admin::serve(listener, self.proxy.clone())));
         }
         tasks.push(tokio::spawn(reload::on_sighup(self.proxy.clone())));
+        if let Some(cluster) = &self.proxy.cluster {
+            tasks.push(tokio::spawn(cluster.clone().keep_fresh()));
+        }
         tasks.push(tokio::spawn(reload::on_file_change(self.proxy.clone())));
         stop.await;
         tracing::info!("shutting down: no new clients, draining in-flight replies");

@@ -5,6 +5,7 @@
 //! shared or pinned upstream connection ([`crate::upstream`]). Replies come back through
 //! [`replies`], which restores request order, and are written back in batches.
 
+pub mod cluster_route;
 pub mod flush;
 pub mod listener;
 pub mod local;
@@ -14,12 +15,14 @@ pub mod secrets;
 pub mod session;
 pub mod workers;
 
+use crate::cluster::Cluster;
 use crate::config::reload::Reloader;
 use crate::config::Config;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
 
 /// What every session shares: the current config, the upstream pools, and facts about the
 /// upstream learned at start.
@@ -30,6 +33,8 @@ pub struct Proxy {
     /// Swapped when a reload changes the upstream; the old pools drain and close.
     pub upstream: ArcSwap<Upstream>,
     pub upstream_gen: AtomicU64,
+    /// Set when the upstream is a Redis Cluster: slot map and per-node pools.
+    pub cluster: Option<Arc<Cluster>>,
     pub next_client_id: AtomicU64,
     pub clients: AtomicUsize,
     pub upstream_info: UpstreamInfo,

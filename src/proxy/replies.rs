@@ -23,6 +23,10 @@ pub struct SlotInfo {
     pub cmd: u16,
     /// When the request was routed, for the latency histogram.
     pub started: Instant,
+    /// Cluster mode: the request's bytes, to send again after `-MOVED`/`-ASK`.
+    pub resend: Option<Bytes>,
+    /// Cluster mode: redirections followed so far.
+    pub redirects: u8,
 }
 
 #[derive(Debug)]
@@ -108,6 +112,16 @@ impl ReplyQueue {
         })
     }
 
+    /// The record of request `seq` while it waits for its reply.
+    pub fn waiting_mut(&mut self, seq: u64) -> Option<&mut SlotInfo> {
+        let i = self.slots.partition_point(|s| s.seq < seq);
+        self.slots
+            .get_mut(i)
+            .filter(|s| s.seq == seq && s.frame.is_none())?
+            .info
+            .as_mut()
+    }
+
     /// The next answered reply, in order, if the front slot is answered.
     pub fn pop_ready(&mut self) -> Option<Ready> {
         if self.slots.front().is_some_and(|s| s.frame.is_some()) {
@@ -132,6 +146,8 @@ mod tests {
             ctx: None,
             cmd: 0,
             started: Instant::now(),
+            resend: None,
+            redirects: 0,
         }
     }
 

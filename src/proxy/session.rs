@@ -12,6 +12,7 @@ use crate::config::{Config, Limits};
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::reply;
 use crate::protocol::{Request, RequestParser};
+use crate::proxy::cluster_route::opens_cluster_multi;
 use crate::proxy::replies::{Ready, ReplyQueue, SlotInfo};
 use crate::proxy::rewrite::{self, ReplyCtx, Scope};
 use crate::proxy::Proxy;
@@ -50,7 +51,7 @@ pub struct Session {
     need_input: bool,
     out: WriteQueue,
     pub(super) replies: ReplyQueue,
-    sink: Sink,
+    pub(super) sink: Sink,
     inbox: mpsc::UnboundedReceiver<Delivery>,
     parser: RequestParser,
     limits: Limits,
@@ -63,8 +64,8 @@ pub struct Session {
     pub(super) authed: bool,
     pub(super) user: Option<String>,
     pub(super) reply_mode: ReplyMode,
-    shared: Arc<SharedPool>,
-    slot: usize,
+    pub(super) shared: Arc<SharedPool>,
+    pub(super) slot: usize,
     /// The upstream generation `shared` belongs to; a reload with a new upstream bumps it.
     upstream_gen: u64,
     // Pinned-connection state.
@@ -90,14 +91,31 @@ pub struct Session {
     batch: Option<Batch>,
     batch_buf: BytesMut,
     batch_big: Option<Bytes>,
+    // Cluster mode (see `cluster_route`).
+    /// The node the request being routed goes to (0: the client's own shared pool).
+    pub(super) route_node: u64,
+    /// Shared pools of the cluster nodes this client has used, by node id.
+    pub(super) node_pools: Vec<(u64, Arc<SharedPool>)>,
+    /// The upstream the next pinned connection comes from (a cluster node), if not the default.
+    pub(super) pin_hint: Option<Arc<crate::upstream::Upstream>>,
+    /// MULTI was answered but not yet sent: the node is chosen by the first queued command.
+    pub(super) cluster_multi: bool,
 }
 
 /// Consecutive requests for one upstream connection, sent as one job.
 struct Batch {
-    /// The pinned connection's id, or `None` for the shared one.
-    target: Option<u64>,
+    target: Target,
     first_seq: u64,
     count: u32,
+}
+
+/// Where a batch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// The shared pool: the client's own (0), or a cluster node's (its id).
+    Shared(u64),
+    /// The client's pinned connection (its id).
+    Pinned(u64),
 }
 
 /// Batched request bytes are sent once they reach this size; a larger request goes alone.
@@ -170,6 +188,10 @@ impl Session {
             batch: None,
             batch_buf: BytesMut::new(),
             batch_big: None,
+            route_node: 0,
+            node_pools: Vec::new(),
+            pin_hint: None,
+            cluster_multi: false,
             proxy,
         }
     }
@@ -277,6 +299,20 @@ impl Session {
         tally.flush(now);
     }
 
+    /// What a new slot for the current request records, for a reply made outside `forward`.
+    pub(super) fn slot_info_for_local(&mut self) -> SlotInfo {
+        self.slot_info(false)
+    }
+
+    /// A transaction keeps the config it started with.
+    pub(super) fn begin_snapshot(&mut self) {
+        self.snapshot = Some(self.proxy.config.load_full());
+    }
+
+    pub(super) fn end_snapshot(&mut self) {
+        self.snapshot = None;
+    }
+
     /// What a new slot for the current request records.
     fn slot_info(&mut self, blocking: bool) -> SlotInfo {
         SlotInfo {
@@ -285,6 +321,8 @@ impl Session {
             ctx: self.pending_ctx.take(),
             cmd: self.current_cmd,
             started: self.current_start,
+            resend: None,
+            redirects: 0,
         }
     }
 
@@ -421,7 +459,11 @@ impl Session {
         if spec.class != Class::Forward {
             self.flush_batch();
         }
+        if self.cluster_multi && self.pin.is_none() && opens_cluster_multi(spec.class) {
+            self.start_cluster_multi(spec, &req).await;
+        }
         match spec.class {
+            Class::Forward if self.proxy.cluster.is_some() => self.cluster_forward(spec, req),
             Class::Forward => self.forward(req.into_raw(), false),
             Class::Local(local) => self.local(local, req).await,
             Class::Pin(pin) => self.pinned(pin, req).await,
@@ -431,6 +473,15 @@ impl Session {
     }
 
     async fn pinned(&mut self, pin: Pin, req: Request) {
+        if self.proxy.cluster.is_some() && self.pin.is_none() {
+            if pin == Pin::Multi && !self.in_multi {
+                return self.defer_cluster_multi();
+            }
+            if matches!(pin, Pin::Exec | Pin::Discard) && self.cluster_multi {
+                return self.end_empty_cluster_multi(pin);
+            }
+            self.hint_pin_node(commands::lookup(&req), &req);
+        }
         match pin {
             Pin::Multi => {
                 if self.ensure_pinned().await {
@@ -507,7 +558,10 @@ impl Session {
         if self.pin.is_some() {
             return true;
         }
-        let upstream = self.proxy.upstream.load_full();
+        let upstream = match self.pin_hint.take() {
+            Some(node) => node,
+            None => self.proxy.upstream.load_full(),
+        };
         match upstream.pin(self.proto, self.db).await {
             Ok(conn) => {
                 if let Some(name) = &self.name {
@@ -569,9 +623,15 @@ impl Session {
     /// Consecutive requests for the same connection are batched into one job (one channel
     /// send, one wakeup), sent by [`Session::flush_batch`].
     pub(super) fn forward(&mut self, payload: Bytes, blocking: bool) {
-        let info = self.slot_info(blocking);
+        let mut info = self.slot_info(blocking);
+        let target = match &self.pin {
+            Some(c) => Target::Pinned(c.id),
+            None => Target::Shared(self.route_node),
+        };
+        if self.route_node != 0 && self.pin.is_none() {
+            info.resend = Some(payload.clone()); // a cluster may redirect it
+        }
         let seq = self.replies.expect(info);
-        let target = self.pin.as_ref().map(|c| c.id);
         let big = payload.len() >= BATCH_BYTES;
         let extends = !big
             && self
@@ -615,9 +675,13 @@ impl Session {
                 count: b.count,
             },
         };
-        match &self.pin {
-            Some(conn) => conn.send(job),
-            None => self.shared.send(self.slot, job),
+        match b.target {
+            Target::Pinned(_) => match &self.pin {
+                Some(conn) => conn.send(job),
+                None => self.shared.send(self.slot, job),
+            },
+            Target::Shared(0) => self.shared.send(self.slot, job),
+            Target::Shared(node) => self.node_pool_by_id(node).send(self.slot, job),
         }
     }
 
@@ -686,6 +750,9 @@ impl Session {
     }
 
     fn fill(&mut self, seq: u64, frame: Bytes) {
+        if self.proxy.cluster.is_some() && self.follow_redirect(seq, &frame) {
+            return;
+        }
         if let Some(filled) = self.replies.fill(seq, frame) {
             if filled.blocking {
                 self.blocking -= 1;

@@ -393,7 +393,12 @@ mod tests {
             b"\xff\xfe",
         ] {
             for r in set.rules() {
-                assert_eq!(r.matches(key), r.regex.is_match(key), "{} on {key:?}", r.name);
+                assert_eq!(
+                    r.matches(key),
+                    r.regex.is_match(key),
+                    "{} on {key:?}",
+                    r.name
+                );
             }
         }
     }

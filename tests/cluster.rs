@@ -1,0 +1,402 @@
+//! rekey in front of a real 3-primary Redis Cluster (started here on loopback ports with
+//! `redis-server --cluster-enabled yes` and `redis-cli --cluster create`): keys are routed by
+//! the slot of their rewritten name, cross-slot commands are split or refused like Redis does,
+//! keyless commands cover the whole cluster, and a slot migration in the middle of load is
+//! followed through `-ASK` and `-MOVED` without a failed request.
+
+mod common;
+
+use common::{RedisServer, Rekey};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed");
+        assert!(out.status.success(), "cluster create: {out:?}");
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.ready() {
+            assert!(Instant::now() < deadline, "cluster never became ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    fn ready(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut n.direct())
+                .unwrap();
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port)
+    }
+
+    fn id(&self, node: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.nodes[node].direct())
+            .unwrap()
+    }
+
+    /// The node index serving `slot`, asked of the cluster itself.
+    fn owner(&self, slot: u16) -> usize {
+        let slots: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.nodes[0].direct())
+            .unwrap();
+        let redis::Value::Array(ranges) = slots else {
+            panic!("CLUSTER SLOTS")
+        };
+        for r in ranges {
+            let redis::Value::Array(items) = r else {
+                continue;
+            };
+            let (redis::Value::Int(start), redis::Value::Int(end), redis::Value::Array(primary)) =
+                (&items[0], &items[1], &items[2])
+            else {
+                continue;
+            };
+            if (*start..=*end).contains(&(slot as i64)) {
+                let redis::Value::Int(port) = primary[1] else {
+                    panic!()
+                };
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port as i64 == port)
+                    .unwrap();
+            }
+        }
+        panic!("slot {slot} not served")
+    }
+}
+
+fn keyslot(con: &mut redis::Connection, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(con)
+        .unwrap()
+}
+
+const RULES: &str =
+    "[[rules]]\nname = \"sessions\"\nmatch = '^(\\{?)(AppA|AppB)_'\nreplace = '${1}shared_'\n";
+
+#[test]
+fn cluster_routes_splits_and_fans_out() {
+    let cluster = RedisCluster::start();
+    let rekey = Rekey::start_url(&cluster.url(), RULES);
+    let mut con = rekey.client();
+
+    // Written through AppA's prefix, read through AppB's: keys spread over every node.
+    for i in 0..300 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("AppA_k{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+    }
+    for i in 0..300 {
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("AppB_k{i}"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    let mut direct = cluster.nodes[0].direct();
+    let mut per_node = [0usize; 3];
+    for i in 0..300 {
+        per_node[cluster.owner(keyslot(&mut direct, &format!("shared_k{i}")))] += 1;
+    }
+    for (n, node) in cluster.nodes.iter().enumerate() {
+        let size: usize = redis::cmd("DBSIZE").query(&mut node.direct()).unwrap();
+        assert_eq!(size, per_node[n], "node {n} holds the keys of its slots");
+        assert!(size > 0);
+    }
+
+    // Keyless commands see the whole cluster, in the app's names.
+    let size: usize = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(size, 300);
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("AppA_k*").query(&mut con).unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 300);
+    assert!(keys.iter().all(|k| k.starts_with("AppA_k")));
+    let mut scanned: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("AppB_k*")
+            .arg("COUNT")
+            .arg(50)
+            .query(&mut con)
+            .unwrap();
+        scanned.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    scanned.sort();
+    scanned.dedup();
+    assert_eq!(scanned.len(), 300, "SCAN walks every primary");
+    assert!(scanned.iter().all(|k| k.starts_with("AppB_k")));
+
+    // Cross-slot multi-key commands are split and merged in order.
+    let names: Vec<String> = (0..20).map(|i| format!("AppB_k{i}")).collect();
+    let got: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg(&names)
+        .arg("AppB_missing")
+        .query(&mut con)
+        .unwrap();
+    let mut want: Vec<Option<i64>> = (0..20).map(Some).collect();
+    want.push(None);
+    assert_eq!(got, want);
+    let _: () = redis::cmd("MSET")
+        .arg("AppA_m1")
+        .arg("x")
+        .arg("AppA_m2")
+        .arg("y")
+        .arg("AppA_m3")
+        .arg("z")
+        .query(&mut con)
+        .unwrap();
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("AppB_m1")
+        .arg("AppB_m2")
+        .arg("AppB_m3")
+        .arg("nope")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 3);
+    let n: i64 = redis::cmd("DEL")
+        .arg("AppA_m1")
+        .arg("AppA_m2")
+        .arg("AppA_m3")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 3);
+    // Others get Redis's own CROSSSLOT error.
+    let err = redis::cmd("SUNIONSTORE")
+        .arg("AppA_d")
+        .arg("AppA_s1")
+        .arg("AppA_s2")
+        .query::<i64>(&mut con)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CROSSSLOT"), "{err}");
+
+    // A session's keys share a hash tag, so its transaction runs on one node.
+    let (data, ttl): (String, i64) = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg("{AppA_sess1}_Data")
+        .arg("user")
+        .arg("alice")
+        .ignore()
+        .cmd("SET")
+        .arg("{AppA_sess1}_Internal")
+        .arg("meta")
+        .ignore()
+        .cmd("EXPIRE")
+        .arg("{AppA_sess1}_Data")
+        .arg(1200)
+        .ignore()
+        .cmd("HGET")
+        .arg("{AppB_sess1}_Data")
+        .arg("user")
+        .cmd("TTL")
+        .arg("{AppB_sess1}_Data")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(data, "alice");
+    assert!(ttl > 1000);
+    // EVALSHA-style scripts with keys in one slot work too.
+    let v: String = redis::cmd("EVAL")
+        .arg("return redis.call('HGET', KEYS[1], 'user')")
+        .arg(1)
+        .arg("{AppB_sess1}_Data")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(v, "alice");
+
+    // Blocking on one node while another client pushes.
+    let port = rekey.port;
+    let waiter = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let got: (String, String) = redis::cmd("BLPOP")
+            .arg("AppA_queue")
+            .arg(5)
+            .query(&mut c)
+            .unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let _: () = redis::cmd("RPUSH")
+        .arg("AppB_queue")
+        .arg("job")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        waiter.join().unwrap(),
+        ("AppA_queue".to_string(), "job".to_string())
+    );
+
+    // Pub/sub through the cluster bus.
+    let mut sub = rekey.client();
+    let _: () = redis::cmd("SUBSCRIBE")
+        .arg("news")
+        .query(&mut sub)
+        .unwrap_or(());
+    std::thread::sleep(Duration::from_millis(100));
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut con)
+        .unwrap();
+    assert!(receivers >= 1);
+}
+
+#[test]
+fn slot_migration_under_load_loses_no_request() {
+    let cluster = RedisCluster::start();
+    let rekey = Rekey::start_url(&cluster.url(), RULES);
+    let mut direct = cluster.nodes[0].direct();
+    // Keys that all live in one slot (a hash tag), written and read by clients under load.
+    let slot = keyslot(&mut direct, "{shared_hot}");
+    let source = cluster.owner(slot);
+    let target = (source + 1) % 3;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let port = rekey.port;
+    let clients: Vec<_> = (0..8)
+        .map(|t| {
+            let (stop, ops) = (stop.clone(), ops.clone());
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{{AppA_hot}}:{t}:{}", n % 50);
+                    let _: () = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(n)
+                        .query(&mut c)
+                        .unwrap_or_else(|e| panic!("SET {key}: {e}"));
+                    let v: u64 = redis::cmd("GET")
+                        .arg(format!("{{AppB_hot}}:{t}:{}", n % 50))
+                        .query(&mut c)
+                        .unwrap_or_else(|e| panic!("GET {key}: {e}"));
+                    assert_eq!(v, n, "client {t} read back {key}");
+                    n += 1;
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Migrate the slot from its owner to another primary, key by key, as redis-cli does.
+    let (src_id, dst_id) = (cluster.id(source), cluster.id(target));
+    let mut src = cluster.nodes[source].direct();
+    let mut dst = cluster.nodes[target].direct();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&src_id)
+        .query(&mut dst)
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&dst_id)
+        .query(&mut src)
+        .unwrap();
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query(&mut src)
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let _: () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(cluster.nodes[target].port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("REPLACE")
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut src)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // let the load hit the migrating state
+    }
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&dst_id)
+            .query(&mut node.direct())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("a request failed during the migration");
+    }
+    assert_eq!(cluster.owner(slot), target);
+    let on_target: usize = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut dst)
+        .unwrap();
+    assert!(on_target > 0, "the keys moved");
+    assert!(ops.load(Ordering::Relaxed) > 100, "the load ran");
+}
