@@ -9,6 +9,7 @@ pub mod config;
 pub mod protocol;
 pub mod proxy;
 pub mod rules;
+pub mod sentinel;
 pub mod stats;
 pub mod upstream;
 pub mod wire;

@@ -5,6 +5,7 @@ pub mod reload;
 pub mod schema;
 
 use crate::rules::RuleSet;
+use crate::sentinel::SentinelConfig;
 use crate::upstream::url::{UpstreamUrl, UrlError};
 use schema::{FileConfig, FlushPolicy, LimitsConfig, PoolConfig, UserConfig};
 use std::net::SocketAddr;
@@ -115,6 +116,8 @@ pub struct Config {
     pub upstream: UpstreamUrl,
     /// `redis-cluster://…`: the seed nodes rekey learns the cluster from.
     pub cluster: Option<Vec<UpstreamUrl>>,
+    /// `redis-sentinel://…`: the sentinels and the primary's name.
+    pub sentinel: Option<SentinelConfig>,
     pub auth: ClientAuth,
     pub flush: FlushPolicy,
     pub limits: Limits,
@@ -205,6 +208,7 @@ impl Config {
             None => None,
         };
         let (upstream, cluster) = parse_upstream(&file.upstream)?;
+        let sentinel = parse_sentinel(&file.upstream)?;
         validate_limits(&file.limits, &file.pool)?;
         for u in &file.users {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
@@ -226,6 +230,7 @@ impl Config {
             admin_token: file.admin_token.clone().filter(|t| !t.is_empty()),
             upstream,
             cluster,
+            sentinel,
             auth: ClientAuth {
                 requirepass: file.requirepass.clone(),
                 users: file.users.clone(),
@@ -259,6 +264,13 @@ impl Config {
 /// `redis://…` for one Redis, or `redis-cluster://[user:pass@]host:port,host:port` for a
 /// cluster (the seeds; the first one stands for the upstream in single-node places).
 fn parse_upstream(s: &str) -> Result<(UpstreamUrl, Option<Vec<UpstreamUrl>>), UrlError> {
+    if let Some(rest) = s.strip_prefix("redis-sentinel://") {
+        // The primary's address is asked of the sentinels at start; until then, the first
+        // sentinel stands in.
+        let hosts = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+        let first = hosts.split([',', '/']).next().unwrap_or_default();
+        return Ok((UpstreamUrl::parse(&format!("redis://{first}"))?, None));
+    }
     let Some(rest) = s.strip_prefix("redis-cluster://") else {
         return Ok((UpstreamUrl::parse(s)?, None));
     };
@@ -272,6 +284,38 @@ fn parse_upstream(s: &str) -> Result<(UpstreamUrl, Option<Vec<UpstreamUrl>>), Ur
         .map(|h| UpstreamUrl::parse(&format!("redis://{auth}{}", h.trim())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((seeds[0].clone(), Some(seeds)))
+}
+
+/// `redis-sentinel://[user:pass@]host:port,host:port/mastername[/db]`: credentials and db are
+/// the primary's.
+fn parse_sentinel(s: &str) -> Result<Option<SentinelConfig>, UrlError> {
+    let Some(rest) = s.strip_prefix("redis-sentinel://") else {
+        return Ok(None);
+    };
+    let (auth, rest) = match rest.rfind('@') {
+        Some(i) => (&rest[..=i], &rest[i + 1..]),
+        None => ("", rest),
+    };
+    let (hosts, path) = rest.split_once('/').ok_or(UrlError::NoHost)?;
+    let (master, db) = match path.split_once('/') {
+        Some((m, db)) => (m, db),
+        None => (path, ""),
+    };
+    if master.is_empty() {
+        return Err(UrlError::Scheme(format!(
+            "{s} (no primary name after the sentinels)"
+        )));
+    }
+    let sentinels = hosts
+        .split(',')
+        .map(|h| UpstreamUrl::parse(&format!("redis://{}", h.trim())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let primary = UpstreamUrl::parse(&format!("redis://{auth}0.0.0.0:0/{db}"))?;
+    Ok(Some(SentinelConfig {
+        sentinels,
+        master: master.to_string(),
+        primary,
+    }))
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

@@ -135,6 +135,13 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push("admin".to_string());
         new.admin = old.admin;
     }
+    if old.sentinel.is_some() || new.sentinel.is_some() {
+        if old.sentinel != new.sentinel {
+            changed.push("upstream (sentinel)".to_string());
+            new.sentinel = old.sentinel.clone();
+        }
+        new.upstream = old.upstream.clone(); // the primary the sentinels named
+    }
     if (old.cluster.is_some() || new.cluster.is_some()) && old.cluster != new.cluster {
         changed.push("upstream (cluster)".to_string());
         new.cluster = old.cluster.clone();
@@ -144,7 +151,7 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
 }
 
 fn upstream_changed(old: &Config, new: &Config) -> bool {
-    if new.cluster.is_some() {
+    if new.cluster.is_some() || new.sentinel.is_some() {
         return false; // cluster nodes' pools are the cluster's; a change needs a restart
     }
     old.upstream != new.upstream

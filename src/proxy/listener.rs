@@ -9,6 +9,7 @@ use crate::protocol::reply;
 use crate::protocol::Request;
 use crate::proxy::workers::Workers;
 use crate::proxy::{Proxy, UpstreamInfo};
+use crate::sentinel::{self, SentinelError};
 use crate::stats::stats;
 use crate::upstream::UpstreamUrl;
 use crate::upstream::{conn, Upstream, UpstreamSettings};
@@ -42,20 +43,24 @@ pub struct ServeOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
-pub struct BindError {
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
+pub enum BindError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sentinel(#[from] SentinelError),
 }
 
 impl Server {
     /// Binds every listener and prepares the upstream pools.
-    pub async fn bind(config: Config, options: ServeOptions) -> Result<Server, BindError> {
+    pub async fn bind(mut config: Config, options: ServeOptions) -> Result<Server, BindError> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let socket = TcpListener::bind(l.addr)
                 .await
-                .map_err(|source| BindError {
+                .map_err(|source| BindError::Listen {
                     addr: l.addr,
                     source,
                 })?;
@@ -65,11 +70,15 @@ impl Server {
             Some(addr) => Some(
                 admin::bind(addr)
                     .await
-                    .map_err(|source| BindError { addr, source })?,
+                    .map_err(|source| BindError::Listen { addr, source })?,
             ),
             None => None,
         };
         stats().config_generation.set(config.generation as f64);
+        if let Some(s) = &config.sentinel {
+            config.upstream = sentinel::resolve(s, config.limits.connect_timeout).await?;
+            tracing::info!(primary = %config.upstream, master = %s.master, "sentinel: primary found");
+        }
         let settings = UpstreamSettings {
             url: config.upstream.clone(),
             connections: config.pool.connections,
@@ -155,6 +164,9 @@ impl Server {
             tasks.push(tokio::spawn(admin::serve(listener, self.proxy.clone())));
         }
         tasks.push(tokio::spawn(reload::on_sighup(self.proxy.clone())));
+        if let Some(s) = self.proxy.config.load().sentinel.clone() {
+            tasks.push(tokio::spawn(sentinel::follow(self.proxy.clone(), s)));
+        }
         if let Some(cluster) = &self.proxy.cluster {
             tasks.push(tokio::spawn(cluster.clone().keep_fresh()));
         }

@@ -1,0 +1,225 @@
+//! Sentinel-managed upstreams (`upstream = "redis-sentinel://host:port,host:port/mastername"`).
+//!
+//! rekey asks the sentinels where the primary is (`SENTINEL get-master-addr-by-name`) before
+//! it serves, and afterwards follows failovers two ways: each sentinel's `+switch-master`
+//! announcements (a subscription per sentinel) and a poll every few seconds in case an
+//! announcement was missed. A new primary gets new pools, swapped in exactly like an upstream
+//! changed by a reload: sessions move on their next command, the old pools drain.
+
+use crate::protocol::reply::{self, FrameScanner};
+use crate::protocol::Request;
+use crate::proxy::Proxy;
+use crate::upstream::conn::{self, query_once};
+use crate::upstream::{Upstream, UpstreamSettings, UpstreamUrl};
+use crate::wire::{reserve_read, WriteQueue};
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often the sentinels are asked even when they announce nothing.
+const POLL_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the sentinels are and which primary to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    pub sentinels: Vec<UpstreamUrl>,
+    pub master: String,
+    /// Credentials and db for the primary (the sentinels are asked without them).
+    pub primary: UpstreamUrl,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no sentinel knows primary {master:?} ({last})")]
+pub struct SentinelError {
+    master: String,
+    last: String,
+}
+
+/// Asks the sentinels, in order, for the primary's address.
+pub async fn resolve(
+    cfg: &SentinelConfig,
+    timeout: Duration,
+) -> Result<UpstreamUrl, SentinelError> {
+    let req = Request::from_args(["SENTINEL", "get-master-addr-by-name", &cfg.master]);
+    let mut last = String::from("no sentinels");
+    for sentinel in &cfg.sentinels {
+        match query_once(sentinel, &req, timeout).await {
+            Ok(frame) => match parse_addr_reply(&frame) {
+                Some((host, port)) => return Ok(primary_at(cfg, host, port)),
+                None => {
+                    last = format!(
+                        "{}: {}",
+                        sentinel.addr(),
+                        String::from_utf8_lossy(&frame).trim()
+                    )
+                }
+            },
+            Err(e) => last = format!("{}: {e}", sentinel.addr()),
+        }
+    }
+    Err(SentinelError {
+        master: cfg.master.clone(),
+        last,
+    })
+}
+
+fn primary_at(cfg: &SentinelConfig, host: String, port: u16) -> UpstreamUrl {
+    UpstreamUrl {
+        host,
+        port,
+        ..cfg.primary.clone()
+    }
+}
+
+/// `[ip, port]`, or a null when the sentinel does not know the name.
+fn parse_addr_reply(frame: &bytes::Bytes) -> Option<(String, u16)> {
+    let decoded = reply::decode(frame)?;
+    let items = reply::elements(&decoded)?;
+    let host = String::from_utf8_lossy(reply::as_bytes(items.first()?)?).into_owned();
+    let port = std::str::from_utf8(reply::as_bytes(items.get(1)?)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((host, port))
+}
+
+/// `+switch-master` payload: `<name> <old-ip> <old-port> <new-ip> <new-port>`.
+fn parse_switch(payload: &[u8], master: &str) -> Option<(String, u16)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() != 5 || words[0] != master {
+        return None;
+    }
+    Some((words[3].to_string(), words[4].parse().ok()?))
+}
+
+/// Follows failovers until the task is dropped.
+pub async fn follow(proxy: Arc<Proxy>, cfg: SentinelConfig) {
+    let (tx, mut switches) = mpsc::unbounded_channel();
+    let mut watchers = Vec::new();
+    for sentinel in cfg.sentinels.clone() {
+        watchers.push(tokio::spawn(watch_announcements(
+            sentinel,
+            cfg.master.clone(),
+            tx.clone(),
+        )));
+    }
+    let timeout = proxy.config.load().limits.connect_timeout;
+    loop {
+        let target = tokio::select! {
+            Some((host, port)) = switches.recv() => Some(primary_at(&cfg, host, port)),
+            _ = tokio::time::sleep(POLL_EVERY) => resolve(&cfg, timeout).await.ok(),
+        };
+        if let Some(url) = target {
+            if &url != proxy.upstream.load().url() {
+                switch_to(&proxy, url);
+            }
+        }
+    }
+}
+
+/// New pools for a new primary; sessions move to them on their next command.
+fn switch_to(proxy: &Proxy, url: UpstreamUrl) {
+    tracing::warn!(primary = %url, "sentinel: primary changed; moving to it");
+    let config = proxy.config.load();
+    proxy.upstream.store(Upstream::new(UpstreamSettings {
+        url,
+        connections: config.pool.connections,
+        max_pinned: config.pool.max_pinned,
+        connect_timeout: config.limits.connect_timeout,
+        reply_timeout: config.limits.reply_timeout,
+        workers: config.threads,
+    }));
+    proxy.upstream_gen.fetch_add(1, Ordering::AcqRel);
+    crate::stats::stats().upstream_reconnects.increment(1);
+}
+
+/// Subscribes to one sentinel's `+switch-master` and passes on switches of `master`;
+/// reconnects after a second when the sentinel goes away.
+async fn watch_announcements(
+    sentinel: UpstreamUrl,
+    master: String,
+    tx: mpsc::UnboundedSender<(String, u16)>,
+) {
+    loop {
+        if let Err(e) = subscribe_once(&sentinel, &master, &tx).await {
+            tracing::debug!(sentinel = %sentinel, error = %e, "sentinel subscription ended");
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn subscribe_once(
+    sentinel: &UpstreamUrl,
+    master: &str,
+    tx: &mpsc::UnboundedSender<(String, u16)>,
+) -> Result<(), conn::ConnError> {
+    let stream = conn::connect(
+        sentinel,
+        crate::protocol::encode::Proto::Resp2,
+        0,
+        Duration::from_secs(2),
+    )
+    .await?;
+    let mut out = WriteQueue::new();
+    out.push(Request::from_args(["SUBSCRIBE", "+switch-master"]).raw());
+    while !out.is_empty() {
+        stream.writable().await?;
+        out.try_write(&stream)?;
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut scanner = FrameScanner::default();
+    loop {
+        while let Some(n) = scanner.scan(&buf)? {
+            let frame = buf.split_to(n).freeze();
+            let Some(decoded) = reply::decode(&frame) else {
+                continue;
+            };
+            let Some(items) = reply::elements(&decoded) else {
+                continue;
+            };
+            let is_message = items
+                .first()
+                .and_then(reply::as_bytes)
+                .is_some_and(|k| k.as_ref() == b"message");
+            if let (true, Some(payload)) = (is_message, items.get(2).and_then(reply::as_bytes)) {
+                if let Some(addr) = parse_switch(payload, master) {
+                    let _ = tx.send(addr);
+                }
+            }
+        }
+        stream.readable().await?;
+        reserve_read(&mut buf);
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return Err(conn::ConnError::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_and_replies_parse() {
+        assert_eq!(
+            parse_switch(b"mymaster 127.0.0.1 6379 127.0.0.1 6380", "mymaster"),
+            Some(("127.0.0.1".into(), 6380))
+        );
+        assert_eq!(parse_switch(b"other 1 2 3 4", "mymaster"), None);
+        let reply = bytes::Bytes::from_static(b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n");
+        assert_eq!(parse_addr_reply(&reply), Some(("127.0.0.1".into(), 6380)));
+        assert_eq!(
+            parse_addr_reply(&bytes::Bytes::from_static(b"*-1\r\n")),
+            None
+        );
+    }
+}
