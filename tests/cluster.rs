@@ -18,7 +18,12 @@ struct RedisCluster {
 
 impl RedisCluster {
     fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with_replicas(0)
+    }
+
+    /// Three primaries, each with `replicas` replicas.
+    fn start_with_replicas(replicas: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(&[
                     "--cluster-enabled",
@@ -37,13 +42,13 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed");
         assert!(out.status.success(), "cluster create: {out:?}");
         let cluster = RedisCluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cluster.ready() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.ready() || !cluster.replicas_synced(3 * replicas) {
             assert!(Instant::now() < deadline, "cluster never became ok");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -51,13 +56,29 @@ impl RedisCluster {
     }
 
     fn ready(&self) -> bool {
-        self.nodes.iter().all(|n| {
+        self.nodes.iter().filter(|n| n.is_running()).all(|n| {
             let info: String = redis::cmd("CLUSTER")
                 .arg("INFO")
                 .query(&mut n.direct())
                 .unwrap();
             info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
         })
+    }
+
+    /// Every replica is attached and has finished its first sync (a replica that never
+    /// synced cannot be promoted).
+    fn replicas_synced(&self, expected: usize) -> bool {
+        let mut synced = 0;
+        for n in self.nodes.iter().filter(|n| n.is_running()) {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut n.direct())
+                .unwrap();
+            if info.contains("role:slave") && info.contains("master_link_status:up") {
+                synced += 1;
+            }
+        }
+        synced == expected
     }
 
     fn url(&self) -> String {
@@ -73,9 +94,10 @@ impl RedisCluster {
 
     /// The node index serving `slot`, asked of the cluster itself.
     fn owner(&self, slot: u16) -> usize {
+        let alive = self.nodes.iter().find(|n| n.is_running()).unwrap();
         let slots: redis::Value = redis::cmd("CLUSTER")
             .arg("SLOTS")
-            .query(&mut self.nodes[0].direct())
+            .query(&mut alive.direct())
             .unwrap();
         let redis::Value::Array(ranges) = slots else {
             panic!("CLUSTER SLOTS")
@@ -328,6 +350,17 @@ fn slot_migration_under_load_loses_no_request() {
                         .query(&mut c)
                         .unwrap_or_else(|e| panic!("GET {key}: {e}"));
                     assert_eq!(v, n, "client {t} read back {key}");
+                    if n.is_multiple_of(10) {
+                        // A split MGET with one part in the moving slot.
+                        let other = format!("AppA_cold{t}");
+                        let _: () = redis::cmd("SET").arg(&other).arg(t).query(&mut c).unwrap();
+                        let got: (u64, usize) = redis::cmd("MGET")
+                            .arg(&key)
+                            .arg(&other)
+                            .query(&mut c)
+                            .unwrap_or_else(|e| panic!("MGET {key} {other}: {e}"));
+                        assert_eq!(got, (n, t), "client {t}: MGET across slots");
+                    }
                     n += 1;
                     ops.fetch_add(1, Ordering::Relaxed);
                 }
@@ -399,4 +432,49 @@ fn slot_migration_under_load_loses_no_request() {
         .unwrap();
     assert!(on_target > 0, "the keys moved");
     assert!(ops.load(Ordering::Relaxed) > 100, "the load ran");
+}
+
+#[test]
+fn primary_failover_is_followed() {
+    let mut cluster = RedisCluster::start_with_replicas(1);
+    let rekey = Rekey::start_url(&cluster.url(), RULES);
+    let mut con = rekey.client();
+    let mut direct = cluster.nodes[0].direct();
+    // A key whose primary is not the seed node, so the seed stays up for discovery.
+    let key = (0..)
+        .map(|i| format!("shared_f{i}"))
+        .find(|k| cluster.owner(keyslot(&mut direct, k)) != 0)
+        .unwrap();
+    let app_key = key.replacen("shared_", "AppA_", 1);
+    let slot = keyslot(&mut direct, &key);
+    let _: () = redis::cmd("SET")
+        .arg(&app_key)
+        .arg("v1")
+        .query(&mut con)
+        .unwrap();
+    // Wait until the write reached the replica, then kill the primary.
+    std::thread::sleep(Duration::from_millis(500));
+    let old = cluster.owner(slot);
+    cluster.nodes[old].kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no failover was followed");
+        let ready = cluster.ready();
+        let moved = ready && cluster.owner(slot) != old;
+        let got = redis::cmd("GET").arg(&app_key).query::<String>(&mut con);
+        if moved {
+            if let Ok(v) = got {
+                assert_eq!(v, "v1", "the promoted replica serves the key");
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _: () = redis::cmd("SET")
+        .arg(&app_key)
+        .arg("v2")
+        .query(&mut con)
+        .unwrap();
+    let v: String = redis::cmd("GET").arg(&app_key).query(&mut con).unwrap();
+    assert_eq!(v, "v2");
 }

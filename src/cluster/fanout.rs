@@ -9,6 +9,8 @@
 //! The parts are sent on the nodes' shared connections by a small task that gathers their
 //! replies and delivers one merged reply to the client, in its place in the reply order.
 
+use crate::cluster::{redirect, Cluster, Redirect};
+use crate::protocol::encode::Proto;
 use crate::protocol::reply;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
@@ -120,29 +122,80 @@ pub fn scan_step(req: &Request, nodes: usize) -> Result<(usize, Request), &'stat
 }
 
 /// Sends the parts, gathers their replies and delivers the merged reply as request `seq`.
-pub fn run(parts: Vec<Part>, merge: Merge, sink: Sink, seq: u64) {
+/// A part redirected with `-MOVED`/`-ASK` (a slot moving meanwhile) is sent again where the
+/// cluster says, a few times at most.
+pub fn run(
+    parts: Vec<Part>,
+    merge: Merge,
+    sink: Sink,
+    seq: u64,
+    cluster: Arc<Cluster>,
+    proto: Proto,
+) {
     tokio::spawn(async move {
-        let frame = gather(parts, &merge).await;
-        let _ = sink.send(Delivery::Reply { seq, frame });
+        let payloads: Vec<Bytes> = parts.iter().map(|p| p.payload.clone()).collect();
+        let mut replies = gather(parts).await;
+        for _ in 0..MAX_PART_REDIRECTS {
+            let redirected: Vec<(usize, Redirect)> = replies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| redirect(r).map(|d| (i, d)))
+                .collect();
+            if redirected.is_empty() {
+                break;
+            }
+            if redirected.iter().any(|(_, d)| !d.ask) {
+                cluster.request_refresh();
+            }
+            let again = redirected
+                .iter()
+                .map(|(i, d)| {
+                    let pool = cluster.node_for_addr(&d.addr).upstream.shared(proto, 0);
+                    let mut payload = payloads[*i].clone();
+                    if d.ask {
+                        payload = [&b"*1\r\n$6\r\nASKING\r\n"[..], &payload].concat().into();
+                    }
+                    Part { pool, payload }
+                })
+                .collect();
+            let mut answers = gather(again).await;
+            for (k, (i, d)) in redirected.iter().enumerate() {
+                let mut answer = std::mem::take(&mut answers[k]);
+                if d.ask {
+                    answer = answer.slice(reply::frame_len(&answer).ok().flatten().unwrap_or(0)..);
+                }
+                replies[*i] = answer;
+            }
+        }
+        let _ = sink.send(Delivery::Reply {
+            seq,
+            frame: combine(&replies, &merge),
+        });
     });
 }
 
-async fn gather(parts: Vec<Part>, merge: &Merge) -> Bytes {
+/// Redirections followed for one part.
+const MAX_PART_REDIRECTS: usize = 3;
+
+/// Each part's reply, in part order (an ASKING-prefixed part answers with two frames).
+async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
     let n = parts.len();
     let (tx, mut rx) = mpsc::unbounded_channel();
     for (i, part) in parts.into_iter().enumerate() {
+        let asking = part.payload.starts_with(b"*1\r\n$6\r\nASKING\r\n");
         let job = Job::Send {
             payload: part.payload,
             reply: ReplyTo::Client {
                 sink: tx.clone(),
-                seq: i as u64,
-                count: 1,
+                seq: i as u64 * 2,
+                count: 1 + asking as u32,
             },
         };
         part.pool.send(part.pool.pick(), job);
     }
     drop(tx);
-    let mut replies: Vec<Option<Bytes>> = vec![None; n];
+    // Two places per part: an ASKING-prefixed part answers twice; the two are joined.
+    let mut replies: Vec<Option<Bytes>> = vec![None; n * 2];
     while let Some(d) = rx.recv().await {
         match d {
             Delivery::Reply { seq, frame } => {
@@ -169,15 +222,14 @@ async fn gather(parts: Vec<Part>, merge: &Merge) -> Bytes {
             Delivery::Push { .. } | Delivery::Lost => {}
         }
     }
-    let replies: Vec<Bytes> = replies
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Bytes::from_static(b"-ERR rekey: a cluster node did not answer\r\n")
-            })
+    replies
+        .chunks(2)
+        .map(|pair| match pair {
+            [Some(a), Some(b)] => [a.as_ref(), b.as_ref()].concat().into(),
+            [Some(a), None] => a.clone(),
+            _ => Bytes::from_static(b"-ERR rekey: a cluster node did not answer\r\n"),
         })
-        .collect();
-    combine(&replies, merge)
+        .collect()
 }
 
 /// Merges the parts' replies; the first error wins.

@@ -139,7 +139,9 @@ impl Session {
         self.flush_batch();
         let info = self.slot_info_for_local();
         let seq = self.replies.expect(info);
-        fanout::run(parts, merge, self.sink.clone(), seq);
+        if let Some(cluster) = self.proxy.cluster.clone() {
+            fanout::run(parts, merge, self.sink.clone(), seq, cluster, self.proto);
+        }
     }
 
     /// This client's shared pool on `node` (started on first use).
@@ -167,10 +169,13 @@ impl Session {
         if frame.first() != Some(&b'-') {
             return false;
         }
-        let Some(redirect) = cluster::redirect(frame) else {
+        let Some(cluster) = self.proxy.cluster.clone() else {
             return false;
         };
-        let Some(cluster) = self.proxy.cluster.clone() else {
+        let Some(redirect) = cluster::redirect(frame) else {
+            if frame.starts_with(b"-ERR rekey: upstream") {
+                cluster.request_refresh(); // a node is down: a failover may have moved its slots
+            }
             return false;
         };
         let Some(info) = self.replies.waiting_mut(seq) else {

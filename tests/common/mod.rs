@@ -107,6 +107,10 @@ impl RedisServer {
         assert!(ok.success());
     }
 
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server with SIGKILL (no shutdown save) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
