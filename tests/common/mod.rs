@@ -52,8 +52,12 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        // A cluster node also listens on port + 10000 (the cluster bus).
+        let port = std::iter::repeat_with(free_port)
+            .find(|&p| p < 55_000)
+            .expect("a free port");
         let mut s = RedisServer {
-            port: free_port(),
+            port,
             dir: scratch_dir("redis"),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
