@@ -59,13 +59,15 @@ impl Request {
             buf.extend_from_slice(b"\r\n");
         }
         Request {
-            raw: buf.freeze(),
+            raw: buf.split().freeze(),
             args: ranges,
         }
     }
 
     /// Builds a request whose arguments are each the concatenation of two parts (a rewritten
-    /// key is its new prefix and the rest of the old key), in one allocation.
+    /// key is its new prefix and the rest of the old key). The bytes are carved from a
+    /// per-thread arena, so a rewritten request usually costs no allocation: the arena's space
+    /// is reused once the requests cut from it are gone.
     pub fn from_pieces<'a>(args: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Request {
         let count = args.clone().count();
         let size: usize = 16
@@ -73,11 +75,25 @@ impl Request {
                 .clone()
                 .map(|(a, b)| a.len() + b.len() + 16)
                 .sum::<usize>();
-        let mut buf = BytesMut::with_capacity(size);
+        ARENA.with(|arena| {
+            let mut arena = arena.borrow_mut();
+            if arena.capacity() < size {
+                // Reclaims the old space when every request cut from it is gone.
+                arena.reserve(size.max(ARENA_CHUNK));
+            }
+            Self::write_pieces(&mut arena, count, args)
+        })
+    }
+
+    fn write_pieces<'a>(
+        buf: &mut BytesMut,
+        count: usize,
+        args: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Request {
         let mut ranges = SmallVec::new();
-        push_header(&mut buf, b'*', count);
+        push_header(buf, b'*', count);
         for (head, tail) in args {
-            push_header(&mut buf, b'$', head.len() + tail.len());
+            push_header(buf, b'$', head.len() + tail.len());
             let start = buf.len() as u32;
             buf.extend_from_slice(head);
             buf.extend_from_slice(tail);
@@ -85,7 +101,7 @@ impl Request {
             buf.extend_from_slice(b"\r\n");
         }
         Request {
-            raw: buf.freeze(),
+            raw: buf.split().freeze(),
             args: ranges,
         }
     }
@@ -159,6 +175,13 @@ impl Default for RequestParser {
 pub enum Need {
     /// More bytes; at least this many in total would help (a hint for `reserve`).
     More(usize),
+}
+
+/// Space the per-thread arena of rewritten requests grows by.
+const ARENA_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
 /// How far ahead of the bytes received a large request's buffer is grown.
