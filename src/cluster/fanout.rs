@@ -14,6 +14,7 @@ use crate::protocol::encode::Proto;
 use crate::protocol::reply;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
+use crate::upstream::conn::each_reply;
 use crate::upstream::{Delivery, Job, ReplyTo, SharedPool, Sink};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -208,17 +209,11 @@ async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
                 first_seq,
                 count,
                 frames,
-            } => {
-                let mut offset = 0;
-                for i in 0..count as usize {
-                    let rest = &frames[offset..];
-                    let len = reply::frame_len(rest).ok().flatten().unwrap_or(rest.len());
-                    if let Some(slot) = replies.get_mut(first_seq as usize + i) {
-                        *slot = Some(frames.slice(offset..offset + len));
-                    }
-                    offset += len;
+            } => each_reply(first_seq, count, &frames, |seq, frame| {
+                if let Some(slot) = replies.get_mut(seq as usize) {
+                    *slot = Some(frame);
                 }
-            }
+            }),
             Delivery::Push { .. } | Delivery::Lost => {}
         }
     }

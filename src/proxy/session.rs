@@ -18,6 +18,7 @@ use crate::proxy::rewrite::{self, ReplyCtx, Scope};
 use crate::proxy::Proxy;
 use crate::rules::memory::PrefixMemory;
 use crate::stats;
+use crate::upstream::conn::each_reply;
 use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink};
 use crate::wire::{reserve_read_from, WriteQueue};
 use bytes::{Bytes, BytesMut};
@@ -723,13 +724,9 @@ impl Session {
                 count,
                 frames,
             } => {
-                let mut offset = 0;
-                for i in 0..count as u64 {
-                    let rest = &frames[offset..];
-                    let n = reply::frame_len(rest).ok().flatten().unwrap_or(rest.len());
-                    self.fill(first_seq + i, frames.slice(offset..offset + n));
-                    offset += n;
-                }
+                each_reply(first_seq, count, &frames, |seq, frame| {
+                    self.fill(seq, frame)
+                });
             }
             Delivery::Push { frame } => {
                 if self.streaming {

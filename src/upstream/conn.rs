@@ -42,6 +42,17 @@ pub enum Delivery {
     Lost,
 }
 
+/// Splits a `Delivery::Replies` run into its frames: `(seq, frame)` for each, in order.
+pub fn each_reply(first_seq: u64, count: u32, frames: &Bytes, mut f: impl FnMut(u64, Bytes)) {
+    let mut offset = 0;
+    for i in 0..count as u64 {
+        let rest = &frames[offset..];
+        let n = reply::frame_len(rest).ok().flatten().unwrap_or(rest.len());
+        f(first_seq + i, frames.slice(offset..offset + n));
+        offset += n;
+    }
+}
+
 /// Where the reply to a job goes.
 #[derive(Debug)]
 pub enum ReplyTo {
