@@ -478,3 +478,20 @@ fn primary_failover_is_followed() {
     let v: String = redis::cmd("GET").arg(&app_key).query(&mut con).unwrap();
     assert_eq!(v, "v2");
 }
+
+#[test]
+fn sharded_pubsub_goes_by_the_channel_slot() {
+    let cluster = RedisCluster::start();
+    let rekey = Rekey::start_url(&cluster.url(), "");
+    let mut sub = rekey.raw();
+    sub.cmd(&["SSUBSCRIBE", "orders"]);
+    sub.expect("*3\r\n$10\r\nssubscribe\r\n$6\r\norders\r\n:1\r\n");
+    let mut con = rekey.client();
+    let n: i64 = redis::cmd("SPUBLISH")
+        .arg("orders")
+        .arg("o1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 1, "published on the node that owns the channel's slot");
+    sub.expect("*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$2\r\no1\r\n");
+}

@@ -267,3 +267,25 @@ fn a_client_that_never_reads_cannot_grow_memory_without_bound() {
     assert!(peak < before + 400 * 1024, "RSS grew to {peak} KiB");
     drop(slow);
 }
+
+#[test]
+fn idle_clients_are_closed_but_subscribers_are_not() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "[limits]\nidle_timeout_secs = 1\n");
+    let mut idle = rekey.raw();
+    assert_eq!(raw_reply(&mut idle, &["PING"]), "+PONG\r\n");
+    let mut sub = rekey.raw();
+    sub.cmd(&["SUBSCRIBE", "news"]);
+    sub.expect("*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    // The idle client was closed (Redis's `timeout` does the same); the subscriber was not.
+    assert!(idle.read_to_close().is_empty());
+    let mut con = rekey.client();
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hi")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 1);
+    sub.expect("*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
+}
