@@ -172,6 +172,11 @@ fn cluster_routes_splits_and_fans_out() {
     // Keyless commands see the whole cluster, in the app's names.
     let size: usize = redis::cmd("DBSIZE").query(&mut con).unwrap();
     assert_eq!(size, 300);
+    let any: String = redis::cmd("RANDOMKEY").query(&mut con).unwrap();
+    assert!(
+        any.starts_with("AppA_k") || any.starts_with("AppB_k"),
+        "{any}"
+    );
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("AppA_k*").query(&mut con).unwrap();
     keys.sort();
     assert_eq!(keys.len(), 300);

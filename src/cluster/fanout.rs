@@ -2,7 +2,8 @@
 //!
 //! - Split: MGET, MSET, DEL, UNLINK, EXISTS and TOUCH whose keys span slots become one
 //!   sub-command per slot; the replies are merged back in the client's key order.
-//! - Fan-out: DBSIZE, KEYS, FLUSHDB and FLUSHALL go to every primary and are merged.
+//! - Fan-out: DBSIZE, KEYS, FLUSHDB, FLUSHALL and RANDOMKEY go to every primary and are
+//!   merged (RANDOMKEY: a key from the first node that has one).
 //! - SCAN walks the primaries one after the other behind a composite cursor: the low
 //!   [`NODE_BITS`] bits name the node, the rest is that node's own cursor.
 //!
@@ -32,6 +33,8 @@ pub enum Merge {
     AllOk,
     /// Arrays concatenated (KEYS).
     Concat,
+    /// The first reply that is not null (RANDOMKEY: a key, if any node has one).
+    FirstNonNull,
     /// MGET: for each of the client's keys, (part, index in that part's reply).
     Mget(Vec<(usize, usize)>),
     /// One SCAN step on node `node` of `nodes`: the cursor in the reply is made composite.
@@ -64,6 +67,8 @@ pub fn fanned_out(command: &[u8]) -> Option<Merge> {
         Some(Merge::Concat)
     } else if is("flushdb") || is("flushall") {
         Some(Merge::AllOk)
+    } else if is("randomkey") {
+        Some(Merge::FirstNonNull)
     } else {
         None
     }
@@ -237,6 +242,12 @@ pub fn combine(replies: &[Bytes], merge: &Merge) -> Bytes {
     let Some(nodes) = nodes else { return bad() };
     match merge {
         Merge::AllOk => replies.first().cloned().unwrap_or_else(bad),
+        Merge::FirstNonNull => replies
+            .iter()
+            .find(|r| !matches!(r.as_ref(), b"$-1\r\n" | b"_\r\n"))
+            .or(replies.first())
+            .cloned()
+            .unwrap_or_else(bad),
         Merge::Sum => {
             let mut sum = 0i64;
             for r in replies {
@@ -337,6 +348,14 @@ mod tests {
         let (parts, _) = split(&req, &[(1, 1), (3, 2)], Merge::AllOk);
         assert_eq!(args(&parts[0].1), ["MSET", "a", "1"]);
         assert_eq!(args(&parts[1].1), ["MSET", "b", "2"]);
+        let keys = [
+            Bytes::from_static(b"$-1\r\n"),
+            Bytes::from_static(b"$1\r\nk\r\n"),
+        ];
+        assert_eq!(
+            combine(&keys, &Merge::FirstNonNull).as_ref(),
+            b"$1\r\nk\r\n"
+        );
         let ints = [Bytes::from_static(b":2\r\n"), Bytes::from_static(b":3\r\n")];
         assert_eq!(combine(&ints, &Merge::Sum).as_ref(), b":5\r\n");
         let err = [
