@@ -196,6 +196,9 @@ async fn keep_connected(
     up: Arc<AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    // Failed connects in a row: the first is a warning, then one in every 30 (about a minute at
+    // the longest backoff), so an outage does not flood the log.
+    let mut failures: u64 = 0;
     let mut connected_before = false;
     loop {
         let why = match conn::connect(&settings.url, proto, db, settings.connect_timeout).await {
@@ -207,6 +210,7 @@ async fn keep_connected(
                 stats().upstream_pooled.increment(1.0);
                 up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
+                failures = 0;
                 let mut driver = Driver::new(stream, true, settings.reply_timeout);
                 let result = driver.run(&mut jobs).await;
                 up.store(false, Ordering::Relaxed);
@@ -225,7 +229,12 @@ async fn keep_connected(
             }
             Err(e) => {
                 stats().upstream_errors.increment(1);
-                tracing::warn!(upstream = %settings.url, error = %e, "cannot connect to upstream");
+                failures += 1;
+                if failures % 30 == 1 {
+                    tracing::warn!(upstream = %settings.url, error = %e, attempts = failures, "cannot connect to upstream");
+                } else {
+                    tracing::debug!(upstream = %settings.url, error = %e, attempts = failures, "cannot connect to upstream");
+                }
                 e.to_string()
             }
         };
