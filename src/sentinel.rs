@@ -10,10 +10,9 @@ use crate::protocol::reply::{self, FrameScanner};
 use crate::protocol::Request;
 use crate::proxy::Proxy;
 use crate::upstream::conn::{self, query_once};
-use crate::upstream::{Upstream, UpstreamSettings, UpstreamUrl};
-use crate::wire::{reserve_read, WriteQueue};
+use crate::upstream::UpstreamUrl;
+use crate::wire::WriteQueue;
 use bytes::BytesMut;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -123,16 +122,7 @@ pub async fn follow(proxy: Arc<Proxy>, cfg: SentinelConfig) {
 /// New pools for a new primary; sessions move to them on their next command.
 fn switch_to(proxy: &Proxy, url: UpstreamUrl) {
     tracing::warn!(primary = %url, "sentinel: primary changed; moving to it");
-    let config = proxy.config.load();
-    proxy.upstream.store(Upstream::new(UpstreamSettings {
-        url,
-        connections: config.pool.connections,
-        max_pinned: config.pool.max_pinned,
-        connect_timeout: config.limits.connect_timeout,
-        reply_timeout: config.limits.reply_timeout,
-        workers: config.threads,
-    }));
-    proxy.upstream_gen.fetch_add(1, Ordering::AcqRel);
+    proxy.swap_upstream(&proxy.config.load(), url);
     crate::stats::stats().upstream_reconnects.increment(1);
 }
 
@@ -168,10 +158,7 @@ async fn subscribe_once(
     .await?;
     let mut out = WriteQueue::new();
     out.push(Request::from_args(["SUBSCRIBE", "+switch-master"]).raw());
-    while !out.is_empty() {
-        stream.writable().await?;
-        out.try_write(&stream)?;
-    }
+    conn::write_all(&stream, &mut out).await?;
     let mut buf = BytesMut::with_capacity(4096);
     let mut scanner = FrameScanner::default();
     loop {
@@ -193,14 +180,7 @@ async fn subscribe_once(
                 }
             }
         }
-        stream.readable().await?;
-        reserve_read(&mut buf);
-        match stream.try_read_buf(&mut buf) {
-            Ok(0) => return Err(conn::ConnError::Eof),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
-        }
+        conn::read_more(&stream, &mut buf).await?;
     }
 }
 

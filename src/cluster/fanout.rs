@@ -10,7 +10,7 @@
 //! The parts are sent on the nodes' shared connections by a small task that gathers their
 //! replies and delivers one merged reply to the client, in its place in the reply order.
 
-use crate::cluster::{redirect, Cluster, Redirect};
+use crate::cluster::{redirect, Cluster, Redirect, ASKING};
 use crate::protocol::encode::Proto;
 use crate::protocol::reply;
 use crate::protocol::tree::Node;
@@ -159,7 +159,7 @@ pub fn run(
                     let pool = cluster.node_for_addr(&d.addr).upstream.shared(proto, 0);
                     let mut payload = payloads[*i].clone();
                     if d.ask {
-                        payload = [&b"*1\r\n$6\r\nASKING\r\n"[..], &payload].concat().into();
+                        payload = [ASKING, &payload[..]].concat().into();
                     }
                     Part { pool, payload }
                 })
@@ -188,7 +188,7 @@ async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
     let n = parts.len();
     let (tx, mut rx) = mpsc::unbounded_channel();
     for (i, part) in parts.into_iter().enumerate() {
-        let asking = part.payload.starts_with(b"*1\r\n$6\r\nASKING\r\n");
+        let asking = part.payload.starts_with(ASKING);
         let job = Job::Send {
             payload: part.payload,
             reply: ReplyTo::Client {

@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// `ASKING`, sent before a command redirected by `-ASK`.
+pub const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
 /// How often the slot map is re-read when nothing prompts it.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(10);
 

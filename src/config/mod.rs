@@ -7,6 +7,7 @@ pub mod schema;
 use crate::rules::RuleSet;
 use crate::sentinel::SentinelConfig;
 use crate::upstream::url::{UpstreamUrl, UrlError};
+use crate::upstream::UpstreamSettings;
 use schema::{FileConfig, FlushPolicy, LimitsConfig, PoolConfig, UserConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,19 @@ pub struct Config {
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Config {
+    /// How pools to `url` are made under this config (the upstream, a cluster node, or a
+    /// primary named by the sentinels).
+    pub fn upstream_settings(&self, url: UpstreamUrl) -> UpstreamSettings {
+        UpstreamSettings {
+            url,
+            connections: self.pool.connections,
+            max_pinned: self.pool.max_pinned,
+            connect_timeout: self.limits.connect_timeout,
+            reply_timeout: self.limits.reply_timeout,
+            workers: self.threads,
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -207,8 +221,11 @@ impl Config {
             })?),
             None => None,
         };
-        let (upstream, cluster) = parse_upstream(&file.upstream)?;
-        let sentinel = parse_sentinel(&file.upstream)?;
+        let Upstreams {
+            upstream,
+            cluster,
+            sentinel,
+        } = parse_upstream(&file.upstream)?;
         validate_limits(&file.limits, &file.pool)?;
         for u in &file.users {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
@@ -261,18 +278,31 @@ impl Config {
     }
 }
 
-/// `redis://…` for one Redis, or `redis-cluster://[user:pass@]host:port,host:port` for a
-/// cluster (the seeds; the first one stands for the upstream in single-node places).
-fn parse_upstream(s: &str) -> Result<(UpstreamUrl, Option<Vec<UpstreamUrl>>), UrlError> {
-    if let Some(rest) = s.strip_prefix("redis-sentinel://") {
-        // The primary's address is asked of the sentinels at start; until then, the first
-        // sentinel stands in.
-        let hosts = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
-        let first = hosts.split([',', '/']).next().unwrap_or_default();
-        return Ok((UpstreamUrl::parse(&format!("redis://{first}"))?, None));
+/// The `upstream` setting, parsed.
+struct Upstreams {
+    /// The Redis (a cluster's first seed; a sentinel setup's first sentinel until the
+    /// sentinels name the primary at start).
+    upstream: UpstreamUrl,
+    cluster: Option<Vec<UpstreamUrl>>,
+    sentinel: Option<SentinelConfig>,
+}
+
+/// `redis://…` for one Redis, `redis-cluster://[user:pass@]host:port,host:port` for a cluster
+/// (its seeds), or `redis-sentinel://…` (see [`parse_sentinel`]).
+fn parse_upstream(s: &str) -> Result<Upstreams, UrlError> {
+    if let Some(sentinel) = parse_sentinel(s)? {
+        return Ok(Upstreams {
+            upstream: sentinel.sentinels[0].clone(),
+            cluster: None,
+            sentinel: Some(sentinel),
+        });
     }
     let Some(rest) = s.strip_prefix("redis-cluster://") else {
-        return Ok((UpstreamUrl::parse(s)?, None));
+        return Ok(Upstreams {
+            upstream: UpstreamUrl::parse(s)?,
+            cluster: None,
+            sentinel: None,
+        });
     };
     let (auth, hosts) = match rest.rfind('@') {
         Some(i) => (&rest[..=i], &rest[i + 1..]),
@@ -283,7 +313,11 @@ fn parse_upstream(s: &str) -> Result<(UpstreamUrl, Option<Vec<UpstreamUrl>>), Ur
         .split(',')
         .map(|h| UpstreamUrl::parse(&format!("redis://{auth}{}", h.trim())))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((seeds[0].clone(), Some(seeds)))
+    Ok(Upstreams {
+        upstream: seeds[0].clone(),
+        cluster: Some(seeds),
+        sentinel: None,
+    })
 }
 
 /// `redis-sentinel://[user:pass@]host:port,host:port/mastername[/db]`: credentials and db are

@@ -10,7 +10,6 @@
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::stats::stats;
-use crate::upstream::{Upstream, UpstreamSettings};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -100,15 +99,7 @@ pub async fn reload(proxy: &Proxy) -> Result<u64, String> {
     }
     if upstream_changed(&old, &new) {
         tracing::info!(upstream = %new.upstream, "upstream changed: new pools; the old ones drain");
-        proxy.upstream.store(Upstream::new(UpstreamSettings {
-            url: new.upstream.clone(),
-            connections: new.pool.connections,
-            max_pinned: new.pool.max_pinned,
-            connect_timeout: new.limits.connect_timeout,
-            reply_timeout: new.limits.reply_timeout,
-            workers: new.threads,
-        }));
-        proxy.upstream_gen.fetch_add(1, Ordering::AcqRel);
+        proxy.swap_upstream(&new, new.upstream.clone());
     }
     let generation = new.generation;
     proxy.config.store(Arc::new(new));

@@ -9,7 +9,7 @@
 
 use crate::cluster::fanout::{self, Merge, Part};
 use crate::cluster::slot::slot_of;
-use crate::cluster::{self, Node, Topology};
+use crate::cluster::{self, Node, Topology, ASKING};
 use crate::commands::{keys, Class, CommandSpec, Pin};
 use crate::protocol::encode;
 use crate::protocol::Request;
@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 const NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
-const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 /// Redirections followed for one request before its error is passed on.
 const MAX_REDIRECTS: u8 = 5;
@@ -129,9 +128,7 @@ impl Session {
             return self.reply(encode::error(NOT_SERVED));
         };
         self.node_pool(&node);
-        self.route_node = node.id;
-        self.forward(payload, false);
-        self.route_node = 0;
+        self.forward_on(payload, false, node.id);
     }
 
     /// Sends parts to several nodes; their merged reply fills this request's place.

@@ -12,7 +12,7 @@ use crate::proxy::{Proxy, UpstreamInfo};
 use crate::sentinel::{self, SentinelError};
 use crate::stats::stats;
 use crate::upstream::UpstreamUrl;
-use crate::upstream::{conn, Upstream, UpstreamSettings};
+use crate::upstream::{conn, Upstream};
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
@@ -79,14 +79,7 @@ impl Server {
             config.upstream = sentinel::resolve(s, config.limits.connect_timeout).await?;
             tracing::info!(primary = %config.upstream, master = %s.master, "sentinel: primary found");
         }
-        let settings = UpstreamSettings {
-            url: config.upstream.clone(),
-            connections: config.pool.connections,
-            max_pinned: config.pool.max_pinned,
-            connect_timeout: config.limits.connect_timeout,
-            reply_timeout: config.limits.reply_timeout,
-            workers: config.threads,
-        };
+        let settings = config.upstream_settings(config.upstream.clone());
         let (upstream, cluster) = match &config.cluster {
             None => (Upstream::new(settings), None),
             Some(seeds) => {

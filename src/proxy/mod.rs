@@ -43,6 +43,17 @@ pub struct Proxy {
     pub metrics: Option<PrometheusHandle>,
 }
 
+impl Proxy {
+    /// New pools to `url` (a reload changed the upstream, or the sentinels named a new
+    /// primary). Sessions move to them on their next command; the old pools drain.
+    pub fn swap_upstream(&self, config: &Config, url: crate::upstream::UpstreamUrl) {
+        self.upstream
+            .store(Upstream::new(config.upstream_settings(url)));
+        self.upstream_gen
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Facts about the upstream server that connection-scoped replies need.
 #[derive(Debug, Clone)]
 pub struct UpstreamInfo {

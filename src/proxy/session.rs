@@ -93,8 +93,6 @@ pub struct Session {
     batch_buf: BytesMut,
     batch_big: Option<Bytes>,
     // Cluster mode (see `cluster_route`).
-    /// The node the request being routed goes to (0: the client's own shared pool).
-    pub(super) route_node: u64,
     /// Shared pools of the cluster nodes this client has used, by node id.
     pub(super) node_pools: Vec<(u64, Arc<SharedPool>)>,
     /// The upstream the next pinned connection comes from (a cluster node), if not the default.
@@ -189,7 +187,6 @@ impl Session {
             batch: None,
             batch_buf: BytesMut::new(),
             batch_big: None,
-            route_node: 0,
             node_pools: Vec::new(),
             pin_hint: None,
             cluster_multi: false,
@@ -624,12 +621,17 @@ impl Session {
     /// Consecutive requests for the same connection are batched into one job (one channel
     /// send, one wakeup), sent by [`Session::flush_batch`].
     pub(super) fn forward(&mut self, payload: Bytes, blocking: bool) {
+        self.forward_on(payload, blocking, 0)
+    }
+
+    /// [`Session::forward`] to cluster node `node` (its id; 0 is the client's own pool).
+    pub(super) fn forward_on(&mut self, payload: Bytes, blocking: bool, node: u64) {
         let mut info = self.slot_info(blocking);
         let target = match &self.pin {
             Some(c) => Target::Pinned(c.id),
-            None => Target::Shared(self.route_node),
+            None => Target::Shared(node),
         };
-        if self.route_node != 0 && self.pin.is_none() {
+        if node != 0 && self.pin.is_none() {
             info.resend = Some(payload.clone()); // a cluster may redirect it
         }
         let seq = self.replies.expect(info);

@@ -154,10 +154,7 @@ async fn handshake(stream: &TcpStream, setup: &[Request]) -> Result<(), ConnErro
     for r in setup {
         out.push(r.raw());
     }
-    while !out.is_empty() {
-        stream.writable().await?;
-        out.try_write(stream)?;
-    }
+    write_all(stream, &mut out).await?;
     let mut buf = BytesMut::with_capacity(4096);
     let mut scanner = FrameScanner::default();
     let mut got = 0;
@@ -175,14 +172,7 @@ async fn handshake(stream: &TcpStream, setup: &[Request]) -> Result<(), ConnErro
                 got += 1;
             }
             None => {
-                stream.readable().await?;
-                reserve_read(&mut buf);
-                match stream.try_read_buf(&mut buf) {
-                    Ok(0) => return Err(ConnError::Eof),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e.into()),
-                }
+                read_more(stream, &mut buf).await?;
             }
         }
     }
@@ -485,22 +475,33 @@ pub async fn roundtrip(
 ) -> Result<Bytes, ConnError> {
     let mut out = WriteQueue::new();
     out.push(req.raw());
-    while !out.is_empty() {
-        stream.writable().await?;
-        out.try_write(stream)?;
-    }
+    write_all(stream, &mut out).await?;
     let mut scanner = FrameScanner::default();
     loop {
         if let Some(n) = scanner.scan(buf)? {
             return Ok(buf.split_to(n).freeze());
         }
-        stream.readable().await?;
-        reserve_read(buf);
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Err(ConnError::Eof),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
-        }
+        read_more(stream, buf).await?;
+    }
+}
+
+/// Writes all of `out` on a connection rekey owns alone (setup, one-off queries).
+pub async fn write_all(stream: &TcpStream, out: &mut WriteQueue) -> Result<(), ConnError> {
+    while !out.is_empty() {
+        stream.writable().await?;
+        out.try_write(stream)?;
+    }
+    Ok(())
+}
+
+/// Waits for and appends the next bytes the peer sends; `Eof` when it closed.
+pub async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> Result<(), ConnError> {
+    stream.readable().await?;
+    reserve_read(buf);
+    match stream.try_read_buf(buf) {
+        Ok(0) => Err(ConnError::Eof),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
