@@ -214,6 +214,7 @@ async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
                 first_seq,
                 count,
                 frames,
+                ..
             } => each_reply(first_seq, count, &frames, |seq, frame| {
                 if let Some(slot) = replies.get_mut(seq as usize) {
                     *slot = Some(frame);

@@ -293,16 +293,21 @@ pub fn names() -> &'static [&'static str] {
 /// The spec of the request's command (any case), or of its subcommand (`object|encoding`)
 /// for containers. Unknown commands are forwarded with no keys.
 pub fn lookup(req: &crate::protocol::Request) -> &'static CommandSpec {
+    lookup_top(req).0
+}
+
+/// [`lookup`], and whether the name alone decided it (no subcommand was looked at).
+fn lookup_top(req: &crate::protocol::Request) -> (&'static CommandSpec, bool) {
     let name = req.arg(0).unwrap_or_default();
     if name.len() > MAX_NAME / 2 {
-        return &FORWARD;
+        return (&FORWARD, false);
     }
     let mut buf = [0u8; MAX_NAME];
     buf[..name.len()].copy_from_slice(name);
     buf[..name.len()].make_ascii_lowercase();
     let table = table();
     if let Some(s) = table.get(&buf[..name.len()]) {
-        return s;
+        return (s, true);
     }
     if let Some(sub) = req.arg(1).filter(|s| s.len() < MAX_NAME / 2) {
         let end = name.len() + 1 + sub.len();
@@ -310,10 +315,41 @@ pub fn lookup(req: &crate::protocol::Request) -> &'static CommandSpec {
         buf[name.len() + 1..end].copy_from_slice(sub);
         buf[name.len() + 1..end].make_ascii_lowercase();
         if let Some(s) = table.get(&buf[..end]) {
-            return s;
+            return (s, false);
         }
     }
-    &FORWARD
+    (&FORWARD, false)
+}
+
+/// Longest command name [`LookupCache`] remembers.
+const CACHED_NAME: usize = 16;
+
+/// A client's last command name, exactly as it was sent, and its spec: a pipeline of the same
+/// command looks each one up with one short comparison instead of the table.
+#[derive(Debug, Default)]
+pub struct LookupCache {
+    name: [u8; CACHED_NAME],
+    len: usize,
+    spec: Option<&'static CommandSpec>,
+}
+
+impl LookupCache {
+    /// [`lookup`], remembering names that decide the spec alone (not containers).
+    pub fn lookup(&mut self, req: &crate::protocol::Request) -> &'static CommandSpec {
+        let name = req.arg(0).unwrap_or_default();
+        if let Some(spec) = self.spec {
+            if name == &self.name[..self.len] {
+                return spec;
+            }
+        }
+        let (spec, by_name) = lookup_top(req);
+        if by_name && name.len() <= CACHED_NAME {
+            self.name[..name.len()].copy_from_slice(name);
+            self.len = name.len();
+            self.spec = Some(spec);
+        }
+        spec
+    }
 }
 
 /// Every command and subcommand the table knows keys for (for the live comparison test).
@@ -325,6 +361,25 @@ pub fn key_specs() -> impl Iterator<Item = (&'static str, &'static [KeySpec])> {
 mod tests {
     use super::*;
     use crate::protocol::Request;
+
+    #[test]
+    fn the_cache_remembers_names_but_not_containers() {
+        let mut cache = LookupCache::default();
+        let l = |c: &mut LookupCache, args: &[&str]| c.lookup(&Request::from_args(args)).id;
+        let get = lookup(&Request::from_args(["get", "k"])).id;
+        assert_eq!(l(&mut cache, &["GET", "k"]), get);
+        assert_eq!(l(&mut cache, &["GET", "other"]), get);
+        assert_eq!(l(&mut cache, &["gEt", "k"]), get);
+        let encoding = lookup(&Request::from_args(["object", "encoding", "k"])).id;
+        let help = lookup(&Request::from_args(["object", "help"])).id;
+        assert_ne!(encoding, help);
+        assert_eq!(l(&mut cache, &["OBJECT", "ENCODING", "k"]), encoding);
+        assert_eq!(l(&mut cache, &["OBJECT", "HELP"]), help);
+        assert_eq!(
+            l(&mut cache, &["SET", "k", "v"]),
+            lookup(&Request::from_args(["set"])).id
+        );
+    }
 
     #[test]
     fn lookup_ignores_case_and_finds_subcommands() {

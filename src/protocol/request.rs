@@ -68,42 +68,31 @@ impl Request {
     /// key is its new prefix and the rest of the old key). The bytes are carved from a
     /// per-thread arena, so a rewritten request usually costs no allocation: the arena's space
     /// is reused once the requests cut from it are gone.
-    pub fn from_pieces<'a>(args: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Request {
-        let count = args.clone().count();
-        let size: usize = 16
-            + args
-                .clone()
-                .map(|(a, b)| a.len() + b.len() + 16)
-                .sum::<usize>();
+    pub fn from_pieces<'a>(
+        args: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    ) -> Request {
+        let size = encoded_len(args.clone());
         ARENA.with(|arena| {
             let mut arena = arena.borrow_mut();
             if arena.capacity() < size {
                 // Reclaims the old space when every request cut from it is gone.
                 arena.reserve(size.max(ARENA_CHUNK));
             }
-            Self::write_pieces(&mut arena, count, args)
+            let mut ranges = SmallVec::new();
+            push_header(&mut arena, b'*', args.len());
+            for (head, tail) in args {
+                push_header(&mut arena, b'$', head.len() + tail.len());
+                let start = arena.len() as u32;
+                arena.extend_from_slice(head);
+                arena.extend_from_slice(tail);
+                ranges.push(start..arena.len() as u32);
+                arena.extend_from_slice(b"\r\n");
+            }
+            Request {
+                raw: arena.split().freeze(),
+                args: ranges,
+            }
         })
-    }
-
-    fn write_pieces<'a>(
-        buf: &mut BytesMut,
-        count: usize,
-        args: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-    ) -> Request {
-        let mut ranges = SmallVec::new();
-        push_header(buf, b'*', count);
-        for (head, tail) in args {
-            push_header(buf, b'$', head.len() + tail.len());
-            let start = buf.len() as u32;
-            buf.extend_from_slice(head);
-            buf.extend_from_slice(tail);
-            ranges.push(start..buf.len() as u32);
-            buf.extend_from_slice(b"\r\n");
-        }
-        Request {
-            raw: buf.split().freeze(),
-            args: ranges,
-        }
     }
 
     /// The request exactly as it goes on the wire (RESP array).
@@ -271,21 +260,67 @@ enum Scan {
     },
 }
 
-fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
-    let mut digits = [0u8; 24];
-    let mut i = digits.len();
+/// Size on the wire of a request whose arguments are each `head ++ tail`.
+pub fn encoded_len<'a>(args: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>) -> usize {
+    header_len(args.len())
+        + args
+            .map(|(head, tail)| {
+                let n = head.len() + tail.len();
+                header_len(n) + n + 2
+            })
+            .sum::<usize>()
+}
+
+/// Appends a request whose arguments are each `head ++ tail`, RESP-encoded, to `buf`.
+pub fn encode_pieces<'a>(
+    buf: &mut BytesMut,
+    args: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+) {
+    buf.reserve(encoded_len(args.clone()));
+    push_header(buf, b'*', args.len());
+    for (head, tail) in args {
+        push_header(buf, b'$', head.len() + tail.len());
+        buf.extend_from_slice(head);
+        buf.extend_from_slice(tail);
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Length of `<kind><n>\r\n`.
+fn header_len(n: usize) -> usize {
+    let mut digits = 1;
     let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
+    while v >= 10 {
         v /= 10;
-        if v == 0 {
-            break;
+        digits += 1;
+    }
+    digits + 3
+}
+
+/// Appends `<kind><n>\r\n`: one copy for the short lengths nearly every request has.
+fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
+    let digit = |v: usize| b'0' + (v % 10) as u8;
+    match n {
+        0..=9 => buf.extend_from_slice(&[kind, digit(n), b'\r', b'\n']),
+        10..=99 => buf.extend_from_slice(&[kind, digit(n / 10), digit(n), b'\r', b'\n']),
+        _ => {
+            let mut out = [0u8; 24];
+            let mut i = out.len() - 2;
+            out[i..].copy_from_slice(b"\r\n");
+            let mut v = n;
+            loop {
+                i -= 1;
+                out[i] = digit(v);
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            i -= 1;
+            out[i] = kind;
+            buf.extend_from_slice(&out[i..]);
         }
     }
-    buf.extend_from_slice(&[kind]);
-    buf.extend_from_slice(&digits[i..]);
-    buf.extend_from_slice(b"\r\n");
 }
 
 /// Reads `<int>\r\n` starting at `pos`. `Ok(None)`: incomplete.

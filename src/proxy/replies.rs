@@ -29,6 +29,14 @@ pub struct SlotInfo {
     pub redirects: u8,
 }
 
+impl SlotInfo {
+    /// The reply goes to the client as it came: no key mapping, not silent, nothing to
+    /// release or resend when it arrives.
+    fn plain(&self) -> bool {
+        !self.blocking && !self.silent && self.ctx.is_none() && self.resend.is_none()
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     seq: u64,
@@ -101,7 +109,7 @@ impl ReplyQueue {
 
     /// Fills the slot of request `seq`; `None` if no such slot waits (a stale reply).
     pub fn fill(&mut self, seq: u64, frame: Bytes) -> Option<Filled> {
-        let i = self.slots.partition_point(|s| s.seq < seq);
+        let i = self.index_of(seq);
         let slot = self
             .slots
             .get_mut(i)
@@ -114,12 +122,54 @@ impl ReplyQueue {
 
     /// The record of request `seq` while it waits for its reply.
     pub fn waiting_mut(&mut self, seq: u64) -> Option<&mut SlotInfo> {
-        let i = self.slots.partition_point(|s| s.seq < seq);
+        let i = self.index_of(seq);
         self.slots
             .get_mut(i)
             .filter(|s| s.seq == seq && s.frame.is_none())?
             .info
             .as_mut()
+    }
+
+    /// Where the slot of request `seq` is (or would be). Sequence numbers rise by one per slot
+    /// except behind pushes, so the first guess is almost always right.
+    fn index_of(&self, seq: u64) -> usize {
+        if let Some(front) = self.slots.front() {
+            let guess = seq.wrapping_sub(front.seq) as usize;
+            if self.slots.get(guess).is_some_and(|s| s.seq == seq) {
+                return guess;
+            }
+        }
+        self.slots.partition_point(|s| s.seq < seq)
+    }
+
+    /// When requests `first_seq .. first_seq + count` are the oldest in the queue, all still
+    /// waiting, and their replies need no work of their own ([`SlotInfo::plain`]), removes
+    /// their slots, calling `each` with each record, and returns true: the caller writes the
+    /// replies as one run. Otherwise changes nothing and returns false.
+    pub fn take_plain_run(
+        &mut self,
+        first_seq: u64,
+        count: u32,
+        mut each: impl FnMut(&SlotInfo),
+    ) -> bool {
+        let count = count as usize;
+        if self.slots.len() < count || self.slots.front().map(|s| s.seq) != Some(first_seq) {
+            return false;
+        }
+        let plain = self.slots.range(..count).enumerate().all(|(i, s)| {
+            s.seq == first_seq + i as u64
+                && s.frame.is_none()
+                && s.info.as_ref().is_some_and(SlotInfo::plain)
+        });
+        if !plain {
+            return false;
+        }
+        for slot in self.slots.drain(..count) {
+            if let Some(info) = &slot.info {
+                each(info);
+            }
+        }
+        true
     }
 
     /// The next answered reply, in order, if the front slot is answered.
@@ -177,6 +227,32 @@ mod tests {
         );
         assert!(q.is_empty());
         assert_eq!(q.fill(a, Bytes::new()), None);
+    }
+
+    #[test]
+    fn plain_runs_leave_whole_only_from_the_front() {
+        let mut q = ReplyQueue::default();
+        let a = q.expect(info(false, false));
+        let b = q.expect(info(false, false));
+        let c = q.expect(info(false, true));
+        let mut seen = 0;
+        assert!(!q.take_plain_run(b, 1, |_| seen += 1), "not the oldest");
+        assert!(
+            !q.take_plain_run(a, 3, |_| seen += 1),
+            "a silent slot needs its own work"
+        );
+        assert_eq!(seen, 0);
+        assert!(q.take_plain_run(a, 2, |_| seen += 1));
+        assert_eq!(seen, 2);
+        assert_eq!(q.len(), 1);
+        q.push(Bytes::from_static(b">P\r\n"));
+        let d = q.expect(info(false, false));
+        assert_eq!(
+            q.fill(d, Bytes::from_static(b"+D\r\n")),
+            Some(Filled { blocking: false })
+        );
+        q.fill(c, Bytes::from_static(b"+C\r\n"));
+        assert_eq!(frames(&mut q), vec![&b">P\r\n"[..], b"+D\r\n"]);
     }
 
     #[test]

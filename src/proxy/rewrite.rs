@@ -11,12 +11,13 @@
 
 use crate::commands::keys::{self, Positions};
 use crate::commands::{CommandSpec, Extra, ReplyKeys};
+use crate::protocol::request;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
 use crate::rules::memory::PrefixMemory;
 use crate::rules::{Rewrite, RuleSet};
 use crate::stats::stats;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 
@@ -150,7 +151,59 @@ fn is_keyevent(channel: &[u8]) -> bool {
 
 /// Applies the rules to a request.
 pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request) -> Rewritten {
-    let mut changes: SmallVec<[(usize, NewArg<'_>); 4]> = SmallVec::new();
+    plan_request(scope, spec, req).into_rewritten(req)
+}
+
+/// What [`rewrite_into`] did with a request.
+pub enum Outcome {
+    /// Nothing changed: forward the original bytes.
+    Unchanged,
+    /// The rewritten request.
+    Rebuilt(Request),
+    /// The rewritten request is encoded in the buffer the caller passed.
+    Encoded,
+}
+
+/// Applies the rules to a request. A changed request is encoded into `out` when one is given
+/// and the request is smaller than `max_encoded`, else built as a [`Request`]. Also returns
+/// how to map the reply back.
+pub fn rewrite_into(
+    scope: &mut Scope<'_>,
+    spec: &CommandSpec,
+    req: &Request,
+    out: Option<&mut BytesMut>,
+    max_encoded: usize,
+) -> (Outcome, Option<Box<ReplyCtx>>) {
+    let mut plan = plan_request(scope, spec, req);
+    let ctx = plan.ctx.take();
+    if plan.is_unchanged() {
+        return (Outcome::Unchanged, ctx);
+    }
+    match out {
+        Some(out) if plan.encoded_len(req) < max_encoded => {
+            out.clear();
+            plan.write_to(req, out);
+            (Outcome::Encoded, ctx)
+        }
+        _ => (
+            Outcome::Rebuilt(Request::from_pieces(plan.pieces(req))),
+            ctx,
+        ),
+    }
+}
+
+/// What the rules change in one request, decided before anything is encoded: the caller
+/// either forwards the original bytes (nothing changed), encodes the new request straight
+/// into its send buffer ([`Plan::write_to`]), or builds a [`Request`] of it.
+pub struct Plan<'r> {
+    changes: SmallVec<[(usize, NewArg<'r>); 4]>,
+    /// How to map the reply back, when it carries key names.
+    pub ctx: Option<Box<ReplyCtx>>,
+}
+
+/// Decides the request's rewrites (counting and remembering each, as the rules require).
+pub fn plan_request<'r>(scope: &mut Scope<'r>, spec: &CommandSpec, req: &Request) -> Plan<'r> {
+    let mut changes: SmallVec<[(usize, NewArg<'r>); 4]> = SmallVec::new();
     let mut key_pos = Positions::new();
     let mut glob_pos = Positions::new();
     keys::positions(spec.keys, req, &mut key_pos);
@@ -193,21 +246,51 @@ pub fn rewrite_request(scope: &mut Scope<'_>, spec: &CommandSpec, req: &Request)
         }
     }
     channel_changes(scope, spec.extra, req, &mut changes);
-    let rewrites = changes.len();
-    let request = (!changes.is_empty()).then(|| {
-        Request::from_pieces(req.args().enumerate().map(|(i, a)| {
-            match changes.iter().find(|(c, _)| *c == i) {
+    Plan {
+        changes,
+        ctx: ctx.kind.map(|_| Box::new(ctx)),
+    }
+}
+
+impl<'r> Plan<'r> {
+    /// True when no argument changes: the request is forwarded as its original bytes.
+    pub fn is_unchanged(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The rewritten request's arguments, each as (new head, rest of the old argument).
+    fn pieces<'a>(
+        &'a self,
+        req: &'a Request,
+    ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone + use<'a, 'r> {
+        req.args()
+            .enumerate()
+            .map(|(i, a)| match self.changes.iter().find(|(c, _)| *c == i) {
                 Some((_, NewArg::Prefix { to, skip })) => (to.as_ref(), &a[*skip..]),
                 Some((_, NewArg::Whole(new))) => (new.as_slice(), &[][..]),
                 None => (a, &[][..]),
-            }
-        }))
-    });
-    let ctx = ctx.kind.map(|_| Box::new(ctx));
-    Rewritten {
-        request,
-        ctx,
-        rewrites,
+            })
+    }
+
+    /// Size of the rewritten request on the wire.
+    pub fn encoded_len(&self, req: &Request) -> usize {
+        request::encoded_len(self.pieces(req))
+    }
+
+    /// Appends the rewritten request, RESP-encoded, to `buf`.
+    pub fn write_to(&self, req: &Request, buf: &mut BytesMut) {
+        request::encode_pieces(buf, self.pieces(req));
+    }
+
+    /// The rewritten request as a [`Request`] (`None` when nothing changed).
+    pub fn into_rewritten(self, req: &Request) -> Rewritten {
+        let rewrites = self.changes.len();
+        let request = (!self.is_unchanged()).then(|| Request::from_pieces(self.pieces(req)));
+        Rewritten {
+            request,
+            ctx: self.ctx,
+            rewrites,
+        }
     }
 }
 

@@ -55,6 +55,7 @@ pub struct Session {
     pub(super) sink: Sink,
     inbox: mpsc::UnboundedReceiver<Delivery>,
     parser: RequestParser,
+    lookups: commands::LookupCache,
     limits: Limits,
     // Connection-scoped state, emulated per client.
     pub(super) proto: Proto,
@@ -92,6 +93,8 @@ pub struct Session {
     batch: Option<Batch>,
     batch_buf: BytesMut,
     batch_big: Option<Bytes>,
+    /// A rewritten request on its way into `batch_buf`.
+    scratch: BytesMut,
     // Cluster mode (see `cluster_route`).
     /// Shared pools of the cluster nodes this client has used, by node id.
     pub(super) node_pools: Vec<(u64, Arc<SharedPool>)>,
@@ -159,6 +162,7 @@ impl Session {
                 max_bulk: limits.max_bulk_bytes,
                 max_array: limits.max_array_len,
             },
+            lookups: commands::LookupCache::default(),
             limits,
             proto: Proto::Resp2,
             db,
@@ -187,6 +191,7 @@ impl Session {
             batch: None,
             batch_buf: BytesMut::new(),
             batch_big: None,
+            scratch: BytesMut::new(),
             node_pools: Vec::new(),
             pin_hint: None,
             cluster_multi: false,
@@ -400,7 +405,7 @@ impl Session {
 
     /// Routes one request: the single place every request passes before it is forwarded.
     async fn dispatch(&mut self, req: Request) {
-        let spec = commands::lookup(&req);
+        let spec = self.lookups.lookup(&req);
         self.current_cmd = spec.id;
         if !self.authed
             && !matches!(
@@ -431,12 +436,15 @@ impl Session {
             let config = config.clone();
             return self.flush(&config, &req).await;
         }
-        let req = self.apply_rules(spec, req);
-        self.route(spec, req).await
+        if let Some(req) = self.apply_rules(spec, req) {
+            self.route(spec, req).await
+        }
     }
 
-    /// Rewrites the request's keys and channels; remembers how to map its reply back.
-    fn apply_rules(&mut self, spec: &CommandSpec, req: Request) -> Request {
+    /// Rewrites the request's keys and channels; remembers how to map its reply back. A
+    /// plainly forwarded request that changes is encoded straight into the batch (`None`);
+    /// any other comes back for [`Session::route`].
+    fn apply_rules(&mut self, spec: &'static CommandSpec, req: Request) -> Option<Request> {
         let config = self.snapshot.as_ref().unwrap_or(&self.cfg);
         self.memory.sync_generation(config.generation);
         let mut scope = Scope {
@@ -444,9 +452,25 @@ impl Session {
             app: self.app.as_deref().or(self.user.as_deref()),
             memory: &mut self.memory,
         };
-        let out = rewrite::rewrite_request(&mut scope, spec, &req);
-        self.pending_ctx = out.ctx;
-        out.request.unwrap_or(req)
+        // Encoded into `scratch` only when it can go straight into the batch.
+        let direct =
+            spec.class == Class::Forward && !self.streaming && self.proxy.cluster.is_none();
+        let (outcome, ctx) = rewrite::rewrite_into(
+            &mut scope,
+            spec,
+            &req,
+            direct.then_some(&mut self.scratch),
+            BATCH_BYTES,
+        );
+        self.pending_ctx = ctx;
+        match outcome {
+            rewrite::Outcome::Unchanged => Some(req),
+            rewrite::Outcome::Rebuilt(new) => Some(new),
+            rewrite::Outcome::Encoded => {
+                self.forward_scratch();
+                None
+            }
+        }
     }
 
     async fn route(&mut self, spec: &'static CommandSpec, req: Request) {
@@ -626,16 +650,36 @@ impl Session {
 
     /// [`Session::forward`] to cluster node `node` (its id; 0 is the client's own pool).
     pub(super) fn forward_on(&mut self, payload: Bytes, blocking: bool, node: u64) {
+        let resend = (node != 0 && self.pin.is_none()).then(|| payload.clone()); // a cluster may redirect it
+        let big = payload.len() >= BATCH_BYTES;
+        self.open_request(blocking, node, big, resend);
+        if big {
+            self.batch_big = Some(payload); // large: sent as is, never copied
+            self.flush_batch();
+            return;
+        }
+        self.batch_buf.extend_from_slice(&payload);
+        self.close_request();
+    }
+
+    /// [`Session::forward`] of the request encoded in `scratch` (a rewritten one, smaller
+    /// than a batch).
+    fn forward_scratch(&mut self) {
+        self.open_request(false, 0, false, None);
+        self.batch_buf.extend_from_slice(&self.scratch);
+        self.close_request();
+    }
+
+    /// Opens the reply slot of a request about to be appended to the batch, first sending the
+    /// batch if the request cannot join it (another connection, or `big`: it goes alone).
+    fn open_request(&mut self, blocking: bool, node: u64, big: bool, resend: Option<Bytes>) {
         let mut info = self.slot_info(blocking);
+        info.resend = resend;
         let target = match &self.pin {
             Some(c) => Target::Pinned(c.id),
             None => Target::Shared(node),
         };
-        if node != 0 && self.pin.is_none() {
-            info.resend = Some(payload.clone()); // a cluster may redirect it
-        }
         let seq = self.replies.expect(info);
-        let big = payload.len() >= BATCH_BYTES;
         let extends = !big
             && self
                 .batch
@@ -652,12 +696,10 @@ impl Session {
         if let Some(b) = &mut self.batch {
             b.count += 1;
         }
-        if big {
-            self.batch_big = Some(payload); // large: sent as is, never copied
-            self.flush_batch();
-            return;
-        }
-        self.batch_buf.extend_from_slice(&payload);
+    }
+
+    /// Sends the batch once it is large enough.
+    fn close_request(&mut self) {
         if self.batch_buf.len() >= BATCH_BYTES {
             self.flush_batch();
         }
@@ -724,8 +766,12 @@ impl Session {
             Delivery::Replies {
                 first_seq,
                 count,
+                errors,
                 frames,
             } => {
+                if errors == 0 && self.relay_run(first_seq, count, &frames) {
+                    return;
+                }
                 each_reply(first_seq, count, &frames, |seq, frame| {
                     self.fill(seq, frame)
                 });
@@ -746,6 +792,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Writes a run of replies to the oldest requests as one piece when none of them needs
+    /// work of its own (the common case: no key names to map back, no redirects to follow).
+    fn relay_run(&mut self, first_seq: u64, count: u32, frames: &Bytes) -> bool {
+        if self.proxy.cluster.is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut tally = Tally::default();
+        let taken = self.replies.take_plain_run(first_seq, count, |info| {
+            tally.add(now, info.cmd, false, info.started)
+        });
+        if taken {
+            tally.flush(now);
+            self.out.push(frames);
+        }
+        taken
     }
 
     fn fill(&mut self, seq: u64, frame: Bytes) {

@@ -30,10 +30,12 @@ pub type Sink = mpsc::UnboundedSender<Delivery>;
 pub enum Delivery {
     /// The reply to request `seq` (possibly an `-ERR` made by rekey if the upstream failed).
     Reply { seq: u64, frame: Bytes },
-    /// The replies to requests `first_seq .. first_seq + count`, as consecutive frames.
+    /// The replies to requests `first_seq .. first_seq + count`, as consecutive frames;
+    /// `errors` of them are error replies (a run with none can be relayed whole).
     Replies {
         first_seq: u64,
         count: u32,
+        errors: u32,
         frames: Bytes,
     },
     /// A frame that answers no request: pub/sub traffic or a RESP3 push.
@@ -201,6 +203,7 @@ struct Run {
     sink: Option<Sink>,
     first_seq: u64,
     count: u32,
+    errors: u32,
     len: usize,
 }
 
@@ -328,6 +331,7 @@ impl Driver {
         let mut run = Run::default();
         while let Some(n) = self.scanner.scan(&self.rbuf[run.len..])? {
             let frame = &self.rbuf[run.len..run.len + n];
+            let error = reply::is_error(frame);
             let next_client = match self.pending.front_mut() {
                 Some(ReplyTo::Client { sink, seq, count }) if !reply::is_push(frame) => {
                     let target = (sink.clone(), *seq);
@@ -347,6 +351,7 @@ impl Driver {
                         run.start(sink, seq);
                     }
                     run.count += 1;
+                    run.errors += error as u32;
                     run.len += n;
                 }
                 None => {
@@ -371,6 +376,7 @@ impl Driver {
                 count => Delivery::Replies {
                     first_seq: run.first_seq,
                     count,
+                    errors: run.errors,
                     frames,
                 },
             };
