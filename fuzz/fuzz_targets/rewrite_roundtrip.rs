@@ -2,7 +2,8 @@
 //!
 //! Requests: under rules that match nothing, every request is forwarded byte-identical; under
 //! rules that match, a rewritten request re-encodes as exactly one valid request with the same
-//! command and argument count. Replies: any complete reply frame, mapped back for any reply
+//! command and argument count, and splicing the changes into the original bytes gives exactly
+//! the rebuilt request. Replies: any complete reply frame, mapped back for any reply
 //! kind, is still exactly one complete frame; a frame that needs no change is returned as is.
 #![no_main]
 
@@ -12,7 +13,9 @@ use rekey::commands::{lookup, ReplyKeys};
 use rekey::config::schema::RuleConfig;
 use rekey::protocol::reply::FrameScanner;
 use rekey::protocol::RequestParser;
-use rekey::proxy::rewrite::{map_push, map_reply, rewrite_request, Exact, ReplyCtx, Scope};
+use rekey::proxy::rewrite::{
+    map_push, map_reply, plan_request, rewrite_request, Exact, ReplyCtx, Scope,
+};
 use rekey::rules::memory::PrefixMemory;
 use rekey::rules::RuleSet;
 use std::sync::OnceLock;
@@ -88,7 +91,14 @@ fn requests(data: &[u8]) {
             app: Some("app"),
             memory: &mut memory,
         };
-        if let Some(new) = rewrite_request(&mut scope, spec, &req).request {
+        let plan = plan_request(&mut scope, spec, &req);
+        let mut spliced = BytesMut::new();
+        if !plan.is_unchanged() {
+            plan.write_to(&req, &mut spliced);
+            assert_eq!(plan.encoded_len(&req), spliced.len(), "announced size");
+        }
+        if let Some(new) = plan.into_rewritten(&req).request {
+            assert_eq!(&spliced[..], &new.raw()[..], "splice and rebuild agree");
             let mut bytes = BytesMut::from(&new.raw()[..]);
             let re = parser
                 .parse(&mut bytes)

@@ -87,9 +87,15 @@ impl FrameScanner {
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    let rest = buf.get(from..)?;
-    let i = rest.windows(2).position(|w| w == b"\r\n")?;
-    Some(from + i)
+    let mut at = from;
+    loop {
+        let cr = at + buf.get(at..)?.iter().position(|&b| b == b'\r')?;
+        match buf.get(cr + 1) {
+            Some(b'\n') => return Some(cr),
+            Some(_) => at = cr + 1,
+            None => return None,
+        }
+    }
 }
 
 fn header_int(line: &[u8], at: usize) -> Result<i64, FrameError> {

@@ -211,7 +211,11 @@ impl RequestParser {
         if buf[0] != b'*' {
             return scan_inline(buf);
         }
-        let Some((count, mut pos)) = read_header(buf, 1, INLINE_MAX)? else {
+        let header = match quick_len(buf, 1) {
+            Some((n, pos)) => Some((n as i64, pos)),
+            None => read_header(buf, 1, INLINE_MAX)?,
+        };
+        let Some((count, mut pos)) = header else {
             return Ok(Scan::Incomplete(0));
         };
         if count > self.max_array as i64 || count < -1 {
@@ -226,7 +230,11 @@ impl RequestParser {
             if buf[pos] != b'$' {
                 return Err(ParseError::ExpectedBulk(buf[pos] as char));
             }
-            let Some((len, start)) = read_header(buf, pos + 1, 32)? else {
+            let header = match quick_len(buf, pos + 1) {
+                Some((n, start)) => Some((n as i64, start)),
+                None => read_header(buf, pos + 1, 32)?,
+            };
+            let Some((len, start)) = header else {
                 return Ok(Scan::Incomplete(0));
             };
             if len < 0 || len as usize > self.max_bulk {
@@ -260,6 +268,36 @@ enum Scan {
     },
 }
 
+/// Size on the wire of `req` with arguments replaced by [`splice`].
+pub fn spliced_len<'a>(req: &Request, changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>) -> usize {
+    changes.fold(req.raw.len(), |len, (i, head, tail)| {
+        let old = req.args[i].len();
+        let new = head.len() + tail.len();
+        len + header_len(new) + new - header_len(old) - old
+    })
+}
+
+/// Appends `req` to `buf` with argument `i` replaced by `head ++ tail` for each change, given
+/// in increasing argument order: the bytes between changed arguments are copied as they are.
+pub fn splice<'a>(
+    req: &Request,
+    changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>,
+    buf: &mut BytesMut,
+) {
+    let mut copied = 0;
+    for (i, head, tail) in changes {
+        let payload = &req.args[i];
+        // A bulk header is canonical (`$<len>\r\n`, as parsed or built), so its size is known.
+        let header_start = payload.start as usize - header_len(payload.len());
+        buf.extend_from_slice(&req.raw[copied..header_start]);
+        push_header(buf, b'$', head.len() + tail.len());
+        buf.extend_from_slice(head);
+        buf.extend_from_slice(tail);
+        copied = payload.end as usize;
+    }
+    buf.extend_from_slice(&req.raw[copied..]);
+}
+
 /// Size on the wire of a request whose arguments are each `head ++ tail`.
 pub fn encoded_len<'a>(args: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>) -> usize {
     header_len(args.len())
@@ -271,30 +309,14 @@ pub fn encoded_len<'a>(args: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>
             .sum::<usize>()
 }
 
-/// Appends a request whose arguments are each `head ++ tail`, RESP-encoded, to `buf`.
-pub fn encode_pieces<'a>(
-    buf: &mut BytesMut,
-    args: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
-) {
-    buf.reserve(encoded_len(args.clone()));
-    push_header(buf, b'*', args.len());
-    for (head, tail) in args {
-        push_header(buf, b'$', head.len() + tail.len());
-        buf.extend_from_slice(head);
-        buf.extend_from_slice(tail);
-        buf.extend_from_slice(b"\r\n");
-    }
-}
-
 /// Length of `<kind><n>\r\n`.
 fn header_len(n: usize) -> usize {
-    let mut digits = 1;
-    let mut v = n;
-    while v >= 10 {
-        v /= 10;
-        digits += 1;
+    3 + match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        _ => n.ilog10() as usize + 1,
     }
-    digits + 3
 }
 
 /// Appends `<kind><n>\r\n`: one copy for the short lengths nearly every request has.
@@ -321,6 +343,28 @@ fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
             buf.extend_from_slice(&out[i..]);
         }
     }
+}
+
+/// The common case of [`read_header`] in one pass: a complete, well-formed, non-negative
+/// length (no sign, no leading zero, at most 18 digits) followed by CRLF. `None` leaves every
+/// other case, incomplete or wrong, to [`read_header`].
+fn quick_len(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let bytes = buf.get(pos..)?;
+    let mut v = 0usize;
+    let mut i = 0;
+    while i < bytes.len().min(18) {
+        let d = bytes[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v * 10 + d as usize;
+        i += 1;
+    }
+    let leading_zero = i > 1 && bytes[0] == b'0';
+    if i == 0 || leading_zero || bytes.get(i..i + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some((v, pos + i + 2))
 }
 
 /// Reads `<int>\r\n` starting at `pos`. `Ok(None)`: incomplete.
@@ -364,7 +408,8 @@ pub fn parse_int(s: &[u8]) -> Option<i64> {
         b'-' => (true, &s[1..]),
         _ => (false, s),
     };
-    if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
+    // Like Redis: no leading zero, and no "-0".
+    if digits.is_empty() || digits.len() > 19 || (digits[0] == b'0' && (neg || digits.len() > 1)) {
         return None;
     }
     let mut v: i64 = 0;

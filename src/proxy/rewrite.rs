@@ -246,6 +246,9 @@ pub fn plan_request<'r>(scope: &mut Scope<'r>, spec: &CommandSpec, req: &Request
         }
     }
     channel_changes(scope, spec.extra, req, &mut changes);
+    // In argument order, one change per argument (the first decided wins).
+    changes.sort_by_key(|(i, _)| *i);
+    changes.dedup_by_key(|(i, _)| *i);
     Plan {
         changes,
         ctx: ctx.kind.map(|_| Box::new(ctx)),
@@ -272,14 +275,29 @@ impl<'r> Plan<'r> {
             })
     }
 
-    /// Size of the rewritten request on the wire.
-    pub fn encoded_len(&self, req: &Request) -> usize {
-        request::encoded_len(self.pieces(req))
+    /// The changed arguments in order, each as (index, new head, rest of the old argument).
+    fn spliced<'a>(
+        &'a self,
+        req: &'a Request,
+    ) -> impl Iterator<Item = (usize, &'a [u8], &'a [u8])> + Clone + use<'a, 'r> {
+        self.changes.iter().filter_map(|(i, new)| {
+            let arg = req.arg(*i)?;
+            Some(match new {
+                NewArg::Prefix { to, skip } => (*i, to.as_ref(), &arg[*skip..]),
+                NewArg::Whole(new) => (*i, new.as_slice(), &[][..]),
+            })
+        })
     }
 
-    /// Appends the rewritten request, RESP-encoded, to `buf`.
+    /// Size of the rewritten request on the wire.
+    pub fn encoded_len(&self, req: &Request) -> usize {
+        request::spliced_len(req, self.spliced(req))
+    }
+
+    /// Appends the rewritten request, RESP-encoded, to `buf`: the original bytes with the
+    /// changed arguments spliced in.
     pub fn write_to(&self, req: &Request, buf: &mut BytesMut) {
-        request::encode_pieces(buf, self.pieces(req));
+        request::splice(req, self.spliced(req), buf);
     }
 
     /// The rewritten request as a [`Request`] (`None` when nothing changed).
@@ -530,7 +548,16 @@ mod tests {
             app: None,
             memory: mem,
         };
-        let out = rewrite_request(&mut scope, lookup(&req), &req);
+        let plan = plan_request(&mut scope, lookup(&req), &req);
+        let mut spliced = BytesMut::new();
+        if !plan.is_unchanged() {
+            plan.write_to(&req, &mut spliced);
+            assert_eq!(plan.encoded_len(&req), spliced.len());
+        }
+        let out = plan.into_rewritten(&req);
+        if let Some(rebuilt) = &out.request {
+            assert_eq!(&spliced[..], &rebuilt.raw()[..], "splice and rebuild agree");
+        }
         let r = out.request.unwrap_or(req);
         (
             r.args()
@@ -538,6 +565,20 @@ mod tests {
                 .collect(),
             out.ctx,
         )
+    }
+
+    #[test]
+    fn spliced_lengths_cross_header_widths() {
+        let rules = rules();
+        let mut m = PrefixMemory::default();
+        for n in [1, 4, 5, 6, 90, 94, 95, 99, 994, 995] {
+            let key = format!("AppA_{}", "k".repeat(n));
+            let want = format!("shared_{}", "k".repeat(n));
+            assert_eq!(
+                run(&rules, &mut m, &["MSET", &key, "v", "AppB_2", &key]).0,
+                ["MSET", &want, "v", "shared_2", &key]
+            );
+        }
     }
 
     #[test]

@@ -332,9 +332,13 @@ impl Driver {
         while let Some(n) = self.scanner.scan(&self.rbuf[run.len..])? {
             let frame = &self.rbuf[run.len..run.len + n];
             let error = reply::is_error(frame);
+            // The client's sink is cloned only when a new run starts.
             let next_client = match self.pending.front_mut() {
                 Some(ReplyTo::Client { sink, seq, count }) if !reply::is_push(frame) => {
-                    let target = (sink.clone(), *seq);
+                    let target = match run.extends(sink, *seq) {
+                        true => None,
+                        false => Some((sink.clone(), *seq)),
+                    };
                     *seq += 1;
                     *count -= 1;
                     if *count == 0 {
@@ -345,8 +349,8 @@ impl Driver {
                 _ => None,
             };
             match next_client {
-                Some((sink, seq)) => {
-                    if !run.extends(&sink, seq) {
+                Some(new_run) => {
+                    if let Some((sink, seq)) = new_run {
                         self.flush_run(&mut run);
                         run.start(sink, seq);
                     }
