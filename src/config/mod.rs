@@ -267,9 +267,11 @@ impl Config {
             },
             pool: file.pool.clone(),
             threads: match file.threads {
+                // A proxy shares the machine with Redis and the apps: half the cores.
                 0 => std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1),
+                    .map(|n| n.get() / 2)
+                    .unwrap_or(1)
+                    .max(1),
                 n => n,
             },
             rules: Arc::new(rules),

@@ -269,7 +269,10 @@ enum Scan {
 }
 
 /// Size on the wire of `req` with arguments replaced by [`splice`].
-pub fn spliced_len<'a>(req: &Request, changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>) -> usize {
+pub fn spliced_len<'a>(
+    req: &Request,
+    changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>,
+) -> usize {
     changes.fold(req.raw.len(), |len, (i, head, tail)| {
         let old = req.args[i].len();
         let new = head.len() + tail.len();
