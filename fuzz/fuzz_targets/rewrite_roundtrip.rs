@@ -2,8 +2,9 @@
 //!
 //! Requests: under rules that match nothing, every request is forwarded byte-identical; under
 //! rules that match, a rewritten request re-encodes as exactly one valid request with the same
-//! command and argument count, and splicing the changes into the original bytes gives exactly
-//! the rebuilt request. Replies: any complete reply frame, mapped back for any reply
+//! command and argument count, and splicing the changes into the original bytes (as the
+//! session does, also through the short path for single-key commands) gives exactly the
+//! rebuilt request. Replies: any complete reply frame, mapped back for any reply
 //! kind, is still exactly one complete frame; a frame that needs no change is returned as is.
 #![no_main]
 
@@ -14,7 +15,8 @@ use rekey::config::schema::RuleConfig;
 use rekey::protocol::reply::FrameScanner;
 use rekey::protocol::RequestParser;
 use rekey::proxy::rewrite::{
-    map_push, map_reply, plan_request, rewrite_request, Exact, ReplyCtx, Scope,
+    map_push, map_reply, plan_request, rewrite_into, rewrite_request, Exact, Outcome, ReplyCtx,
+    Scope,
 };
 use rekey::rules::memory::PrefixMemory;
 use rekey::rules::RuleSet;
@@ -97,7 +99,15 @@ fn requests(data: &[u8]) {
             plan.write_to(&req, &mut spliced);
             assert_eq!(plan.encoded_len(&req), spliced.len(), "announced size");
         }
-        if let Some(new) = plan.into_rewritten(&req).request {
+        let rebuilt = plan.into_rewritten(&req).request;
+        // The session's path (encoded into its batch, or built) gives the same bytes.
+        let mut encoded = BytesMut::new();
+        match rewrite_into(&mut scope, spec, &req, Some(&mut encoded), 1 << 30).0 {
+            Outcome::Unchanged => assert!(rebuilt.is_none(), "unchanged by both"),
+            Outcome::Encoded => assert_eq!(Some(&encoded[..]), rebuilt.as_ref().map(|r| &r.raw()[..])),
+            Outcome::Rebuilt(_) => panic!("a buffer was given"),
+        }
+        if let Some(new) = rebuilt {
             assert_eq!(&spliced[..], &new.raw()[..], "splice and rebuild agree");
             let mut bytes = BytesMut::from(&new.raw()[..]);
             let re = parser

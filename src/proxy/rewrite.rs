@@ -9,7 +9,7 @@
 //! request used (exactly, for keys it named), or the one this client last used; keys in
 //! another app's raw namespace are hidden from KEYS/SCAN.
 
-use crate::commands::keys::{self, Positions};
+use crate::commands::keys::{self, Begin, Find, KeySpec, Positions};
 use crate::commands::{CommandSpec, Extra, ReplyKeys};
 use crate::protocol::request;
 use crate::protocol::tree::Node;
@@ -174,6 +174,9 @@ pub fn rewrite_into(
     out: Option<&mut BytesMut>,
     max_encoded: usize,
 ) -> (Outcome, Option<Box<ReplyCtx>>) {
+    if has_sole_key(spec) {
+        return (rewrite_sole_key(scope, req, out, max_encoded), None);
+    }
     let mut plan = plan_request(scope, spec, req);
     let ctx = plan.ctx.take();
     if plan.is_unchanged() {
@@ -189,6 +192,55 @@ pub fn rewrite_into(
             Outcome::Rebuilt(Request::from_pieces(plan.pieces(req))),
             ctx,
         ),
+    }
+}
+
+/// True for the commonest shape, by the command table: the only key is argument 1 (GET, SET,
+/// HSET, EXPIRE, …), nothing else in the request is rewritten and the reply names no keys.
+fn has_sole_key(spec: &CommandSpec) -> bool {
+    spec.extra == Extra::None
+        && spec.reply == ReplyKeys::None
+        && matches!(
+            spec.keys,
+            [KeySpec {
+                begin: Begin::Index(1),
+                find: Find::Range {
+                    last: 0,
+                    step: 1..,
+                    ..
+                },
+                ..
+            }]
+        )
+}
+
+/// [`rewrite_into`] for a command with [`has_sole_key`]: no plan to build, one argument to
+/// splice.
+fn rewrite_sole_key(
+    scope: &mut Scope<'_>,
+    req: &Request,
+    out: Option<&mut BytesMut>,
+    max_encoded: usize,
+) -> Outcome {
+    let Some(key) = req.arg(1) else {
+        return Outcome::Unchanged;
+    };
+    let Some(rw) = scope.key_rewrite(key) else {
+        return Outcome::Unchanged;
+    };
+    let change = [(1, rw.to.as_ref(), &key[rw.prefix_len..])];
+    match out {
+        Some(out) if request::spliced_len(req, change.into_iter()) < max_encoded => {
+            out.clear();
+            request::splice(req, change.into_iter(), out);
+            Outcome::Encoded
+        }
+        _ => Outcome::Rebuilt(Request::from_pieces(req.args().enumerate().map(
+            |(i, a)| match i {
+                1 => (change[0].1, change[0].2),
+                _ => (a, &[][..]),
+            },
+        ))),
     }
 }
 
@@ -558,6 +610,23 @@ mod tests {
         if let Some(rebuilt) = &out.request {
             assert_eq!(&spliced[..], &rebuilt.raw()[..], "splice and rebuild agree");
         }
+        // What the session uses gives the same bytes, encoded or built.
+        let mut scope = Scope {
+            rules,
+            app: None,
+            memory: mem,
+        };
+        let mut encoded = BytesMut::new();
+        let direct = rewrite_into(&mut scope, lookup(&req), &req, Some(&mut encoded), 1 << 20).0;
+        let built = rewrite_into(&mut scope, lookup(&req), &req, None, 0).0;
+        match (&out.request, direct, built) {
+            (None, Outcome::Unchanged, Outcome::Unchanged) => {}
+            (Some(r), Outcome::Encoded, Outcome::Rebuilt(b)) => {
+                assert_eq!(&encoded[..], &r.raw()[..]);
+                assert_eq!(b.raw(), r.raw());
+            }
+            _ => panic!("rewrite_into disagrees with the plan for {args:?}"),
+        }
         let r = out.request.unwrap_or(req);
         (
             r.args()
@@ -565,6 +634,23 @@ mod tests {
                 .collect(),
             out.ctx,
         )
+    }
+
+    #[test]
+    fn sole_key_commands_take_the_short_path_with_the_same_result() {
+        assert!(has_sole_key(lookup(&Request::from_args(["GET", "k"]))));
+        assert!(has_sole_key(lookup(&Request::from_args([
+            "HSET", "k", "f", "v"
+        ]))));
+        assert!(!has_sole_key(lookup(&Request::from_args(["MGET", "k"]))));
+        let rules = rules();
+        let mut m = PrefixMemory::default();
+        assert_eq!(
+            run(&rules, &mut m, &["SET", "AppA_1", "v", "EX", "10"]).0,
+            ["SET", "shared_1", "v", "EX", "10"]
+        );
+        assert_eq!(run(&rules, &mut m, &["GET", "k"]).0, ["GET", "k"]);
+        assert_eq!(run(&rules, &mut m, &["GET"]).0, ["GET"]);
     }
 
     #[test]
