@@ -109,7 +109,8 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            connections: 4,
+            // Few connections carry bigger pipelined batches: less work for Redis per request.
+            connections: 2,
             max_pinned: 1024,
         }
     }
