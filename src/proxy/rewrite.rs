@@ -3,7 +3,9 @@
 //! Forward ([`rewrite_request`]): the command table says which arguments are keys (key specs,
 //! SORT patterns), key patterns (KEYS, SCAN MATCH) or channels (pub/sub, keyspace
 //! notifications); each is rewritten by the first matching rule. A request nothing matches is
-//! forwarded as its original bytes; one that changes is re-encoded once.
+//! forwarded as its original bytes; in one that changes, the new arguments are spliced into
+//! the original bytes ([`rewrite_into`], straight into the session's send buffer), and a
+//! single-key command (the commonest case) takes a short path that builds no plan.
 //!
 //! Reverse ([`map_reply`], [`map_push`]): key names in replies go back to the prefix the
 //! request used (exactly, for keys it named), or the one this client last used; keys in
