@@ -46,22 +46,9 @@ impl Request {
         A: AsRef<[u8]>,
     {
         let args: SmallVec<[A; 8]> = args.into_iter().collect();
-        let mut buf =
-            BytesMut::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
-        let mut ranges = SmallVec::new();
-        push_header(&mut buf, b'*', args.len());
-        for a in &args {
-            let a = a.as_ref();
-            push_header(&mut buf, b'$', a.len());
-            let start = buf.len() as u32;
-            buf.extend_from_slice(a);
-            ranges.push(start..buf.len() as u32);
-            buf.extend_from_slice(b"\r\n");
-        }
-        Request {
-            raw: buf.split().freeze(),
-            args: ranges,
-        }
+        let pieces = args.iter().map(|a| (a.as_ref(), &[][..]));
+        let mut buf = BytesMut::with_capacity(encoded_len(pieces.clone()));
+        write_pieces(&mut buf, pieces)
     }
 
     /// Builds a request whose arguments are each the concatenation of two parts (a rewritten
@@ -78,21 +65,22 @@ impl Request {
                 // Reclaims the old space when every request cut from it is gone.
                 arena.reserve(size.max(ARENA_CHUNK));
             }
-            let mut ranges = SmallVec::new();
-            push_header(&mut arena, b'*', args.len());
-            for (head, tail) in args {
-                push_header(&mut arena, b'$', head.len() + tail.len());
-                let start = arena.len() as u32;
-                arena.extend_from_slice(head);
-                arena.extend_from_slice(tail);
-                ranges.push(start..arena.len() as u32);
-                arena.extend_from_slice(b"\r\n");
-            }
-            Request {
-                raw: arena.split().freeze(),
-                args: ranges,
-            }
+            write_pieces(&mut arena, args)
         })
+    }
+
+    /// This request with argument `i` replaced by `head ++ tail` for each change (the changes
+    /// [`splice`] takes), built as a new request.
+    pub fn with_changes<'a>(
+        &'a self,
+        changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])> + Clone,
+    ) -> Request {
+        Request::from_pieces(self.args().enumerate().map(move |(i, arg)| {
+            match changes.clone().find(|(c, _, _)| *c == i) {
+                Some((_, head, tail)) => (head, tail),
+                None => (arg, &[][..]),
+            }
+        }))
     }
 
     /// The request exactly as it goes on the wire (RESP array).
@@ -266,6 +254,28 @@ enum Scan {
     Inline {
         len: usize,
     },
+}
+
+/// Appends a request whose arguments are each `head ++ tail` to `buf`, and cuts it off as a
+/// [`Request`].
+fn write_pieces<'a>(
+    buf: &mut BytesMut,
+    args: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Request {
+    let mut ranges = SmallVec::new();
+    push_header(buf, b'*', args.len());
+    for (head, tail) in args {
+        push_header(buf, b'$', head.len() + tail.len());
+        let start = buf.len() as u32;
+        buf.extend_from_slice(head);
+        buf.extend_from_slice(tail);
+        ranges.push(start..buf.len() as u32);
+        buf.extend_from_slice(b"\r\n");
+    }
+    Request {
+        raw: buf.split().freeze(),
+        args: ranges,
+    }
 }
 
 /// Size on the wire of `req` with arguments replaced by [`splice`].

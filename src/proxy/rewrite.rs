@@ -184,16 +184,24 @@ pub fn rewrite_into(
     if plan.is_unchanged() {
         return (Outcome::Unchanged, ctx);
     }
+    (encode(req, plan.spliced(req), out, max_encoded), ctx)
+}
+
+/// A changed request: encoded into `out` when one is given and the request is smaller than
+/// `max_encoded`, else built as a [`Request`].
+fn encode<'a>(
+    req: &'a Request,
+    changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])> + Clone,
+    out: Option<&mut BytesMut>,
+    max_encoded: usize,
+) -> Outcome {
     match out {
-        Some(out) if plan.encoded_len(req) < max_encoded => {
+        Some(out) if request::spliced_len(req, changes.clone()) < max_encoded => {
             out.clear();
-            plan.write_to(req, out);
-            (Outcome::Encoded, ctx)
+            request::splice(req, changes, out);
+            Outcome::Encoded
         }
-        _ => (
-            Outcome::Rebuilt(Request::from_pieces(plan.pieces(req))),
-            ctx,
-        ),
+        _ => Outcome::Rebuilt(req.with_changes(changes)),
     }
 }
 
@@ -231,19 +239,7 @@ fn rewrite_sole_key(
         return Outcome::Unchanged;
     };
     let change = [(1, rw.to.as_ref(), &key[rw.prefix_len..])];
-    match out {
-        Some(out) if request::spliced_len(req, change.into_iter()) < max_encoded => {
-            out.clear();
-            request::splice(req, change.into_iter(), out);
-            Outcome::Encoded
-        }
-        _ => Outcome::Rebuilt(Request::from_pieces(req.args().enumerate().map(
-            |(i, a)| match i {
-                1 => (change[0].1, change[0].2),
-                _ => (a, &[][..]),
-            },
-        ))),
-    }
+    encode(req, change.into_iter(), out, max_encoded)
 }
 
 /// What the rules change in one request, decided before anything is encoded: the caller
@@ -315,20 +311,6 @@ impl<'r> Plan<'r> {
         self.changes.is_empty()
     }
 
-    /// The rewritten request's arguments, each as (new head, rest of the old argument).
-    fn pieces<'a>(
-        &'a self,
-        req: &'a Request,
-    ) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone + use<'a, 'r> {
-        req.args()
-            .enumerate()
-            .map(|(i, a)| match self.changes.iter().find(|(c, _)| *c == i) {
-                Some((_, NewArg::Prefix { to, skip })) => (to.as_ref(), &a[*skip..]),
-                Some((_, NewArg::Whole(new))) => (new.as_slice(), &[][..]),
-                None => (a, &[][..]),
-            })
-    }
-
     /// The changed arguments in order, each as (index, new head, rest of the old argument).
     fn spliced<'a>(
         &'a self,
@@ -357,7 +339,7 @@ impl<'r> Plan<'r> {
     /// The rewritten request as a [`Request`] (`None` when nothing changed).
     pub fn into_rewritten(self, req: &Request) -> Rewritten {
         let rewrites = self.changes.len();
-        let request = (!self.is_unchanged()).then(|| Request::from_pieces(self.pieces(req)));
+        let request = (!self.is_unchanged()).then(|| req.with_changes(self.spliced(req)));
         Rewritten {
             request,
             ctx: self.ctx,
