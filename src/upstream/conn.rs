@@ -195,6 +195,9 @@ pub struct Driver {
     reply_timeout: Option<Duration>,
     /// The last time a reply arrived, or a request was queued on an idle connection.
     last_progress: Instant,
+    /// Requests were queued since the last write: a shared connection lets the other tasks
+    /// of this poll run once before writing, so their requests join the same write.
+    fresh: bool,
 }
 
 /// Consecutive replies for one client, not yet split off the read buffer.
@@ -239,6 +242,7 @@ impl Driver {
             shared,
             reply_timeout,
             last_progress: Instant::now(),
+            fresh: false,
         }
     }
 
@@ -255,6 +259,16 @@ impl Driver {
                 return Ok(());
             }
             if !self.out.is_empty() {
+                if self.fresh && self.shared {
+                    // Clients whose requests arrived in the same readiness poll queue theirs
+                    // in this turn: one larger write makes Redis cheaper per request (fewer
+                    // reads and wake-ups) and costs one poll, not a timer.
+                    tokio::task::yield_now().await;
+                    if !self.take_queued(jobs) {
+                        return Ok(());
+                    }
+                }
+                self.fresh = false;
                 self.out.try_write(&self.wr)?;
             }
             let take_jobs = self.out.len() < OUT_HIGH;
@@ -280,18 +294,8 @@ impl Driver {
                         }
                         continue;
                     };
-                    if !self.accept(job) {
+                    if !self.accept(job) || !self.take_queued(jobs) {
                         return Ok(());
-                    }
-                    while self.out.len() < OUT_HIGH {
-                        match jobs.try_recv() {
-                            Ok(job) => {
-                                if !self.accept(job) {
-                                    return Ok(());
-                                }
-                            }
-                            Err(_) => break,
-                        }
                     }
                 }
                 w = self.wr.writable(), if !self.out.is_empty() => { w?; }
@@ -306,6 +310,18 @@ impl Driver {
         }
     }
 
+    /// Queues the jobs already waiting in the channel, up to the high-water mark; false when
+    /// one of them is `Close`.
+    fn take_queued(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> bool {
+        while self.out.len() < OUT_HIGH {
+            let Ok(job) = jobs.try_recv() else { break };
+            if !self.accept(job) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Queues a job's bytes; false for `Close`.
     fn accept(&mut self, job: Job) -> bool {
         match job {
@@ -314,6 +330,7 @@ impl Driver {
                 if self.pending.is_empty() && self.reply_timeout.is_some() {
                     self.last_progress = Instant::now();
                 }
+                self.fresh = true;
                 self.out.push(&payload);
                 match reply {
                     ReplyTo::Stream(sink) => self.stream_sink = Some(sink),
