@@ -109,8 +109,10 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            // Few connections carry bigger pipelined batches: less work for Redis per request.
-            connections: 2,
+            // One connection per worker carries the biggest pipelined batches: the least work
+            // for Redis per request (twemproxy's default too). More spread clients so a large
+            // reply holds up fewer of them.
+            connections: 1,
             max_pinned: 1024,
         }
     }
