@@ -44,6 +44,34 @@ fn pipeline_of_ten_thousand_commands_in_order() {
 }
 
 #[test]
+fn by_default_a_worker_has_one_pipelined_upstream_connection() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "threads = 1");
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let url = rekey.url();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let key = format!("pipelined:{i}");
+                let mut pipe = redis::pipe();
+                for _ in 0..100 {
+                    pipe.incr(&key, 1);
+                }
+                let counts: Vec<i64> = pipe.query(&mut con).unwrap();
+                assert_eq!(counts, (1..=100).collect::<Vec<i64>>());
+                con
+            })
+        })
+        .collect();
+    let cons: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // 40 clients pipelining at once: Redis sees one pooled connection (+ this one).
+    let mut direct = redis.direct();
+    let upstream_clients = info_field(&mut direct, "clients", "connected_clients");
+    assert_eq!(upstream_clients, 2, "redis sees {upstream_clients} clients");
+    drop(cons);
+}
+
+#[test]
 fn two_hundred_clients_share_two_upstream_connections() {
     let redis = RedisServer::start();
     let rekey = Rekey::start(&redis, "[pool]\nconnections = 2");
