@@ -17,6 +17,26 @@ fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> i64 {
         .unwrap()
 }
 
+/// Runs `n` clients of `rekey` at once, client `i` running `work(con, i)` on its own
+/// connection; returns the connections, still open.
+fn clients_at_once(
+    rekey: &Rekey,
+    n: usize,
+    work: fn(&mut redis::Connection, usize),
+) -> Vec<redis::Connection> {
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let url = rekey.url();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                work(&mut con, i);
+                con
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 #[test]
 fn pipeline_of_ten_thousand_commands_in_order() {
     let redis = RedisServer::start();
@@ -47,23 +67,15 @@ fn pipeline_of_ten_thousand_commands_in_order() {
 fn by_default_a_worker_has_one_pipelined_upstream_connection() {
     let redis = RedisServer::start();
     let rekey = Rekey::start(&redis, "threads = 1");
-    let handles: Vec<_> = (0..40)
-        .map(|i| {
-            let url = rekey.url();
-            std::thread::spawn(move || {
-                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-                let key = format!("pipelined:{i}");
-                let mut pipe = redis::pipe();
-                for _ in 0..100 {
-                    pipe.incr(&key, 1);
-                }
-                let counts: Vec<i64> = pipe.query(&mut con).unwrap();
-                assert_eq!(counts, (1..=100).collect::<Vec<i64>>());
-                con
-            })
-        })
-        .collect();
-    let cons: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let cons = clients_at_once(&rekey, 40, |con, i| {
+        let key = format!("pipelined:{i}");
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            pipe.incr(&key, 1);
+        }
+        let counts: Vec<i64> = pipe.query(con).unwrap();
+        assert_eq!(counts, (1..=100).collect::<Vec<i64>>());
+    });
     // 40 clients pipelining at once: Redis sees one pooled connection (+ this one).
     let mut direct = redis.direct();
     let upstream_clients = info_field(&mut direct, "clients", "connected_clients");
@@ -75,23 +87,15 @@ fn by_default_a_worker_has_one_pipelined_upstream_connection() {
 fn two_hundred_clients_share_two_upstream_connections() {
     let redis = RedisServer::start();
     let rekey = Rekey::start(&redis, "[pool]\nconnections = 2");
-    let handles: Vec<_> = (0..200)
-        .map(|i| {
-            let url = rekey.url();
-            std::thread::spawn(move || {
-                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-                let key = format!("client:{i}");
-                for n in 1..=50i64 {
-                    let got: i64 = con.incr(&key, 1).unwrap();
-                    assert_eq!(got, n);
-                }
-                let v: String = con.get(&key).unwrap();
-                assert_eq!(v, "50");
-                con
-            })
-        })
-        .collect();
-    let cons: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let cons = clients_at_once(&rekey, 200, |con, i| {
+        let key = format!("client:{i}");
+        for n in 1..=50i64 {
+            let got: i64 = con.incr(&key, 1).unwrap();
+            assert_eq!(got, n);
+        }
+        let v: String = con.get(&key).unwrap();
+        assert_eq!(v, "50");
+    });
     let mut direct = redis.direct();
     // 200 clients are connected to rekey; Redis sees the two pooled connections (+ this one).
     let upstream_clients = info_field(&mut direct, "clients", "connected_clients");
