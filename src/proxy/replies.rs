@@ -143,7 +143,7 @@ impl ReplyQueue {
     }
 
     /// When requests `first_seq .. first_seq + count` are the oldest in the queue, all still
-    /// waiting, and their replies need no work of their own ([`SlotInfo::plain`]), removes
+    /// waiting, and their replies need no work of their own (`SlotInfo::plain`), removes
     /// their slots, calling `each` with each record, and returns true: the caller writes the
     /// replies as one run. Otherwise changes nothing and returns false.
     pub fn take_plain_run(

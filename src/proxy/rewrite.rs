@@ -243,8 +243,9 @@ fn rewrite_sole_key(
 }
 
 /// What the rules change in one request, decided before anything is encoded: the caller
-/// either forwards the original bytes (nothing changed), encodes the new request straight
-/// into its send buffer ([`Plan::write_to`]), or builds a [`Request`] of it.
+/// either forwards the original bytes (nothing changed), splices the new arguments into its
+/// send buffer ([`rewrite_into`]), or builds a [`Request`] of it. [`Plan::write_to`] and
+/// [`Plan::encoded_len`] serve the tests and the fuzzer that check those agree.
 pub struct Plan<'r> {
     changes: SmallVec<[(usize, NewArg<'r>); 4]>,
     /// How to map the reply back, when it carries key names.
