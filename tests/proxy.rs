@@ -63,6 +63,38 @@ fn pipeline_of_ten_thousand_commands_in_order() {
     assert_eq!(replies[1], redis::Value::SimpleString("PONG".into()));
 }
 
+/// Requests that arrive a few bytes at a time (cut inside headers, names and values) are
+/// taken only once complete, and answered in order.
+#[test]
+fn requests_trickling_in_small_pieces_are_answered_in_order() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "");
+    let mut raw = rekey.raw();
+    raw.s.set_nodelay(true).unwrap();
+    let mut wire = Vec::new();
+    let mut expected = String::new();
+    for i in 0..40 {
+        let value = format!("value-{i}");
+        wire.extend(
+            format!(
+                "*3\r\n$3\r\nSET\r\n$4\r\nk{i:03}\r\n${}\r\n{value}\r\n",
+                value.len()
+            )
+            .bytes(),
+        );
+        wire.extend(format!("*2\r\n$3\r\nGET\r\n$4\r\nk{i:03}\r\n").bytes());
+        wire.extend(b"*1\r\n$4\r\nPING\r\n");
+        expected.push_str(&format!("+OK\r\n${}\r\n{value}\r\n+PONG\r\n", value.len()));
+    }
+    for (n, piece) in wire.chunks(5).enumerate() {
+        raw.send(piece);
+        if n % 4 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    raw.expect(&expected);
+}
+
 #[test]
 fn by_default_a_worker_has_one_pipelined_upstream_connection() {
     let redis = RedisServer::start();

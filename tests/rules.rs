@@ -199,6 +199,57 @@ fn rewritten_pipelines_keep_order_and_values() {
     assert_eq!(inline, "hello");
 }
 
+/// A long pipeline where rewritten and untouched single-key commands alternate in uneven
+/// runs, interleaved with commands answered by rekey and multi-key ones: many upstream
+/// batches, with keys spliced in at every position of a batch. Every reply comes back in
+/// order and every key lands under its upstream name.
+#[test]
+fn long_mixed_pipelines_splice_keys_across_batches() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, SHARED);
+    let mut con = rekey.client();
+    let value = "x".repeat(120);
+    let mut pipe = redis::pipe();
+    let mut expected = Vec::new();
+    for i in 0..3000 {
+        let key = match i % 7 {
+            0 | 3 | 4 => format!("AppA_{i}"),
+            5 => format!("AppB_{i}"),
+            _ => format!("other_{i}"),
+        };
+        pipe.cmd("SET").arg(&key).arg(format!("{i}{value}"));
+        expected.push(Value::Okay);
+        pipe.cmd("GET").arg(&key);
+        expected.push(Value::BulkString(format!("{i}{value}").into_bytes()));
+        if i % 500 == 0 {
+            pipe.cmd("PING");
+            expected.push(Value::SimpleString("PONG".into()));
+            pipe.cmd("MGET").arg(&key).arg("other_1");
+            let other = (i > 1).then(|| format!("1{value}").into_bytes());
+            expected.push(Value::Array(vec![
+                Value::BulkString(format!("{i}{value}").into_bytes()),
+                other.map_or(Value::Nil, Value::BulkString),
+            ]));
+        }
+    }
+    let replies: Vec<Value> = pipe.query(&mut con).unwrap();
+    assert_eq!(replies.len(), expected.len());
+    for (i, (got, want)) in replies.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "reply {i}");
+    }
+    let mut direct = redis.direct();
+    let n: usize = cmd("DBSIZE").query(&mut direct).unwrap();
+    assert_eq!(n, 3000);
+    let shared: String = direct.get("shared_4").unwrap();
+    assert_eq!(shared, format!("4{value}"));
+    let shared: String = direct.get("shared_2999").unwrap();
+    assert_eq!(shared, format!("2999{value}"));
+    let untouched: String = direct.get("other_2").unwrap();
+    assert_eq!(untouched, format!("2{value}"));
+    let leaked: Vec<String> = cmd("KEYS").arg("App*").query(&mut direct).unwrap();
+    assert!(leaked.is_empty(), "keys left unrewritten: {leaked:?}");
+}
+
 #[test]
 fn replies_with_keys_are_mapped_back() {
     let redis = RedisServer::start();

@@ -298,7 +298,11 @@ pub fn lookup(req: &crate::protocol::Request) -> &'static CommandSpec {
 
 /// [`lookup`], and whether the name alone decided it (no subcommand was looked at).
 fn lookup_top(req: &crate::protocol::Request) -> (&'static CommandSpec, bool) {
-    let name = req.arg(0).unwrap_or_default();
+    lookup_parts(req.arg(0).unwrap_or_default(), req.arg(1))
+}
+
+/// [`lookup_top`] from the command name and the first argument (a container's subcommand).
+fn lookup_parts(name: &[u8], sub: Option<&[u8]>) -> (&'static CommandSpec, bool) {
     if name.len() > MAX_NAME / 2 {
         return (&FORWARD, false);
     }
@@ -309,7 +313,7 @@ fn lookup_top(req: &crate::protocol::Request) -> (&'static CommandSpec, bool) {
     if let Some(s) = table.get(&buf[..name.len()]) {
         return (s, true);
     }
-    if let Some(sub) = req.arg(1).filter(|s| s.len() < MAX_NAME / 2) {
+    if let Some(sub) = sub.filter(|s| s.len() < MAX_NAME / 2) {
         let end = name.len() + 1 + sub.len();
         buf[name.len()] = b'|';
         buf[name.len() + 1..end].copy_from_slice(sub);
@@ -336,13 +340,17 @@ pub struct LookupCache {
 impl LookupCache {
     /// [`lookup`], remembering names that decide the spec alone (not containers).
     pub fn lookup(&mut self, req: &crate::protocol::Request) -> &'static CommandSpec {
-        let name = req.arg(0).unwrap_or_default();
+        self.lookup_parts(req.arg(0).unwrap_or_default(), req.arg(1))
+    }
+
+    /// [`LookupCache::lookup`] from the command name and its first argument.
+    pub fn lookup_parts(&mut self, name: &[u8], sub: Option<&[u8]>) -> &'static CommandSpec {
         if let Some(spec) = self.spec {
             if name == &self.name[..self.len] {
                 return spec;
             }
         }
-        let (spec, by_name) = lookup_top(req);
+        let (spec, by_name) = lookup_parts(name, sub);
         if by_name && name.len() <= CACHED_NAME {
             self.name[..name.len()].copy_from_slice(name);
             self.len = name.len();

@@ -192,6 +192,17 @@ impl RequestParser {
         }
     }
 
+    /// Looks at the complete request at the front of `buf` without taking it: its size and
+    /// where its arguments are, for the forwarding lane, which copies runs of requests as they
+    /// are. `None` for anything else (incomplete, inline, malformed): [`RequestParser::parse`]
+    /// deals with those.
+    pub fn peek(&self, buf: &[u8]) -> Option<Peeked> {
+        match self.scan(buf) {
+            Ok(Scan::Array { len, args }) => Some(Peeked { len, args }),
+            _ => None,
+        }
+    }
+
     fn scan(&self, buf: &[u8]) -> Result<Scan, ParseError> {
         if buf.is_empty() {
             return Ok(Scan::Incomplete(0));
@@ -210,7 +221,10 @@ impl RequestParser {
             return Err(ParseError::MultibulkLength);
         }
         let count = count.max(0) as usize;
-        let mut args = SmallVec::with_capacity(count.min(64));
+        let mut args = SmallVec::new();
+        if count > 8 {
+            args.reserve_exact(count.min(64));
+        }
         for _ in 0..count {
             if pos >= buf.len() {
                 return Ok(Scan::Incomplete(0));
@@ -242,6 +256,24 @@ impl RequestParser {
             pos = end + 2;
         }
         Ok(Scan::Array { len: pos, args })
+    }
+}
+
+/// A complete request seen in place by [`RequestParser::peek`].
+#[derive(Debug)]
+pub struct Peeked {
+    /// Its size on the wire.
+    pub len: usize,
+    /// Where each argument is, relative to the request's first byte.
+    pub args: SmallVec<[Range<u32>; 8]>,
+}
+
+impl Peeked {
+    /// Argument `i` of the request that starts at `raw[0]`.
+    pub fn arg<'a>(&self, raw: &'a [u8], i: usize) -> Option<&'a [u8]> {
+        self.args
+            .get(i)
+            .map(|r| &raw[r.start as usize..r.end as usize])
     }
 }
 
@@ -297,18 +329,28 @@ pub fn splice<'a>(
     changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>,
     buf: &mut BytesMut,
 ) {
+    splice_raw(&req.raw, &req.args, changes, buf)
+}
+
+/// [`splice`] of a request given as its bytes and argument ranges (a [`Peeked`] one).
+pub fn splice_raw<'a>(
+    raw: &[u8],
+    args: &[Range<u32>],
+    changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>,
+    buf: &mut BytesMut,
+) {
     let mut copied = 0;
     for (i, head, tail) in changes {
-        let payload = &req.args[i];
+        let payload = &args[i];
         // A bulk header is canonical (`$<len>\r\n`, as parsed or built), so its size is known.
         let header_start = payload.start as usize - header_len(payload.len());
-        buf.extend_from_slice(&req.raw[copied..header_start]);
+        buf.extend_from_slice(&raw[copied..header_start]);
         push_header(buf, b'$', head.len() + tail.len());
         buf.extend_from_slice(head);
         buf.extend_from_slice(tail);
         copied = payload.end as usize;
     }
-    buf.extend_from_slice(&req.raw[copied..]);
+    buf.extend_from_slice(&raw[copied..]);
 }
 
 /// Size on the wire of a request whose arguments are each `head ++ tail`.

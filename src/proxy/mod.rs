@@ -2,11 +2,13 @@
 //! and runs one [`session`] task per client. The session parses requests
 //! ([`crate::protocol::request`]), looks each up in the command table ([`crate::commands`]),
 //! and either answers it itself ([`local`]: AUTH, HELLO, SELECT, CLIENT…), or forwards it to a
-//! shared or pinned upstream connection ([`crate::upstream`]). Replies come back through
+//! shared or pinned upstream connection ([`crate::upstream`]); runs of plain data commands
+//! take the short [`lane`] straight into the upstream batch. Replies come back through
 //! [`replies`], which restores request order, and are written back in batches.
 
 pub mod cluster_route;
 pub mod flush;
+pub mod lane;
 pub mod listener;
 pub mod local;
 pub mod replies;

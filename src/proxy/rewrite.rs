@@ -207,7 +207,7 @@ fn encode<'a>(
 
 /// True for the commonest shape, by the command table: the only key is argument 1 (GET, SET,
 /// HSET, EXPIRE, …), nothing else in the request is rewritten and the reply names no keys.
-fn has_sole_key(spec: &CommandSpec) -> bool {
+pub fn has_sole_key(spec: &CommandSpec) -> bool {
     spec.extra == Extra::None
         && spec.reply == ReplyKeys::None
         && matches!(
@@ -240,6 +240,12 @@ fn rewrite_sole_key(
     };
     let change = [(1, rw.to.as_ref(), &key[rw.prefix_len..])];
     encode(req, change.into_iter(), out, max_encoded)
+}
+
+/// The rewrite of the key of a command with [`has_sole_key`] (argument 1), counted and
+/// remembered like any other; the caller splices it in.
+pub fn sole_key_rewrite<'r>(scope: &mut Scope<'r>, key: &[u8]) -> Option<Rewrite<'r>> {
+    scope.key_rewrite(key)
 }
 
 /// What the rules change in one request, decided before anything is encoded: the caller

@@ -48,14 +48,14 @@ pub struct Session {
     pub(super) proxy: Arc<Proxy>,
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
-    rbuf: BytesMut,
+    pub(super) rbuf: BytesMut,
     need_input: bool,
     out: WriteQueue,
     pub(super) replies: ReplyQueue,
     pub(super) sink: Sink,
     inbox: mpsc::UnboundedReceiver<Delivery>,
-    parser: RequestParser,
-    lookups: commands::LookupCache,
+    pub(super) parser: RequestParser,
+    pub(super) lookups: commands::LookupCache,
     limits: Limits,
     // Connection-scoped state, emulated per client.
     pub(super) proto: Proto,
@@ -69,7 +69,7 @@ pub struct Session {
     pub(super) shared: Arc<SharedPool>,
     pub(super) slot: usize,
     /// The upstream generation `shared` belongs to; a reload with a new upstream bumps it.
-    upstream_gen: u64,
+    pub(super) upstream_gen: u64,
     // Pinned-connection state.
     pub(super) pin: Option<PinnedConn>,
     pub(super) in_multi: bool,
@@ -78,20 +78,20 @@ pub struct Session {
     blocking: usize,
     pub(super) closing: bool,
     // Rewriting state.
-    memory: PrefixMemory,
+    pub(super) memory: PrefixMemory,
     /// The reply context of the request being dispatched, taken by [`Session::forward`].
     pub(super) pending_ctx: Option<Box<ReplyCtx>>,
     /// The config a transaction started with: rules do not change between MULTI and EXEC.
-    snapshot: Option<Arc<Config>>,
+    pub(super) snapshot: Option<Arc<Config>>,
     /// The request being dispatched: its command id and when it arrived (metrics).
-    current_cmd: u16,
+    pub(super) current_cmd: u16,
     current_start: Instant,
     /// The config in force, refreshed when the proxy's config generation moves.
-    cfg: Arc<Config>,
+    pub(super) cfg: Arc<Config>,
     cfg_gen: u64,
     /// Requests routed but not yet sent (see [`Session::forward`]).
     batch: Option<Batch>,
-    batch_buf: BytesMut,
+    pub(super) batch_buf: BytesMut,
     batch_big: Option<Bytes>,
     /// A rewritten request on its way into `batch_buf`.
     scratch: BytesMut,
@@ -121,7 +121,7 @@ pub(super) enum Target {
 }
 
 /// Batched request bytes are sent once they reach this size; a larger request goes alone.
-const BATCH_BYTES: usize = 16 * 1024;
+pub(super) const BATCH_BYTES: usize = 16 * 1024;
 
 impl Session {
     pub fn new(
@@ -336,7 +336,7 @@ impl Session {
     }
 
     /// Picks up a reloaded config (one atomic load when nothing changed).
-    fn refresh_config(&mut self) {
+    pub(super) fn refresh_config(&mut self) {
         let current = self
             .proxy
             .config_gen
@@ -366,7 +366,7 @@ impl Session {
         }
     }
 
-    fn can_read(&self) -> bool {
+    pub(super) fn can_read(&self) -> bool {
         !self.closing
             && self.replies.len() < self.limits.max_pipeline
             && self.out.len() < self.limits.max_output_bytes
@@ -380,6 +380,11 @@ impl Session {
 
     async fn parse_and_route(&mut self) {
         while self.can_read() {
+            // Runs of plainly forwarded requests take the short path; the rest come here.
+            self.forward_lane();
+            if !self.can_read() {
+                return;
+            }
             match self.parser.parse(&mut self.rbuf) {
                 Ok(Some(req)) => {
                     if !req.is_empty() {
@@ -672,7 +677,13 @@ impl Session {
 
     /// Opens the reply slot of a request about to be appended to the batch, first sending the
     /// batch if the request cannot join it (another connection, or `big`: it goes alone).
-    fn open_request(&mut self, blocking: bool, node: u64, big: bool, resend: Option<Bytes>) {
+    pub(super) fn open_request(
+        &mut self,
+        blocking: bool,
+        node: u64,
+        big: bool,
+        resend: Option<Bytes>,
+    ) {
         let mut info = self.slot_info(blocking);
         info.resend = resend;
         let target = match &self.pin {

@@ -1,0 +1,116 @@
+//! The forwarding lane: the short path for requests that need nothing but forwarding.
+//!
+//! Most traffic is plain data commands (GET, SET, HSET, …) from clients with no connection
+//! state (no transaction, subscription or blocking call). Such a request needs no [`Request`]
+//! of its own, no trip through the general dispatch and no copy of its own: the lane looks at
+//! each complete request where it lies in the read buffer, opens its reply slot, and copies the
+//! whole run into the upstream batch at once. When a rule rewrites the key of a single-key
+//! command, the new key is spliced in on the way.
+//!
+//! The lane only skips work. It takes a request only when the general path would forward it
+//! unchanged, or with its one key rewritten, to the client's shared connection; the first
+//! request it cannot take ends the run and goes through [`Session::dispatch`] as before.
+//!
+//! [`Request`]: crate::protocol::Request
+//! [`Session::dispatch`]: crate::proxy::session::Session
+
+use crate::commands::Class;
+use crate::protocol::request::{splice_raw, Peeked};
+use crate::proxy::rewrite::{self, Scope};
+use crate::proxy::session::{ReplyMode, Session, BATCH_BYTES};
+use bytes::Buf;
+use std::sync::atomic::Ordering;
+
+impl Session {
+    /// Forwards the leading requests of the read buffer that the lane can take, and leaves
+    /// the rest where it is.
+    pub(super) fn forward_lane(&mut self) {
+        if !self.lane_open() {
+            return;
+        }
+        let rules = !self.cfg.rules.is_empty();
+        if rules {
+            self.memory.sync_generation(self.cfg.generation);
+        }
+        // Bytes of the requests routed so far, and of those, the bytes already in the batch.
+        let mut taken = 0;
+        let mut copied = 0;
+        while self.can_read() {
+            let Some(req) = self.parser.peek(&self.rbuf[taken..]) else {
+                break;
+            };
+            if !self.lane_takes(&req, taken, rules) {
+                break;
+            }
+            // Opened before any byte of this request joins the batch: opening may send the
+            // batch before it.
+            self.open_request(false, 0, false, None);
+            if rules && self.splice_key(&req, taken, copied) {
+                copied = taken + req.len;
+            }
+            taken += req.len;
+            if self.batch_buf.len() + (taken - copied) >= BATCH_BYTES {
+                self.batch_buf.extend_from_slice(&self.rbuf[copied..taken]);
+                copied = taken;
+                self.flush_batch();
+            }
+        }
+        self.batch_buf.extend_from_slice(&self.rbuf[copied..taken]);
+        self.rbuf.advance(taken);
+    }
+
+    /// True when no connection state routes this client's requests anywhere but its shared
+    /// connection, so the lane may run; the config in force is refreshed.
+    fn lane_open(&mut self) -> bool {
+        let stateless = self.authed
+            && self.pin.is_none()
+            && !self.streaming
+            && self.snapshot.is_none()
+            && !self.cluster_multi
+            && self.reply_mode == ReplyMode::On
+            && self.proxy.cluster.is_none()
+            && self.upstream_gen == self.proxy.upstream_gen.load(Ordering::Acquire);
+        if stateless {
+            self.refresh_config();
+        }
+        stateless
+    }
+
+    /// True when `req` (at `offset` in the read buffer) is a plainly forwarded command whose
+    /// keys, if rules apply, are just its argument 1; records its command id.
+    fn lane_takes(&mut self, req: &Peeked, offset: usize, rules: bool) -> bool {
+        if req.len >= BATCH_BYTES {
+            return false; // a large request goes alone, uncopied
+        }
+        let raw = &self.rbuf[offset..offset + req.len];
+        let name = req.arg(raw, 0).unwrap_or_default();
+        let spec = self.lookups.lookup_parts(name, req.arg(raw, 1));
+        if spec.class != Class::Forward || (rules && !rewrite::has_sole_key(spec)) {
+            return false;
+        }
+        self.current_cmd = spec.id;
+        true
+    }
+
+    /// Applies the rules to the key of `req` (at `offset`); when one rewrites it, appends the
+    /// requests before it not yet in the batch (from `copied`) and `req` with the new key, and
+    /// returns true.
+    fn splice_key(&mut self, req: &Peeked, offset: usize, copied: usize) -> bool {
+        let raw = &self.rbuf[offset..offset + req.len];
+        let Some(key) = req.arg(raw, 1) else {
+            return false;
+        };
+        let mut scope = Scope {
+            rules: &self.cfg.rules,
+            app: self.app.as_deref().or(self.user.as_deref()),
+            memory: &mut self.memory,
+        };
+        let Some(rw) = rewrite::sole_key_rewrite(&mut scope, key) else {
+            return false;
+        };
+        self.batch_buf.extend_from_slice(&self.rbuf[copied..offset]);
+        let change = (1, rw.to.as_ref(), &key[rw.prefix_len..]);
+        splice_raw(raw, &req.args, std::iter::once(change), &mut self.batch_buf);
+        true
+    }
+}
