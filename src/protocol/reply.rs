@@ -42,6 +42,11 @@ impl FrameScanner {
     /// Continues scanning `buf` (which must start with the same bytes as on the previous call)
     /// and returns the frame's length once complete; the scanner is then reset for the next one.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        if self.pos == 0 && self.remaining == 1 {
+            if let Some(len) = quick_frame(buf) {
+                return Ok(Some(len));
+            }
+        }
         while self.remaining > 0 {
             let pos = self.pos;
             let Some(&kind) = buf.get(pos) else {
@@ -83,6 +88,21 @@ impl FrameScanner {
         let len = self.pos;
         *self = FrameScanner::default();
         Ok(Some(len))
+    }
+}
+
+/// The size of the commonest complete frames in one step: a bulk string with a short
+/// canonical header, or a status, error or integer line. `None` leaves the rest (and any
+/// incomplete frame) to the general walk.
+fn quick_frame(buf: &[u8]) -> Option<usize> {
+    match buf.first()? {
+        b'$' => {
+            let (n, start) = crate::protocol::request::quick_len(buf, 1)?;
+            let end = start + n + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        b'+' | b'-' | b':' => find_crlf(buf, 1).map(|cr| cr + 2),
+        _ => None,
     }
 }
 

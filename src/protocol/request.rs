@@ -193,12 +193,28 @@ impl RequestParser {
     }
 
     /// Looks at the complete request at the front of `buf` without taking it: its size and
-    /// where its arguments are, for the forwarding lane, which copies runs of requests as they
-    /// are. `None` for anything else (incomplete, inline, malformed): [`RequestParser::parse`]
-    /// deals with those.
+    /// where its command name and first argument are, for the forwarding lane, which copies
+    /// runs of requests as they are. `None` for anything else (incomplete, inline, malformed):
+    /// [`RequestParser::parse`] deals with those.
     pub fn peek(&self, buf: &[u8]) -> Option<Peeked> {
-        match self.scan(buf) {
-            Ok(Scan::Array { len, args }) => Some(Peeked { len, args }),
+        if buf.first() != Some(&b'*') {
+            return None;
+        }
+        let mut first = [0..0, 0..0];
+        let found = self.scan_array(buf, |i, r| {
+            if i < 2 {
+                first[i] = r;
+            }
+        });
+        match found {
+            Ok(Some((len, argc))) if argc > 0 => {
+                let [name, arg1] = first;
+                Some(Peeked {
+                    len,
+                    name,
+                    arg1: (argc > 1).then_some(arg1),
+                })
+            }
             _ => None,
         }
     }
@@ -210,24 +226,47 @@ impl RequestParser {
         if buf[0] != b'*' {
             return scan_inline(buf);
         }
+        let mut args = SmallVec::new();
+        let mut hint = 0;
+        let found = self.scan_array_hint(buf, &mut hint, |_, r| args.push(r))?;
+        Ok(match found {
+            Some((len, _)) => Scan::Array { len, args },
+            None => Scan::Incomplete(hint),
+        })
+    }
+
+    /// Walks the array request at the front of `buf` (`buf[0]` is `*`), calling `on_arg` with
+    /// each argument's index and range; `Ok(Some((size, count)))` once complete.
+    fn scan_array(
+        &self,
+        buf: &[u8],
+        on_arg: impl FnMut(usize, Range<u32>),
+    ) -> Result<Option<(usize, usize)>, ParseError> {
+        self.scan_array_hint(buf, &mut 0, on_arg)
+    }
+
+    /// [`RequestParser::scan_array`], leaving in `hint` how many bytes an incomplete request
+    /// needs at least.
+    fn scan_array_hint(
+        &self,
+        buf: &[u8],
+        hint: &mut usize,
+        mut on_arg: impl FnMut(usize, Range<u32>),
+    ) -> Result<Option<(usize, usize)>, ParseError> {
         let header = match quick_len(buf, 1) {
             Some((n, pos)) => Some((n as i64, pos)),
             None => read_header(buf, 1, INLINE_MAX)?,
         };
         let Some((count, mut pos)) = header else {
-            return Ok(Scan::Incomplete(0));
+            return Ok(None);
         };
         if count > self.max_array as i64 || count < -1 {
             return Err(ParseError::MultibulkLength);
         }
         let count = count.max(0) as usize;
-        let mut args = SmallVec::new();
-        if count > 8 {
-            args.reserve_exact(count.min(64));
-        }
-        for _ in 0..count {
+        for i in 0..count {
             if pos >= buf.len() {
-                return Ok(Scan::Incomplete(0));
+                return Ok(None);
             }
             if buf[pos] != b'$' {
                 return Err(ParseError::ExpectedBulk(buf[pos] as char));
@@ -237,42 +276,48 @@ impl RequestParser {
                 None => read_header(buf, pos + 1, 32)?,
             };
             let Some((len, start)) = header else {
-                return Ok(Scan::Incomplete(0));
+                return Ok(None);
             };
             if len < 0 || len as usize > self.max_bulk {
                 return Err(ParseError::BulkLength);
             }
             let end = start + len as usize;
             if buf.len() < end + 2 {
-                return Ok(Scan::Incomplete(end + 2));
+                *hint = end + 2;
+                return Ok(None);
             }
-            if &buf[end..end + 2] != b"\r\n" {
+            if buf[end] != b'\r' || buf[end + 1] != b'\n' || end > u32::MAX as usize {
                 return Err(ParseError::BulkLength);
             }
-            if end > u32::MAX as usize {
-                return Err(ParseError::BulkLength);
-            }
-            args.push(start as u32..end as u32);
+            on_arg(i, start as u32..end as u32);
             pos = end + 2;
         }
-        Ok(Scan::Array { len: pos, args })
+        Ok(Some((pos, count)))
     }
 }
 
-/// A complete request seen in place by [`RequestParser::peek`].
-#[derive(Debug)]
+/// A complete request seen in place by [`RequestParser::peek`]: ranges are relative to the
+/// request's first byte.
+#[derive(Debug, Clone)]
 pub struct Peeked {
     /// Its size on the wire.
     pub len: usize,
-    /// Where each argument is, relative to the request's first byte.
-    pub args: SmallVec<[Range<u32>; 8]>,
+    /// The command name.
+    pub name: Range<u32>,
+    /// Argument 1, if any.
+    pub arg1: Option<Range<u32>>,
 }
 
 impl Peeked {
-    /// Argument `i` of the request that starts at `raw[0]`.
-    pub fn arg<'a>(&self, raw: &'a [u8], i: usize) -> Option<&'a [u8]> {
-        self.args
-            .get(i)
+    /// The command name of the request that starts at `raw[0]`.
+    pub fn name<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
+        &raw[self.name.start as usize..self.name.end as usize]
+    }
+
+    /// Argument 1 of the request that starts at `raw[0]`.
+    pub fn arg1<'a>(&self, raw: &'a [u8]) -> Option<&'a [u8]> {
+        self.arg1
+            .as_ref()
             .map(|r| &raw[r.start as usize..r.end as usize])
     }
 }
@@ -329,19 +374,19 @@ pub fn splice<'a>(
     changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>,
     buf: &mut BytesMut,
 ) {
-    splice_raw(&req.raw, &req.args, changes, buf)
+    let changes = changes.map(|(i, head, tail)| (req.args[i].clone(), head, tail));
+    splice_raw(&req.raw, changes, buf)
 }
 
-/// [`splice`] of a request given as its bytes and argument ranges (a [`Peeked`] one).
+/// [`splice`] of a request given as its bytes, each change naming the argument it replaces by
+/// its range (as [`Peeked`] gives them).
 pub fn splice_raw<'a>(
     raw: &[u8],
-    args: &[Range<u32>],
-    changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>,
+    changes: impl Iterator<Item = (Range<u32>, &'a [u8], &'a [u8])>,
     buf: &mut BytesMut,
 ) {
     let mut copied = 0;
-    for (i, head, tail) in changes {
-        let payload = &args[i];
+    for (payload, head, tail) in changes {
         // A bulk header is canonical (`$<len>\r\n`, as parsed or built), so its size is known.
         let header_start = payload.start as usize - header_len(payload.len());
         buf.extend_from_slice(&raw[copied..header_start]);
@@ -351,6 +396,26 @@ pub fn splice_raw<'a>(
         copied = payload.end as usize;
     }
     buf.extend_from_slice(&raw[copied..]);
+}
+
+/// The in-place form of a one-argument [`splice`], for requests still in a read buffer:
+/// appends `buf[from..]` up to the bulk header of the argument at `arg` (a canonical header,
+/// as parsed), that argument's new header, and `head`, which replaces the argument's first
+/// `cut` bytes. Returns where the caller goes on copying: the rest of the argument and of the
+/// request follow unchanged.
+pub fn splice_head(
+    buf: &[u8],
+    from: usize,
+    arg: Range<usize>,
+    cut: usize,
+    head: &[u8],
+    out: &mut BytesMut,
+) -> usize {
+    let header_start = arg.start - header_len(arg.len());
+    out.extend_from_slice(&buf[from..header_start]);
+    push_header(out, b'$', head.len() + arg.len() - cut);
+    out.extend_from_slice(head);
+    arg.start + cut
 }
 
 /// Size on the wire of a request whose arguments are each `head ++ tail`.
@@ -403,8 +468,16 @@ fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
 /// The common case of [`read_header`] in one pass: a complete, well-formed, non-negative
 /// length (no sign, no leading zero, at most 18 digits) followed by CRLF. `None` leaves every
 /// other case, incomplete or wrong, to [`read_header`].
-fn quick_len(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+pub(crate) fn quick_len(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
     let bytes = buf.get(pos..)?;
+    // One or two digits: nearly every header.
+    match *bytes {
+        [d @ b'0'..=b'9', b'\r', b'\n', ..] => return Some(((d - b'0') as usize, pos + 3)),
+        [a @ b'1'..=b'9', b @ b'0'..=b'9', b'\r', b'\n', ..] => {
+            return Some(((a - b'0') as usize * 10 + (b - b'0') as usize, pos + 4))
+        }
+        _ => {}
+    }
     let mut v = 0usize;
     let mut i = 0;
     while i < bytes.len().min(18) {
@@ -708,5 +781,59 @@ mod tests {
             b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
         );
         assert_eq!(r.arg(2), Some(&b""[..]));
+    }
+
+    #[test]
+    fn peek_sees_what_parse_takes() {
+        let p = RequestParser::default();
+        let input = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n*1\r\n$4\r\nPING\r\n";
+        let seen = p.peek(input).unwrap();
+        assert_eq!(seen.len, 33);
+        assert_eq!(seen.name(input), b"SET");
+        assert_eq!(seen.arg1(input), Some(&b"key"[..]));
+        let ping = p.peek(&input[33..]).unwrap();
+        assert_eq!(
+            (ping.name(&input[33..]), ping.arg1(&input[33..])),
+            (&b"PING"[..], None)
+        );
+        for cut in 0..33 {
+            assert!(p.peek(&input[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(
+            p.peek(b"PING\r\n").is_none(),
+            "inline requests take the parser"
+        );
+        assert!(p.peek(b"*1\r\n$x\r\n").is_none(), "malformed ones too");
+        assert!(p.peek(b"*0\r\n").is_none(), "and empty ones");
+    }
+
+    #[test]
+    fn splicing_in_place_equals_splicing_a_request() {
+        let p = RequestParser::default();
+        for (key, cut, head) in [
+            ("AppA_1", 5, "shared_"),
+            ("k", 0, "ns:"),
+            ("0123456789", 2, ""),
+        ] {
+            let req = Request::from_args(["SET", key, "value"]);
+            let mut expected = BytesMut::new();
+            let tail = &key.as_bytes()[cut..];
+            splice(
+                &req,
+                std::iter::once((1, head.as_bytes(), tail)),
+                &mut expected,
+            );
+            // The request sits behind another one in a read buffer.
+            let mut buf = b"*1\r\n$4\r\nPING\r\n".to_vec();
+            let at = buf.len();
+            buf.extend_from_slice(req.raw());
+            let seen = p.peek(&buf[at..]).unwrap();
+            let arg = seen.arg1.clone().unwrap();
+            let arg = at + arg.start as usize..at + arg.end as usize;
+            let mut out = BytesMut::new();
+            let resume = splice_head(&buf, at, arg, cut, head.as_bytes(), &mut out);
+            out.extend_from_slice(&buf[resume..at + seen.len]);
+            assert_eq!(out, expected, "{key}");
+        }
     }
 }

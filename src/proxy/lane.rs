@@ -15,7 +15,7 @@
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
 use crate::commands::Class;
-use crate::protocol::request::{splice_raw, Peeked};
+use crate::protocol::request::{splice_head, Peeked};
 use crate::proxy::rewrite::{self, Scope};
 use crate::proxy::session::{ReplyMode, Session, BATCH_BYTES};
 use bytes::Buf;
@@ -45,8 +45,10 @@ impl Session {
             // Opened before any byte of this request joins the batch: opening may send the
             // batch before it.
             self.open_request(false, 0, false, None);
-            if rules && self.splice_key(&req, taken, copied) {
-                copied = taken + req.len;
+            if rules {
+                if let Some(resume) = self.splice_key(&req, taken, copied) {
+                    copied = resume;
+                }
             }
             taken += req.len;
             if self.batch_buf.len() + (taken - copied) >= BATCH_BYTES {
@@ -83,8 +85,7 @@ impl Session {
             return false; // a large request goes alone, uncopied
         }
         let raw = &self.rbuf[offset..offset + req.len];
-        let name = req.arg(raw, 0).unwrap_or_default();
-        let spec = self.lookups.lookup_parts(name, req.arg(raw, 1));
+        let spec = self.lookups.lookup_parts(req.name(raw), req.arg1(raw));
         if spec.class != Class::Forward || (rules && !rewrite::has_sole_key(spec)) {
             return false;
         }
@@ -93,24 +94,27 @@ impl Session {
     }
 
     /// Applies the rules to the key of `req` (at `offset`); when one rewrites it, appends the
-    /// requests before it not yet in the batch (from `copied`) and `req` with the new key, and
-    /// returns true.
-    fn splice_key(&mut self, req: &Peeked, offset: usize, copied: usize) -> bool {
+    /// bytes from `copied` up to the key with the new prefix in place of the old one, and
+    /// returns where copying goes on (the rest of the key, unchanged).
+    fn splice_key(&mut self, req: &Peeked, offset: usize, copied: usize) -> Option<usize> {
         let raw = &self.rbuf[offset..offset + req.len];
-        let Some(key) = req.arg(raw, 1) else {
-            return false;
-        };
+        let key = req.arg1(raw)?;
         let mut scope = Scope {
             rules: &self.cfg.rules,
             app: self.app.as_deref().or(self.user.as_deref()),
             memory: &mut self.memory,
         };
-        let Some(rw) = rewrite::sole_key_rewrite(&mut scope, key) else {
-            return false;
-        };
-        self.batch_buf.extend_from_slice(&self.rbuf[copied..offset]);
-        let change = (1, rw.to.as_ref(), &key[rw.prefix_len..]);
-        splice_raw(raw, &req.args, std::iter::once(change), &mut self.batch_buf);
-        true
+        let rw = rewrite::sole_key_rewrite(&mut scope, key)?;
+        let arg = req.arg1.clone()?;
+        let arg = offset + arg.start as usize..offset + arg.end as usize;
+        let to = rw.to.as_ref();
+        Some(splice_head(
+            &self.rbuf,
+            copied,
+            arg,
+            rw.prefix_len,
+            to,
+            &mut self.batch_buf,
+        ))
     }
 }
