@@ -172,9 +172,14 @@ impl ReplyQueue {
         true
     }
 
+    /// True when the front slot is answered: [`ReplyQueue::pop_ready`] has a reply.
+    pub fn front_ready(&self) -> bool {
+        self.slots.front().is_some_and(|s| s.frame.is_some())
+    }
+
     /// The next answered reply, in order, if the front slot is answered.
     pub fn pop_ready(&mut self) -> Option<Ready> {
-        if self.slots.front().is_some_and(|s| s.frame.is_some()) {
+        if self.front_ready() {
             let slot = self.slots.pop_front().expect("front exists");
             return slot.frame.map(|frame| Ready {
                 frame,

@@ -283,6 +283,9 @@ impl Session {
     /// Moves answered replies, in request order, to the write queue, counting each. Runs of
     /// replies to the same command, and to requests read together, are counted at once.
     fn drain_ready(&mut self) {
+        if !self.replies.front_ready() {
+            return;
+        }
         let now = Instant::now();
         let mut tally = Tally::default();
         while let Some(Ready { mut frame, info }) = self.replies.pop_ready() {
