@@ -248,6 +248,17 @@ fn long_mixed_pipelines_splice_keys_across_batches() {
     assert_eq!(untouched, format!("2{value}"));
     let leaked: Vec<String> = cmd("KEYS").arg("App*").query(&mut direct).unwrap();
     assert!(leaked.is_empty(), "keys left unrewritten: {leaked:?}");
+
+    // Every key is counted once: SET's and GET's, and MGET's two.
+    let app = |i: &usize| [0, 3, 4, 5].contains(&(i % 7));
+    let rewritten = 2 * (0..3000).filter(app).count();
+    let unmatched = 2 * 3000 - rewritten;
+    let mget = (0..3000).step_by(500).filter(app).count();
+    let (_, text) = rekey.admin("GET", "/metrics");
+    let series = "rekey_keys_rewritten_total{rule=\"sessions\",direction=\"forward\"}";
+    assert_eq!(common::metric(&text, series) as usize, rewritten + mget);
+    let missed = common::metric(&text, "rekey_keys_unmatched_total") as usize;
+    assert_eq!(missed, unmatched + 2 * 6 - mget, "{text}");
 }
 
 #[test]

@@ -16,7 +16,7 @@
 
 use crate::commands::Class;
 use crate::protocol::request::{splice_head, Peeked};
-use crate::proxy::rewrite::{self, Scope};
+use crate::proxy::rewrite::{self, RuleTally, Scope};
 use crate::proxy::session::{ReplyMode, Session, BATCH_BYTES};
 use bytes::Buf;
 use std::sync::atomic::Ordering;
@@ -32,6 +32,7 @@ impl Session {
         if rules {
             self.memory.sync_generation(self.cfg.generation);
         }
+        let mut tally = RuleTally::default();
         // Bytes of the requests routed so far, and of those, the bytes already in the batch.
         let mut taken = 0;
         let mut copied = 0;
@@ -46,7 +47,7 @@ impl Session {
             // batch before it.
             self.open_request(false, 0, false, None);
             if rules {
-                if let Some(resume) = self.splice_key(&req, taken, copied) {
+                if let Some(resume) = self.splice_key(&req, taken, copied, &mut tally) {
                     copied = resume;
                 }
             }
@@ -59,6 +60,7 @@ impl Session {
         }
         self.batch_buf.extend_from_slice(&self.rbuf[copied..taken]);
         self.rbuf.advance(taken);
+        tally.flush(&self.cfg.rules);
     }
 
     /// True when no connection state routes this client's requests anywhere but its shared
@@ -93,10 +95,16 @@ impl Session {
         true
     }
 
-    /// Applies the rules to the key of `req` (at `offset`); when one rewrites it, appends the
-    /// bytes from `copied` up to the key with the new prefix in place of the old one, and
-    /// returns where copying goes on (the rest of the key, unchanged).
-    fn splice_key(&mut self, req: &Peeked, offset: usize, copied: usize) -> Option<usize> {
+    /// Applies the rules to the key of `req` (at `offset`), counting in `tally`; when one
+    /// rewrites it, appends the bytes from `copied` up to the key with the new prefix in place
+    /// of the old one, and returns where copying goes on (the rest of the key, unchanged).
+    fn splice_key(
+        &mut self,
+        req: &Peeked,
+        offset: usize,
+        copied: usize,
+        tally: &mut RuleTally,
+    ) -> Option<usize> {
         let raw = &self.rbuf[offset..offset + req.len];
         let key = req.arg1(raw)?;
         let mut scope = Scope {
@@ -104,7 +112,7 @@ impl Session {
             app: self.app.as_deref().or(self.user.as_deref()),
             memory: &mut self.memory,
         };
-        let rw = rewrite::sole_key_rewrite(&mut scope, key)?;
+        let rw = rewrite::sole_key_rewrite(&mut scope, key, tally)?;
         let arg = req.arg1.clone()?;
         let arg = offset + arg.start as usize..offset + arg.end as usize;
         let to = rw.to.as_ref();

@@ -65,13 +65,19 @@ impl<'a> Scope<'a> {
 
     /// The rewrite of a key, counted and remembered (the new key is not built here).
     fn key_rewrite(&mut self, key: &[u8]) -> Option<Rewrite<'a>> {
+        let mut tally = RuleTally::default();
+        let rw = self.key_rewrite_tallied(key, &mut tally);
+        tally.flush(self.rules);
+        rw
+    }
+
+    /// [`Scope::key_rewrite`], counted in `tally` (flushed by the caller).
+    fn key_rewrite_tallied(&mut self, key: &[u8], tally: &mut RuleTally) -> Option<Rewrite<'a>> {
         let Some(rw) = self.rules.forward(self.app, key) else {
-            stats()
-                .unmatched_keys
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tally.unmatched += 1;
             return None;
         };
-        self.rules.rules()[rw.rule].count_forward();
+        tally.add(self.rules, rw.rule);
         self.memory.remember(rw.rule, &rw.to, &key[..rw.prefix_len]);
         Some(rw)
     }
@@ -242,10 +248,55 @@ fn rewrite_sole_key(
     encode(req, change.into_iter(), out, max_encoded)
 }
 
-/// The rewrite of the key of a command with [`has_sole_key`] (argument 1), counted and
-/// remembered like any other; the caller splices it in.
-pub fn sole_key_rewrite<'r>(scope: &mut Scope<'r>, key: &[u8]) -> Option<Rewrite<'r>> {
-    scope.key_rewrite(key)
+/// The rewrite of the key of a command with [`has_sole_key`] (argument 1), remembered like
+/// any other and counted in `tally`; the caller splices it in.
+pub fn sole_key_rewrite<'r>(
+    scope: &mut Scope<'r>,
+    key: &[u8],
+    tally: &mut RuleTally,
+) -> Option<Rewrite<'r>> {
+    scope.key_rewrite_tallied(key, tally)
+}
+
+/// Rule hits counted over a run of requests and added to the shared counters at once (one
+/// atomic add per run instead of one per key).
+#[derive(Debug, Default)]
+pub struct RuleTally {
+    /// The rule of the current stretch of hits, and how many.
+    current: Option<(usize, u64)>,
+    /// Keys no rule rewrote.
+    unmatched: u64,
+}
+
+impl RuleTally {
+    fn add(&mut self, rules: &RuleSet, rule: usize) {
+        match &mut self.current {
+            Some((r, n)) if *r == rule => *n += 1,
+            _ => {
+                self.flush_hits(rules);
+                self.current = Some((rule, 1));
+            }
+        }
+    }
+
+    fn flush_hits(&mut self, rules: &RuleSet) {
+        if let Some((rule, n)) = self.current.take() {
+            if let Some(r) = rules.rules().get(rule) {
+                r.count_forward_n(n);
+            }
+        }
+    }
+
+    /// Adds the counts to the rules' and the proxy's counters.
+    pub fn flush(&mut self, rules: &RuleSet) {
+        self.flush_hits(rules);
+        if self.unmatched > 0 {
+            stats()
+                .unmatched_keys
+                .fetch_add(self.unmatched, std::sync::atomic::Ordering::Relaxed);
+            self.unmatched = 0;
+        }
+    }
 }
 
 /// What the rules change in one request, decided before anything is encoded: the caller
