@@ -95,6 +95,37 @@ fn requests_trickling_in_small_pieces_are_answered_in_order() {
     raw.expect(&expected);
 }
 
+/// Error replies in the middle of a pipelined run of one command (the replies are then
+/// placed one by one, not relayed as a run) keep their place.
+#[test]
+fn errors_inside_pipelined_runs_keep_their_place() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "");
+    let mut con = rekey.client();
+    let _: () = con.set("text", "not a number").unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        let key = if i % 7 == 3 { "text" } else { "counter" };
+        pipe.cmd("INCR").arg(key);
+    }
+    use redis::ConnectionLike;
+    let replies: Vec<redis::RedisResult<i64>> = con
+        .req_packed_commands(&pipe.get_packed_pipeline(), 0, 3000)
+        .unwrap()
+        .into_iter()
+        .map(|v| redis::from_redis_value(&v))
+        .collect();
+    let mut next = 1;
+    for (i, r) in replies.iter().enumerate() {
+        if i % 7 == 3 {
+            assert!(r.is_err(), "reply {i}: {r:?}");
+        } else {
+            assert_eq!(r.as_ref().ok(), Some(&next), "reply {i}");
+            next += 1;
+        }
+    }
+}
+
 #[test]
 fn by_default_a_worker_has_one_pipelined_upstream_connection() {
     let redis = RedisServer::start();

@@ -45,7 +45,7 @@ impl Session {
             }
             // Opened before any byte of this request joins the batch: opening may send the
             // batch before it.
-            self.open_request(false, 0, false, None);
+            self.open_plain_request();
             if rules {
                 if let Some(resume) = self.splice_key(&req, taken, copied, &mut tally) {
                     copied = resume;

@@ -35,14 +35,58 @@ impl SlotInfo {
     fn plain(&self) -> bool {
         !self.blocking && !self.silent && self.ctx.is_none() && self.resend.is_none()
     }
+
+    /// The record of another request of the same plain run.
+    fn plain_copy(&self) -> SlotInfo {
+        SlotInfo {
+            blocking: false,
+            silent: false,
+            ctx: None,
+            cmd: self.cmd,
+            started: self.started,
+            resend: None,
+            redirects: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Slot {
     seq: u64,
+    /// Requests this slot stands for: `seq .. seq + count`. Consecutive plain requests of one
+    /// command read together, still waiting, share a slot (a pipeline of GETs costs one);
+    /// every other slot stands for one request or frame.
+    count: u32,
     frame: Option<Bytes>,
     /// `None` for frames that answer no request.
     info: Option<SlotInfo>,
+}
+
+impl Slot {
+    fn single(seq: u64, frame: Option<Bytes>, info: Option<SlotInfo>) -> Slot {
+        Slot {
+            seq,
+            count: 1,
+            frame,
+            info,
+        }
+    }
+
+    /// True when request `seq`, recorded as `info`, extends this slot's run.
+    fn joins(&self, seq: u64, info: &SlotInfo) -> bool {
+        self.frame.is_none()
+            && self.count < u32::MAX
+            && self.seq + self.count as u64 == seq
+            && info.plain()
+            && self
+                .info
+                .as_ref()
+                .is_some_and(|i| i.plain() && i.cmd == info.cmd && i.started == info.started)
+    }
+
+    fn holds(&self, seq: u64) -> bool {
+        self.info.is_some() && self.seq <= seq && seq - self.seq < self.count as u64
+    }
 }
 
 /// What the session learns when a reply fills its slot.
@@ -62,12 +106,14 @@ pub struct Ready {
 pub struct ReplyQueue {
     slots: VecDeque<Slot>,
     next_seq: u64,
+    /// Requests and frames waiting: the slots' counts added up.
+    entries: usize,
 }
 
 impl ReplyQueue {
-    /// Slots waiting to be written (answered or not).
+    /// Requests and frames waiting to be written (answered or not).
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.entries
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,11 +124,41 @@ impl ReplyQueue {
     pub fn expect(&mut self, info: SlotInfo) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.slots.push_back(Slot {
-            seq,
-            frame: None,
-            info: Some(info),
-        });
+        self.entries += 1;
+        match self.slots.back_mut() {
+            Some(run) if run.joins(seq, &info) => run.count += 1,
+            _ => self.slots.push_back(Slot::single(seq, None, Some(info))),
+        }
+        seq
+    }
+
+    /// [`ReplyQueue::expect`] for a plain request (replied as it comes) of command `cmd`
+    /// read at `started`: usually one more request in the back slot's run.
+    pub fn expect_plain(&mut self, cmd: u16, started: Instant) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries += 1;
+        if let Some(run) = self.slots.back_mut() {
+            let same = |i: &SlotInfo| i.cmd == cmd && i.started == started && i.plain();
+            if run.frame.is_none()
+                && run.count < u32::MAX
+                && run.seq + run.count as u64 == seq
+                && run.info.as_ref().is_some_and(same)
+            {
+                run.count += 1;
+                return seq;
+            }
+        }
+        let info = SlotInfo {
+            blocking: false,
+            silent: false,
+            ctx: None,
+            cmd,
+            started,
+            resend: None,
+            redirects: 0,
+        };
+        self.slots.push_back(Slot::single(seq, None, Some(info)));
         seq
     }
 
@@ -90,30 +166,22 @@ impl ReplyQueue {
     pub fn local(&mut self, frame: Bytes, info: SlotInfo) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.slots.push_back(Slot {
-            seq,
-            frame: Some(frame),
-            info: Some(info),
-        });
+        self.entries += 1;
+        self.slots
+            .push_back(Slot::single(seq, Some(frame), Some(info)));
     }
 
     /// A frame that answers no request, placed after every request sent so far.
     pub fn push(&mut self, frame: Bytes) {
         let seq = self.next_seq.saturating_sub(1);
-        self.slots.push_back(Slot {
-            seq,
-            frame: Some(frame),
-            info: None,
-        });
+        self.entries += 1;
+        self.slots.push_back(Slot::single(seq, Some(frame), None));
     }
 
     /// Fills the slot of request `seq`; `None` if no such slot waits (a stale reply).
     pub fn fill(&mut self, seq: u64, frame: Bytes) -> Option<Filled> {
-        let i = self.index_of(seq);
-        let slot = self
-            .slots
-            .get_mut(i)
-            .filter(|s| s.seq == seq && s.info.is_some() && s.frame.is_none())?;
+        let i = self.waiting(seq)?;
+        let slot = &mut self.slots[i];
         slot.frame = Some(frame);
         Some(Filled {
             blocking: slot.info.as_ref().is_some_and(|i| i.blocking),
@@ -122,53 +190,106 @@ impl ReplyQueue {
 
     /// The record of request `seq` while it waits for its reply.
     pub fn waiting_mut(&mut self, seq: u64) -> Option<&mut SlotInfo> {
-        let i = self.index_of(seq);
-        self.slots
-            .get_mut(i)
-            .filter(|s| s.seq == seq && s.frame.is_none())?
-            .info
-            .as_mut()
+        let i = self.waiting(seq)?;
+        self.slots[i].info.as_mut()
     }
 
-    /// Where the slot of request `seq` is (or would be). Sequence numbers rise by one per slot
-    /// except behind pushes, so the first guess is almost always right.
-    fn index_of(&self, seq: u64) -> usize {
-        if let Some(front) = self.slots.front() {
-            let guess = seq.wrapping_sub(front.seq) as usize;
-            if self.slots.get(guess).is_some_and(|s| s.seq == seq) {
-                return guess;
-            }
+    /// The index of the slot of request `seq`, still waiting, given a slot of its own (a run
+    /// it belongs to is split around it).
+    fn waiting(&mut self, seq: u64) -> Option<usize> {
+        let i = self.index_of(seq)?;
+        if self.slots[i].frame.is_some() {
+            return None;
         }
-        self.slots.partition_point(|s| s.seq < seq)
+        Some(self.isolate(i, seq))
+    }
+
+    /// Where the slot holding request `seq` is. Almost always the front; else a binary search
+    /// (pushes share the sequence number of the request before them and follow it).
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        if self.slots.front()?.holds(seq) {
+            return Some(0);
+        }
+        let mut i = self
+            .slots
+            .partition_point(|s| s.seq <= seq)
+            .checked_sub(1)?;
+        while self.slots[i].info.is_none() {
+            i = i.checked_sub(1)?;
+        }
+        self.slots[i].holds(seq).then_some(i)
+    }
+
+    /// Splits the run in slot `i` so that request `seq` has a slot of its own; returns it.
+    fn isolate(&mut self, i: usize, seq: u64) -> usize {
+        let run = &mut self.slots[i];
+        if run.count == 1 {
+            return i;
+        }
+        let info = run.info.as_ref().expect("runs are requests").plain_copy();
+        let before = (seq - run.seq) as u32;
+        let after = run.count - before - 1;
+        let at = if before == 0 {
+            run.count = 1;
+            i
+        } else {
+            run.count = before;
+            self.slots
+                .insert(i + 1, Slot::single(seq, None, Some(info.plain_copy())));
+            i + 1
+        };
+        if after > 0 {
+            let rest = Slot {
+                seq: seq + 1,
+                count: after,
+                frame: None,
+                info: Some(info),
+            };
+            self.slots.insert(at + 1, rest);
+        }
+        at
     }
 
     /// When requests `first_seq .. first_seq + count` are the oldest in the queue, all still
     /// waiting, and their replies need no work of their own (`SlotInfo::plain`), removes
-    /// their slots, calling `each` with each record, and returns true: the caller writes the
-    /// replies as one run. Otherwise changes nothing and returns false.
+    /// them, calling `each` with each slot's record and how many requests it stood for, and
+    /// returns true: the caller writes the replies as one run. Otherwise changes nothing and
+    /// returns false.
     pub fn take_plain_run(
         &mut self,
         first_seq: u64,
         count: u32,
-        mut each: impl FnMut(&SlotInfo),
+        mut each: impl FnMut(&SlotInfo, u32),
     ) -> bool {
-        let count = count as usize;
-        if self.slots.len() < count || self.slots.front().map(|s| s.seq) != Some(first_seq) {
-            return false;
-        }
-        let plain = self.slots.range(..count).enumerate().all(|(i, s)| {
-            s.seq == first_seq + i as u64
-                && s.frame.is_none()
-                && s.info.as_ref().is_some_and(SlotInfo::plain)
-        });
-        if !plain {
-            return false;
-        }
-        for slot in self.slots.drain(..count) {
-            if let Some(info) = &slot.info {
-                each(info);
+        let mut next = first_seq;
+        let end = first_seq + count as u64;
+        for s in &self.slots {
+            if next == end {
+                break;
             }
+            let plain = s.info.as_ref().is_some_and(SlotInfo::plain);
+            if s.seq != next || s.frame.is_some() || !plain {
+                return false;
+            }
+            next += (s.count as u64).min(end - next);
         }
+        if next != end {
+            return false;
+        }
+        let mut left = count;
+        while left > 0 {
+            let front = self.slots.front_mut().expect("checked above");
+            let n = front.count.min(left);
+            each(front.info.as_ref().expect("checked above"), n);
+            if n == front.count {
+                self.slots.pop_front();
+            } else {
+                front.seq += n as u64;
+                front.count -= n;
+            }
+            left -= n;
+        }
+        self.entries -= count as usize;
         true
     }
 
@@ -181,6 +302,7 @@ impl ReplyQueue {
     pub fn pop_ready(&mut self) -> Option<Ready> {
         if self.front_ready() {
             let slot = self.slots.pop_front().expect("front exists");
+            self.entries -= 1;
             return slot.frame.map(|frame| Ready {
                 frame,
                 info: slot.info,
@@ -241,13 +363,13 @@ mod tests {
         let b = q.expect(info(false, false));
         let c = q.expect(info(false, true));
         let mut seen = 0;
-        assert!(!q.take_plain_run(b, 1, |_| seen += 1), "not the oldest");
+        assert!(!q.take_plain_run(b, 1, |_, n| seen += n), "not the oldest");
         assert!(
-            !q.take_plain_run(a, 3, |_| seen += 1),
+            !q.take_plain_run(a, 3, |_, n| seen += n),
             "a silent slot needs its own work"
         );
         assert_eq!(seen, 0);
-        assert!(q.take_plain_run(a, 2, |_| seen += 1));
+        assert!(q.take_plain_run(a, 2, |_, n| seen += n));
         assert_eq!(seen, 2);
         assert_eq!(q.len(), 1);
         q.push(Bytes::from_static(b">P\r\n"));
@@ -267,5 +389,106 @@ mod tests {
         q.local(Bytes::from_static(b"+X\r\n"), info(false, false));
         q.fill(a, Bytes::from_static(b"+A\r\n"));
         assert_eq!(frames(&mut q), vec![&b"+X\r\n"[..]]);
+    }
+
+    fn plain_at(cmd: u16, started: Instant) -> SlotInfo {
+        SlotInfo {
+            cmd,
+            started,
+            ..info(false, false)
+        }
+    }
+
+    #[test]
+    fn a_pipeline_shares_one_slot_and_leaves_in_pieces() {
+        let mut q = ReplyQueue::default();
+        let t = Instant::now();
+        let first = q.expect(plain_at(1, t));
+        for _ in 1..16 {
+            q.expect(plain_at(1, t));
+        }
+        assert_eq!((q.len(), q.slots.len()), (16, 1));
+        // Another command, or another read, starts a new run.
+        q.expect(plain_at(2, t));
+        q.expect(plain_at(1, t + std::time::Duration::from_millis(1)));
+        assert_eq!((q.len(), q.slots.len()), (18, 3));
+        let mut seen = Vec::new();
+        assert!(
+            !q.take_plain_run(first + 1, 5, |_, n| seen.push(n)),
+            "not the oldest"
+        );
+        assert!(q.take_plain_run(first, 5, |i, n| seen.push(n + i.cmd as u32 * 100)));
+        assert!(q.take_plain_run(first + 5, 13, |i, n| seen.push(n + i.cmd as u32 * 100)));
+        assert_eq!(seen, [105, 111, 201, 101]);
+        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn a_reply_inside_a_run_splits_it() {
+        let mut q = ReplyQueue::default();
+        let t = Instant::now();
+        let seqs: Vec<u64> = (0..6).map(|_| q.expect(plain_at(1, t))).collect();
+        // Replies one by one, out of the front's order of arrival: the middle first.
+        q.fill(seqs[3], Bytes::from_static(b"+3\r\n"));
+        assert_eq!(q.slots.len(), 3);
+        assert!(q.pop_ready().is_none());
+        assert!(
+            !q.take_plain_run(seqs[0], 4, |_, _| ()),
+            "an answered request is no longer plain"
+        );
+        assert!(q.waiting_mut(seqs[0]).is_some());
+        q.fill(seqs[0], Bytes::from_static(b"+0\r\n"));
+        q.fill(seqs[5], Bytes::from_static(b"+5\r\n"));
+        assert_eq!(q.fill(seqs[5], Bytes::new()), None, "already answered");
+        for i in [1, 2, 4] {
+            q.fill(seqs[i], Bytes::from(format!("+{i}\r\n")));
+        }
+        assert_eq!(q.len(), 6);
+        assert_eq!(
+            frames(&mut q),
+            vec![
+                &b"+0\r\n"[..],
+                b"+1\r\n",
+                b"+2\r\n",
+                b"+3\r\n",
+                b"+4\r\n",
+                b"+5\r\n"
+            ]
+        );
+        assert_eq!((q.len(), q.fill(seqs[2], Bytes::new())), (0, None));
+    }
+
+    #[test]
+    fn pushes_between_runs_keep_their_place() {
+        let mut q = ReplyQueue::default();
+        let t = Instant::now();
+        let a = q.expect(plain_at(1, t));
+        q.expect(plain_at(1, t));
+        q.push(Bytes::from_static(b">P\r\n"));
+        let c = q.expect(plain_at(1, t));
+        assert_eq!(q.slots.len(), 3, "a push ends the run");
+        q.fill(c, Bytes::from_static(b"+C\r\n"));
+        q.fill(a + 1, Bytes::from_static(b"+B\r\n"));
+        q.fill(a, Bytes::from_static(b"+A\r\n"));
+        assert_eq!(
+            frames(&mut q),
+            vec![&b"+A\r\n"[..], b"+B\r\n", b">P\r\n", b"+C\r\n"]
+        );
+    }
+
+    #[test]
+    fn the_lanes_plain_requests_join_runs_like_any_other() {
+        let mut q = ReplyQueue::default();
+        let t = Instant::now();
+        let a = q.expect_plain(1, t);
+        q.expect(plain_at(1, t));
+        q.expect_plain(1, t);
+        q.expect(info(false, true)); // silent: a slot of its own
+        q.expect_plain(1, t);
+        assert_eq!((q.len(), q.slots.len()), (5, 3));
+        let mut n = 0;
+        assert!(q.take_plain_run(a, 3, |_, k| n += k));
+        assert_eq!((n, q.len()), (3, 2));
     }
 }

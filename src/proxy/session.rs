@@ -290,7 +290,7 @@ impl Session {
         let mut tally = Tally::default();
         while let Some(Ready { mut frame, info }) = self.replies.pop_ready() {
             if let Some(info) = info {
-                tally.add(now, info.cmd, reply::is_error(&frame), info.started);
+                tally.add(now, info.cmd, reply::is_error(&frame), info.started, 1);
                 if info.silent {
                     continue;
                 }
@@ -712,6 +712,27 @@ impl Session {
         }
     }
 
+    /// [`Session::open_request`] for the lane: a plain request of `current_cmd` for the
+    /// client's shared connection (the lane runs only when nothing else is possible).
+    pub(super) fn open_plain_request(&mut self) {
+        let seq = self
+            .replies
+            .expect_plain(self.current_cmd, self.current_start);
+        match &mut self.batch {
+            Some(b) if b.target == Target::Shared(0) && b.first_seq + b.count as u64 == seq => {
+                b.count += 1
+            }
+            _ => {
+                self.flush_batch();
+                self.batch = Some(Batch {
+                    target: Target::Shared(0),
+                    first_seq: seq,
+                    count: 1,
+                });
+            }
+        }
+    }
+
     /// Sends the batch once it is large enough.
     fn close_request(&mut self) {
         if self.batch_buf.len() >= BATCH_BYTES {
@@ -816,8 +837,8 @@ impl Session {
         }
         let now = Instant::now();
         let mut tally = Tally::default();
-        let taken = self.replies.take_plain_run(first_seq, count, |info| {
-            tally.add(now, info.cmd, false, info.started)
+        let taken = self.replies.take_plain_run(first_seq, count, |info, n| {
+            tally.add(now, info.cmd, false, info.started, n as u64)
         });
         if taken {
             tally.flush(now);
@@ -858,19 +879,20 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, now: Instant, cmd: u16, error: bool, started: Instant) {
+    /// Counts `n` replies to command `cmd` whose requests arrived at `started`.
+    fn add(&mut self, now: Instant, cmd: u16, error: bool, started: Instant, n: u64) {
         match &mut self.command {
-            Some((c, e, n)) if *c == cmd && *e == error => *n += 1,
+            Some((c, e, count)) if *c == cmd && *e == error => *count += n,
             _ => {
                 self.flush_command();
-                self.command = Some((cmd, error, 1));
+                self.command = Some((cmd, error, n));
             }
         }
         match &mut self.latency {
-            Some((s, n)) if *s == started => *n += 1,
+            Some((s, count)) if *s == started => *count += n,
             _ => {
                 self.flush_latency(now);
-                self.latency = Some((started, 1));
+                self.latency = Some((started, n));
             }
         }
     }
