@@ -31,6 +31,9 @@ pub struct Rule {
     /// Every match starts with one of these (from the regex's literal prefixes): a key that
     /// starts with none is rejected without running the regex. `None`: no useful set.
     prefixes: Option<Vec<Vec<u8>>>,
+    /// With a fixed replacement: the pattern is exactly these literals (`^(AppA|AppB)_`), in
+    /// the regex's order of preference, so the first that starts a key is the match.
+    exact: Option<Vec<Vec<u8>>>,
     apps: Option<Vec<String>>,
     pub channels: bool,
     hits: Arc<RuleHits>,
@@ -84,7 +87,12 @@ impl Rule {
         let body = cfg.pattern.strip_prefix('^').unwrap_or(&cfg.pattern);
         let regex = Regex::new(&format!("^(?:{body})")).map_err(|e| err(e.to_string()))?;
         check_replace(&cfg.replace, &regex).map_err(err)?;
-        let prefixes = required_prefixes(regex.as_str());
+        let (prefixes, exact) = match required_prefixes(regex.as_str()) {
+            Some((list, true)) => (Some(list.clone()), Some(list)),
+            Some((list, false)) => (Some(list), None),
+            None => (None, None),
+        };
+        let fixed = (!cfg.replace.contains('$')).then(|| cfg.replace.clone().into_bytes());
         Ok(Rule {
             name: cfg.name.clone(),
             source: cfg.pattern.clone(),
@@ -92,7 +100,8 @@ impl Rule {
             replace: cfg.replace.clone(),
             literal: is_literal(body).then(|| body.as_bytes().to_vec()),
             prefixes,
-            fixed: (!cfg.replace.contains('$')).then(|| cfg.replace.clone().into_bytes()),
+            exact: exact.filter(|_| fixed.is_some()),
+            fixed,
             apps: cfg.apps.clone().filter(|a| !a.iter().any(|x| x == "*")),
             channels: cfg.channels,
             hits: RuleHits::of(&cfg.name),
@@ -144,6 +153,10 @@ impl Rule {
         if let (Some(lit), Some(fixed)) = (&self.literal, &self.fixed) {
             return has_prefix(key, lit).then(|| (lit.len(), Cow::Borrowed(&fixed[..])));
         }
+        if let (Some(exact), Some(fixed)) = (&self.exact, &self.fixed) {
+            let lit = exact.iter().find(|l| has_prefix(key, l))?;
+            return Some((lit.len(), Cow::Borrowed(&fixed[..])));
+        }
         if !self.may_match(key) {
             return None;
         }
@@ -167,6 +180,9 @@ impl Rule {
         if let Some(lit) = &self.literal {
             return has_prefix(key, lit);
         }
+        if let Some(exact) = &self.exact {
+            return exact.iter().any(|l| has_prefix(key, l));
+        }
         if !self.may_match(key) {
             return false;
         }
@@ -185,8 +201,9 @@ impl Rule {
     }
 }
 
-/// The literal prefixes every match of `pattern` starts with, when there are a few of them.
-fn required_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+/// The literal prefixes every match of `pattern` starts with, when there are a few of them,
+/// in order of preference, and whether they are exact (the pattern matches just these).
+fn required_prefixes(pattern: &str) -> Option<(Vec<Vec<u8>>, bool)> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::ParserBuilder::new()
         .utf8(false)
@@ -198,7 +215,13 @@ fn required_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
     let useful = !literals.is_empty()
         && literals.len() <= 32
         && literals.iter().all(|l| !l.as_bytes().is_empty());
-    useful.then(|| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
+    let exact = literals.iter().all(|l| l.is_exact());
+    useful.then(|| {
+        (
+            literals.iter().map(|l| l.as_bytes().to_vec()).collect(),
+            exact,
+        )
+    })
 }
 
 /// `key.starts_with(prefix)` without a libc `memcmp` call: prefixes are a few bytes long.
@@ -404,6 +427,48 @@ mod tests {
                 assert_eq!(
                     r.matches(key),
                     r.regex.is_match(key),
+                    "{} on {key:?}",
+                    r.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exact_literal_alternations_match_like_the_regex() {
+        let set = RuleSet::compile(&[
+            rule("apps", r"^(AppA|AppB)_", "shared_"),
+            rule("short_first", r"^(a|ab)", "x"),
+            rule("long_first", r"^(ab|a)", "y"),
+            rule("ci", r"^(?i)sess:", "s:"),
+            rule("class", r"^[a-z]+:", "c:"),
+            rule("captures", r"^(AppA|AppB)_", "${1}"),
+        ])
+        .unwrap();
+        let exact: Vec<bool> = set.rules().iter().map(|r| r.exact.is_some()).collect();
+        assert_eq!(
+            exact,
+            [true, true, true, false, false, false],
+            "(?i) is left to the regex"
+        );
+        for key in [
+            &b"AppA_1"[..],
+            b"AppB_",
+            b"AppC_1",
+            b"App",
+            b"abc",
+            b"ac",
+            b"a",
+            b"b",
+            b"SeSs:1",
+            b"sess",
+            b"",
+        ] {
+            for r in set.rules() {
+                let want = r.regex.find(key).map(|m| m.end());
+                assert_eq!(
+                    r.rewrite(key).map(|(n, _)| n),
+                    want,
                     "{} on {key:?}",
                     r.name
                 );
