@@ -472,6 +472,7 @@ mod tests {
                     "{} on {key:?}",
                     r.name
                 );
+                assert_eq!(r.matches(key), want.is_some(), "{} on {key:?}", r.name);
             }
         }
     }
