@@ -810,10 +810,15 @@ mod tests {
     #[test]
     fn splicing_in_place_equals_splicing_a_request() {
         let p = RequestParser::default();
+        let (long_key, long_head) = ("k".repeat(120), "h".repeat(60));
         for (key, cut, head) in [
             ("AppA_1", 5, "shared_"),
             ("k", 0, "ns:"),
             ("0123456789", 2, ""),
+            ("key:0000000000000001", 0, "ns:"),
+            ("key:000000000000001", 4, "0123456789"),
+            (long_key.as_str(), 1, "ns:"),
+            ("AppB_x", 5, long_head.as_str()),
         ] {
             let req = Request::from_args(["SET", key, "value"]);
             let mut expected = BytesMut::new();

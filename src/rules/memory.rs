@@ -36,6 +36,7 @@ impl PrefixMemory {
 
     /// Records that `app_prefix` became `upstream_prefix` through `rule`. Allocates only when
     /// the pair is new.
+    #[inline]
     pub fn remember(&mut self, rule: usize, upstream_prefix: &[u8], app_prefix: &[u8]) {
         // Most clients use one prefix: the last entry is the usual hit.
         if let Some(last) = self.entries.last() {
@@ -46,6 +47,11 @@ impl PrefixMemory {
                 return;
             }
         }
+        self.remember_new(rule, upstream_prefix, app_prefix);
+    }
+
+    /// [`PrefixMemory::remember`] of a pair that is not the last one remembered.
+    fn remember_new(&mut self, rule: usize, upstream_prefix: &[u8], app_prefix: &[u8]) {
         if let Some(i) = self
             .entries
             .iter()
