@@ -201,6 +201,21 @@ impl Rule {
     }
 }
 
+/// [`RuleSet::by_prefix`]: every rule's literal prefixes in order, when each rule is decided by
+/// its prefixes alone (a literal or exact set of literals, and a fixed replacement).
+fn prefix_list(rules: &[Rule]) -> Option<Vec<(Vec<u8>, usize)>> {
+    let mut list = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        rule.fixed.as_ref()?;
+        match (&rule.literal, &rule.exact) {
+            (Some(lit), _) => list.push((lit.clone(), i)),
+            (None, Some(exact)) => list.extend(exact.iter().map(|l| (l.clone(), i))),
+            (None, None) => return None,
+        }
+    }
+    Some(list)
+}
+
 /// The literal prefixes every match of `pattern` starts with, when there are a few of them,
 /// in order of preference, and whether they are exact (the pattern matches just these).
 fn required_prefixes(pattern: &str) -> Option<(Vec<Vec<u8>>, bool)> {
@@ -273,13 +288,17 @@ fn check_replace(replace: &str, regex: &Regex) -> Result<(), String> {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// When every rule is a set of literal prefixes with a fixed replacement (the usual
+    /// session rules), all of them as one list in rule order, each literal with its rule:
+    /// the first that starts a key, of a rule that applies, decides.
+    by_prefix: Option<Vec<(Vec<u8>, usize)>>,
 }
 
 impl RuleSet {
     pub fn compile(cfgs: &[RuleConfig]) -> Result<RuleSet, RuleError> {
-        Ok(RuleSet {
-            rules: cfgs.iter().map(Rule::compile).collect::<Result<_, _>>()?,
-        })
+        let rules: Vec<Rule> = cfgs.iter().map(Rule::compile).collect::<Result<_, _>>()?;
+        let by_prefix = prefix_list(&rules);
+        Ok(RuleSet { rules, by_prefix })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -297,6 +316,17 @@ impl RuleSet {
 
     /// The first rule that rewrites `key` for `app`.
     pub fn forward(&self, app: Option<&str>, key: &[u8]) -> Option<Rewrite<'_>> {
+        if let Some(list) = &self.by_prefix {
+            return list.iter().find_map(|(lit, i)| {
+                let rule = &self.rules[*i];
+                let fixed = rule.fixed.as_deref()?;
+                (has_prefix(key, lit) && rule.applies(app)).then_some(Rewrite {
+                    rule: *i,
+                    prefix_len: lit.len(),
+                    to: Cow::Borrowed(fixed),
+                })
+            });
+        }
         self.rules
             .iter()
             .enumerate()
@@ -473,6 +503,38 @@ mod tests {
                     r.name
                 );
                 assert_eq!(r.matches(key), want.is_some(), "{} on {key:?}", r.name);
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_decided_rule_sets_answer_like_the_regexes() {
+        let mut apps_only = rule("apps_only", r"^(AppA|AppB)_", "only_");
+        apps_only.apps = Some(vec!["AppB".into()]);
+        let configs = [
+            apps_only,
+            rule("apps", r"^(AppA|AppB)_", "shared_"),
+            rule("sess", "^sess:", "s:"),
+            rule("all", "^", "ns:"),
+        ];
+        let set = RuleSet::compile(&configs).unwrap();
+        assert!(set.by_prefix.is_some());
+        let mixed = RuleSet::compile(&[configs[1].clone(), rule("class", "^[a-z]+:", "c:")]);
+        assert!(
+            mixed.unwrap().by_prefix.is_none(),
+            "a class needs the regex"
+        );
+        for app in [None, Some("AppA"), Some("AppB")] {
+            for key in [&b"AppA_1"[..], b"AppB_2", b"sess:3", b"sess", b"other", b""] {
+                // What walking the rules with their regexes answers.
+                let want = set
+                    .rules()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.applies(app))
+                    .find_map(|(i, r)| r.regex.find(key).map(|m| (i, m.end())));
+                let got = set.forward(app, key).map(|rw| (rw.rule, rw.prefix_len));
+                assert_eq!(got, want, "{app:?} {key:?}");
             }
         }
     }
