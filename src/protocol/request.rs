@@ -201,7 +201,7 @@ impl RequestParser {
             return None;
         }
         let mut first = [0..0, 0..0];
-        let found = self.scan_array(buf, |i, r| {
+        let found = self.scan_array(buf, &mut 0, |i, r| {
             if i < 2 {
                 first[i] = r;
             }
@@ -228,7 +228,7 @@ impl RequestParser {
         }
         let mut args = SmallVec::new();
         let mut hint = 0;
-        let found = self.scan_array_hint(buf, &mut hint, |_, r| args.push(r))?;
+        let found = self.scan_array(buf, &mut hint, |_, r| args.push(r))?;
         Ok(match found {
             Some((len, _)) => Scan::Array { len, args },
             None => Scan::Incomplete(hint),
@@ -236,18 +236,9 @@ impl RequestParser {
     }
 
     /// Walks the array request at the front of `buf` (`buf[0]` is `*`), calling `on_arg` with
-    /// each argument's index and range; `Ok(Some((size, count)))` once complete.
+    /// each argument's index and range; `Ok(Some((size, count)))` once complete, else
+    /// `Ok(None)` with `hint` set to how many bytes would help, when known.
     fn scan_array(
-        &self,
-        buf: &[u8],
-        on_arg: impl FnMut(usize, Range<u32>),
-    ) -> Result<Option<(usize, usize)>, ParseError> {
-        self.scan_array_hint(buf, &mut 0, on_arg)
-    }
-
-    /// [`RequestParser::scan_array`], leaving in `hint` how many bytes an incomplete request
-    /// needs at least.
-    fn scan_array_hint(
         &self,
         buf: &[u8],
         hint: &mut usize,
@@ -374,19 +365,10 @@ pub fn splice<'a>(
     changes: impl Iterator<Item = (usize, &'a [u8], &'a [u8])>,
     buf: &mut BytesMut,
 ) {
-    let changes = changes.map(|(i, head, tail)| (req.args[i].clone(), head, tail));
-    splice_raw(&req.raw, changes, buf)
-}
-
-/// [`splice`] of a request given as its bytes, each change naming the argument it replaces by
-/// its range (as [`Peeked`] gives them).
-pub fn splice_raw<'a>(
-    raw: &[u8],
-    changes: impl Iterator<Item = (Range<u32>, &'a [u8], &'a [u8])>,
-    buf: &mut BytesMut,
-) {
+    let raw = &req.raw;
     let mut copied = 0;
-    for (payload, head, tail) in changes {
+    for (i, head, tail) in changes {
+        let payload = &req.args[i];
         // A bulk header is canonical (`$<len>\r\n`, as parsed or built), so its size is known.
         let header_start = payload.start as usize - header_len(payload.len());
         buf.extend_from_slice(&raw[copied..header_start]);

@@ -36,17 +36,22 @@ impl SlotInfo {
         !self.blocking && !self.silent && self.ctx.is_none() && self.resend.is_none()
     }
 
-    /// The record of another request of the same plain run.
-    fn plain_copy(&self) -> SlotInfo {
+    /// The record of a plain request of command `cmd` read at `started`.
+    fn plain_for(cmd: u16, started: Instant) -> SlotInfo {
         SlotInfo {
             blocking: false,
             silent: false,
             ctx: None,
-            cmd: self.cmd,
-            started: self.started,
+            cmd,
+            started,
             resend: None,
             redirects: 0,
         }
+    }
+
+    /// The record of another request of the same plain run.
+    fn plain_copy(&self) -> SlotInfo {
+        SlotInfo::plain_for(self.cmd, self.started)
     }
 }
 
@@ -74,14 +79,19 @@ impl Slot {
 
     /// True when request `seq`, recorded as `info`, extends this slot's run.
     fn joins(&self, seq: u64, info: &SlotInfo) -> bool {
+        info.plain() && self.joins_plain(seq, info.cmd, info.started)
+    }
+
+    /// True when plain request `seq` of command `cmd` read at `started` extends this slot's
+    /// run: a plain run of the same command and read, still waiting, ending just before it.
+    fn joins_plain(&self, seq: u64, cmd: u16, started: Instant) -> bool {
         self.frame.is_none()
             && self.count < u32::MAX
             && self.seq + self.count as u64 == seq
-            && info.plain()
             && self
                 .info
                 .as_ref()
-                .is_some_and(|i| i.plain() && i.cmd == info.cmd && i.started == info.started)
+                .is_some_and(|i| i.plain() && i.cmd == cmd && i.started == started)
     }
 
     fn holds(&self, seq: u64) -> bool {
@@ -138,27 +148,13 @@ impl ReplyQueue {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.entries += 1;
-        if let Some(run) = self.slots.back_mut() {
-            let same = |i: &SlotInfo| i.cmd == cmd && i.started == started && i.plain();
-            if run.frame.is_none()
-                && run.count < u32::MAX
-                && run.seq + run.count as u64 == seq
-                && run.info.as_ref().is_some_and(same)
-            {
-                run.count += 1;
-                return seq;
+        match self.slots.back_mut() {
+            Some(run) if run.joins_plain(seq, cmd, started) => run.count += 1,
+            _ => {
+                let info = SlotInfo::plain_for(cmd, started);
+                self.slots.push_back(Slot::single(seq, None, Some(info)));
             }
         }
-        let info = SlotInfo {
-            blocking: false,
-            silent: false,
-            ctx: None,
-            cmd,
-            started,
-            resend: None,
-            redirects: 0,
-        };
-        self.slots.push_back(Slot::single(seq, None, Some(info)));
         seq
     }
 

@@ -680,13 +680,7 @@ impl Session {
 
     /// Opens the reply slot of a request about to be appended to the batch, first sending the
     /// batch if the request cannot join it (another connection, or `big`: it goes alone).
-    pub(super) fn open_request(
-        &mut self,
-        blocking: bool,
-        node: u64,
-        big: bool,
-        resend: Option<Bytes>,
-    ) {
+    fn open_request(&mut self, blocking: bool, node: u64, big: bool, resend: Option<Bytes>) {
         let mut info = self.slot_info(blocking);
         info.resend = resend;
         let target = match &self.pin {
@@ -694,21 +688,24 @@ impl Session {
             None => Target::Shared(node),
         };
         let seq = self.replies.expect(info);
-        let extends = !big
-            && self
-                .batch
-                .as_ref()
-                .is_some_and(|b| b.target == target && b.first_seq + b.count as u64 == seq);
-        if !extends {
-            self.flush_batch();
-            self.batch = Some(Batch {
-                target,
-                first_seq: seq,
-                count: 0,
-            });
-        }
-        if let Some(b) = &mut self.batch {
-            b.count += 1;
+        self.join_batch(target, seq, big);
+    }
+
+    /// Adds request `seq` for `target` to the batch, first sending the batch if the request
+    /// cannot join it (another connection, or `big`: it goes alone).
+    fn join_batch(&mut self, target: Target, seq: u64, big: bool) {
+        match &mut self.batch {
+            Some(b) if !big && b.target == target && b.first_seq + b.count as u64 == seq => {
+                b.count += 1
+            }
+            _ => {
+                self.flush_batch();
+                self.batch = Some(Batch {
+                    target,
+                    first_seq: seq,
+                    count: 1,
+                });
+            }
         }
     }
 
@@ -718,19 +715,7 @@ impl Session {
         let seq = self
             .replies
             .expect_plain(self.current_cmd, self.current_start);
-        match &mut self.batch {
-            Some(b) if b.target == Target::Shared(0) && b.first_seq + b.count as u64 == seq => {
-                b.count += 1
-            }
-            _ => {
-                self.flush_batch();
-                self.batch = Some(Batch {
-                    target: Target::Shared(0),
-                    first_seq: seq,
-                    count: 1,
-                });
-            }
-        }
+        self.join_batch(Target::Shared(0), seq, false);
     }
 
     /// Sends the batch once it is large enough.
