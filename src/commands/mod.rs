@@ -74,6 +74,10 @@ pub enum ReplyKeys {
     Single,
     /// CONFIG GET: values of credential parameters are blanked (no key names).
     Secrets,
+    /// PUBSUB CHANNELS/SHARDCHANNELS: a list of channel names (filtered by the pattern).
+    Channels,
+    /// PUBSUB NUMSUB/SHARDNUMSUB: `[channel, count, …]`.
+    NumSub,
 }
 
 /// Arguments other than key-spec keys that name keys or channels.

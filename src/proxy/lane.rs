@@ -68,7 +68,7 @@ impl Session {
     fn lane_open(&mut self) -> bool {
         let stateless = self.authed
             && self.pin.is_none()
-            && !self.streaming
+            && !self.barrier
             && self.snapshot.is_none()
             && !self.cluster_multi
             && self.reply_mode == ReplyMode::On

@@ -52,7 +52,7 @@ impl Session {
             Verdict::ForwardMasked => {
                 self.pending_ctx = Some(Box::new(ReplyCtx {
                     kind: Some(ReplyKeys::Secrets),
-                    exact: Vec::new(),
+                    ..ReplyCtx::default()
                 }));
                 self.forward(req.raw().clone(), false);
             }
@@ -239,18 +239,7 @@ impl Session {
                 "ERR CLIENT KILL is not supported through rekey: clients share upstream connections; kill the client at rekey's side or use Redis directly",
             )),
             b"NO-EVICT" | b"NO-TOUCH" if req.len() == 3 => self.reply(encode::simple("OK")),
-            b"TRACKING" if req.len() >= 3 => {
-                if req.arg_is(2, "ON") {
-                    if self.ensure_pinned().await {
-                        self.forward(req.raw().clone(), false);
-                        self.streaming = true;
-                    }
-                } else if self.pin.is_some() {
-                    self.forward(req.raw().clone(), false);
-                } else {
-                    self.reply(encode::simple("OK"));
-                }
-            }
+            b"TRACKING" if req.len() >= 3 => self.client_tracking(req).await,
             b"CACHING" if self.pin.is_none() => self.reply(encode::error(
                 "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
             )),

@@ -15,6 +15,7 @@ pub mod replies;
 pub mod rewrite;
 pub mod secrets;
 pub mod session;
+pub mod streams;
 pub mod workers;
 
 use crate::cluster::Cluster;

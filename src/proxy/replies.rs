@@ -174,6 +174,29 @@ impl ReplyQueue {
         self.slots.push_back(Slot::single(seq, Some(frame), None));
     }
 
+    /// A frame that answers no request, placed where it arrived: after every reply that came
+    /// before it, ahead of the requests still waiting (a pinned connection answers in order,
+    /// so those were sent after whatever made Redis send this frame).
+    pub fn push_arrived(&mut self, frame: Bytes) {
+        let at = self
+            .slots
+            .iter()
+            .position(|s| s.frame.is_none() && s.info.is_some());
+        let Some(at) = at else {
+            return self.push(frame);
+        };
+        let seq = self.slots[at].seq.saturating_sub(1);
+        self.entries += 1;
+        self.slots.insert(at, Slot::single(seq, Some(frame), None));
+    }
+
+    /// True while some request sent upstream has not been answered.
+    pub fn has_unanswered(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.frame.is_none() && s.info.is_some())
+    }
+
     /// Fills the slot of request `seq`; `None` if no such slot waits (a stale reply).
     pub fn fill(&mut self, seq: u64, frame: Bytes) -> Option<Filled> {
         let i = self.waiting(seq)?;

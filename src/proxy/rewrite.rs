@@ -16,6 +16,7 @@ use crate::commands::{CommandSpec, Extra, ReplyKeys};
 use crate::protocol::request;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
+use crate::rules::glob;
 use crate::rules::memory::PrefixMemory;
 use crate::rules::{Rewrite, RuleSet};
 use crate::stats::stats;
@@ -29,6 +30,12 @@ pub struct ReplyCtx {
     pub kind: Option<ReplyKeys>,
     /// Keys the request named: (upstream name, name the client used).
     pub exact: Vec<Exact>,
+    /// KEYS, SCAN … MATCH, PUBSUB CHANNELS: the pattern the client sent. Names mapped back
+    /// must match it, as they would in the client's own Redis.
+    pub pattern: Option<Vec<u8>>,
+    /// EXEC: the context of each queued command, in order (`None`: nothing of its own to
+    /// map). Each element of EXEC's array is mapped as that command's reply would be.
+    pub queued: Option<Vec<Option<Box<ReplyCtx>>>>,
 }
 
 /// A key the request named: its upstream name, the name the client used, and the rule.
@@ -326,9 +333,12 @@ pub fn plan_request<'r>(scope: &mut Scope<'r>, spec: &CommandSpec, req: &Request
         _ => {}
     }
     let mut ctx = ReplyCtx {
-        kind: (spec.reply != ReplyKeys::None).then_some(spec.reply),
-        exact: Vec::new(),
+        kind: reply_kind(spec, req),
+        ..ReplyCtx::default()
     };
+    if ctx.kind.is_some() {
+        ctx.pattern = client_pattern(spec.extra, req, &glob_pos);
+    }
     for &i in &key_pos {
         let Some(key) = req.arg(i) else { continue };
         if let Some(rw) = scope.key_rewrite(key) {
@@ -406,6 +416,53 @@ impl<'r> Plan<'r> {
     }
 }
 
+/// What the reply of `req` carries that must be mapped back.
+fn reply_kind(spec: &CommandSpec, req: &Request) -> Option<ReplyKeys> {
+    if spec.extra == Extra::Pubsub {
+        return if req.arg_is(1, "NUMSUB") || req.arg_is(1, "SHARDNUMSUB") {
+            Some(ReplyKeys::NumSub)
+        } else if req.arg_is(1, "CHANNELS") || req.arg_is(1, "SHARDCHANNELS") {
+            Some(ReplyKeys::Channels)
+        } else {
+            None
+        };
+    }
+    (spec.reply != ReplyKeys::None).then_some(spec.reply)
+}
+
+/// The glob the client's names must match: KEYS's pattern, SCAN's MATCH, PUBSUB CHANNELS's.
+fn client_pattern(extra: Extra, req: &Request, glob_pos: &Positions) -> Option<Vec<u8>> {
+    let at = match extra {
+        Extra::KeysPattern | Extra::ScanMatch => *glob_pos.first()?,
+        Extra::Pubsub => 2,
+        _ => return None,
+    };
+    req.arg(at).map(<[u8]>::to_vec)
+}
+
+/// Rewrites the `PREFIX` arguments of `CLIENT TRACKING … BCAST PREFIX p …` as key prefixes
+/// (a rule applies when its match lies inside the prefix); `None` when none changes.
+/// Invalidations that come back carry upstream names and are mapped back like any key.
+pub fn rewrite_tracking(scope: &mut Scope<'_>, req: &Request) -> Option<Request> {
+    let mut changes: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut i = 3;
+    while i + 1 < req.len() {
+        if req.arg_is(i, "PREFIX") {
+            if let Some(new) = req.arg(i + 1).and_then(|p| scope.glob(p, false)) {
+                changes.push((i + 1, new));
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    if changes.is_empty() {
+        return None;
+    }
+    let pieces = changes.iter().map(|(i, new)| (*i, new.as_slice(), &[][..]));
+    Some(req.with_changes(pieces))
+}
+
 /// A changed argument: a new prefix on the rest of the old one, or a whole new value.
 enum NewArg<'r> {
     Prefix { to: Cow<'r, [u8]>, skip: usize },
@@ -437,23 +494,100 @@ fn channel_changes(
     }
 }
 
-/// Maps key names in a reply back for this client.
+/// Maps key names in a reply back for this client: the keys its command returns, and key
+/// names quoted in an error.
 pub fn map_reply(scope: &Scope<'_>, ctx: &ReplyCtx, frame: Bytes) -> Bytes {
-    let Some(kind) = ctx.kind else { return frame };
+    if is_error(&frame) {
+        return map_error(scope, &ctx.exact, frame);
+    }
+    if ctx.kind.is_none() && ctx.queued.is_none() {
+        return frame;
+    }
     let Some(mut node) = Node::decode(&frame) else {
         return frame;
     };
-    let changed = match kind {
+    if map_node(scope, ctx, &mut node) {
+        node.to_bytes()
+    } else {
+        frame
+    }
+}
+
+fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-' | b'!'))
+}
+
+/// Maps key names quoted in an error reply (`-NOGROUP No such key 'shared_x' or consumer
+/// group 'g'`, `… for key name 'shared_x'`) back for this client. Redis quotes keys in single
+/// quotes; a quoted word that is no rewritten key stays as it is.
+pub fn map_error(scope: &Scope<'_>, exact: &[Exact], frame: Bytes) -> Bytes {
+    let (head, text) = match frame.first() {
+        Some(b'-') => (1, &frame[1..frame.len().saturating_sub(2)]),
+        Some(b'!') => match frame.iter().position(|&c| c == b'\n') {
+            Some(nl) => (nl + 1, &frame[nl + 1..frame.len().saturating_sub(2)]),
+            None => return frame,
+        },
+        _ => return frame,
+    };
+    let Some(mapped) = map_quoted(scope, exact, text) else {
+        return frame;
+    };
+    let mut out = BytesMut::with_capacity(mapped.len() + 16);
+    if frame[0] == b'!' {
+        out.extend_from_slice(format!("!{}\r\n", mapped.len()).as_bytes());
+    } else {
+        out.extend_from_slice(&frame[..head]);
+    }
+    out.extend_from_slice(&mapped);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+/// `text` with every `'name'` that is a rewritten key mapped back; `None` when none is.
+fn map_quoted(scope: &Scope<'_>, exact: &[Exact], text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut done = 0;
+    let mut i = 0;
+    while let Some(open) = text[i..].iter().position(|&c| c == b'\'').map(|o| i + o) {
+        let Some(close) = text[open + 1..].iter().position(|&c| c == b'\'').map(|c| open + 1 + c)
+        else {
+            break;
+        };
+        let word = &text[open + 1..close];
+        match scope.key_back(word, exact) {
+            Some(back) if back != word => {
+                out.extend_from_slice(&text[done..open + 1]);
+                out.extend_from_slice(&back);
+                done = close;
+            }
+            _ => {}
+        }
+        i = close + 1;
+    }
+    if done == 0 {
+        return None;
+    }
+    out.extend_from_slice(&text[done..]);
+    Some(out)
+}
+
+/// [`map_reply`] on a decoded reply; true when anything changed.
+fn map_node(scope: &Scope<'_>, ctx: &ReplyCtx, node: &mut Node) -> bool {
+    if let Some(queued) = &ctx.queued {
+        return map_exec(scope, queued, node);
+    }
+    let Some(kind) = ctx.kind else { return false };
+    match kind {
         ReplyKeys::None => false,
         ReplyKeys::First | ReplyKeys::Single => {
-            let target = match (&mut node, kind) {
+            let target = match (&mut *node, kind) {
                 (Node::Agg { items, .. }, ReplyKeys::First) => items.first_mut(),
                 (n @ Node::Str { .. }, ReplyKeys::Single) => Some(n),
                 _ => None,
             };
             target.map(|n| map_str(scope, ctx, n)).unwrap_or(false)
         }
-        ReplyKeys::Streams => match &mut node {
+        ReplyKeys::Streams => match node {
             Node::Agg { kind: b'%', items } => items
                 .iter_mut()
                 .step_by(2)
@@ -467,7 +601,7 @@ pub fn map_reply(scope: &Scope<'_>, ctx: &ReplyCtx, frame: Bytes) -> Bytes {
             }),
             _ => false,
         },
-        ReplyKeys::Secrets => crate::proxy::secrets::mask_config_reply(&mut node),
+        ReplyKeys::Secrets => crate::proxy::secrets::mask_config_reply(node),
         ReplyKeys::List => filter_keys(scope, ctx, node.list_mut()),
         ReplyKeys::Scan => filter_keys(
             scope,
@@ -476,12 +610,69 @@ pub fn map_reply(scope: &Scope<'_>, ctx: &ReplyCtx, frame: Bytes) -> Bytes {
                 .and_then(|i| i.get_mut(1))
                 .and_then(|n| n.list_mut()),
         ),
-    };
-    if changed {
-        node.to_bytes()
-    } else {
-        frame
+        ReplyKeys::Channels => map_channels(scope, ctx, node.list_mut()),
+        ReplyKeys::NumSub => match node.items_mut() {
+            Some(items) => items.iter_mut().step_by(2).fold(false, |acc, n| {
+                let back = n.as_str().map(|c| scope.channel_back(c));
+                match back {
+                    Some(b) if Some(&b[..]) != n.as_str().map(|s| &s[..]) => {
+                        n.set_str(b);
+                        true
+                    }
+                    _ => acc,
+                }
+            }),
+            None => false,
+        },
     }
+}
+
+/// EXEC's array: each element mapped as its queued command's reply (errors by their quoted
+/// names).
+fn map_exec(scope: &Scope<'_>, queued: &[Option<Box<ReplyCtx>>], node: &mut Node) -> bool {
+    let Some(items) = node.list_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    for (i, item) in items.iter_mut().enumerate() {
+        let ctx = queued.get(i).and_then(|c| c.as_deref());
+        if let Node::Raw(raw) = item {
+            if is_error(raw) {
+                let exact = ctx.map(|c| &c.exact[..]).unwrap_or(&[]);
+                let mapped = map_error(scope, exact, raw.clone());
+                if mapped != *raw {
+                    *raw = mapped;
+                    changed = true;
+                }
+                continue;
+            }
+        }
+        if let Some(ctx) = ctx {
+            changed |= map_node(scope, ctx, item);
+        }
+    }
+    changed
+}
+
+/// PUBSUB CHANNELS: channel names mapped back, kept when they match the client's pattern.
+fn map_channels(scope: &Scope<'_>, ctx: &ReplyCtx, items: Option<&mut Vec<Node>>) -> bool {
+    let Some(items) = items else { return false };
+    let before = items.len();
+    let mut changed = false;
+    items.retain_mut(|n| {
+        let Some(name) = n.as_str() else { return true };
+        let back = scope.channel_back(name);
+        let keep = ctx
+            .pattern
+            .as_deref()
+            .is_none_or(|p| glob::matches(p, &back));
+        if keep && back != name.as_ref() {
+            n.set_str(back);
+            changed = true;
+        }
+        keep
+    });
+    changed || items.len() != before
 }
 
 fn map_str(scope: &Scope<'_>, ctx: &ReplyCtx, node: &mut Node) -> bool {
@@ -507,6 +698,14 @@ fn filter_keys(scope: &Scope<'_>, ctx: &ReplyCtx, items: Option<&mut Vec<Node>>)
             .map(|k| (scope.key_back(k, &ctx.exact), k.clone()))
         {
             Some((None, _)) => false,
+            Some((Some(back), _))
+                if ctx
+                    .pattern
+                    .as_deref()
+                    .is_some_and(|p| !glob::matches(p, &back)) =>
+            {
+                false
+            }
             Some((Some(back), key)) => {
                 if back != key.as_ref() {
                     n.set_str(back);

@@ -15,6 +15,7 @@ use crate::protocol::{Request, RequestParser};
 use crate::proxy::cluster_route::opens_cluster_multi;
 use crate::proxy::replies::{Ready, ReplyQueue, SlotInfo};
 use crate::proxy::rewrite::{self, ReplyCtx, Scope};
+use crate::proxy::streams::Subscriptions;
 use crate::proxy::Proxy;
 use crate::rules::memory::PrefixMemory;
 use crate::stats;
@@ -74,8 +75,17 @@ pub struct Session {
     pub(super) pin: Option<PinnedConn>,
     pub(super) in_multi: bool,
     pub(super) watching: bool,
-    pub(super) streaming: bool,
+    /// Subscriptions (see `streams`): set when a SUBSCRIBE-family command is sent, cleared
+    /// when Redis confirms none are left.
+    pub(super) subs: Subscriptions,
+    /// `CLIENT TRACKING ON` is in force on the pinned connection.
+    pub(super) tracking: bool,
     blocking: usize,
+    /// Requests went to one upstream connection and the next go to another (a pin was
+    /// returned, the pool changed): before sending more, wait for what is in flight.
+    pub(super) barrier: bool,
+    /// In MULTI: the reply contexts of the queued commands, for mapping EXEC's array back.
+    pub(super) queued: Vec<Option<Box<ReplyCtx>>>,
     pub(super) closing: bool,
     // Rewriting state.
     pub(super) memory: PrefixMemory,
@@ -178,8 +188,11 @@ impl Session {
             pin: None,
             in_multi: false,
             watching: false,
-            streaming: false,
+            subs: Subscriptions::default(),
+            tracking: false,
             blocking: 0,
+            barrier: false,
+            queued: Vec::new(),
             closing: false,
             memory: PrefixMemory::default(),
             pending_ctx: None,
@@ -244,7 +257,14 @@ impl Session {
                 }
                 r = self.rd.read_buf(&mut self.rbuf), if read_ok => {
                     match r {
-                        Ok(0) | Err(_) => self.closing = true,
+                        Ok(0) | Err(_) => {
+                            self.closing = true;
+                            if self.blocking > 0 {
+                                // As Redis does: a client that leaves while blocked is gone at
+                                // once, and so is the connection blocked on its behalf.
+                                break;
+                            }
+                        }
                         Ok(n) => {
                             stats::stats().bytes_in.increment(n as u64);
                             self.need_input = false;
@@ -264,7 +284,7 @@ impl Session {
                     stopping = true;
                     self.closing = true;
                 }
-                _ = &mut idle_sleep, if idle.is_some() && !self.streaming && self.replies.is_empty() => break,
+                _ = &mut idle_sleep, if idle.is_some() && !self.subs.active && self.replies.is_empty() => break,
             }
         }
         self.end_pin_on_close();
@@ -298,6 +318,10 @@ impl Session {
                     let config = self.config();
                     let scope = self.scope(&config);
                     frame = rewrite::map_reply(&scope, &ctx, frame);
+                } else if reply::is_error(&frame) && !self.cfg.rules.is_empty() {
+                    let config = self.config();
+                    let scope = self.scope(&config);
+                    frame = rewrite::map_error(&scope, &[], frame);
                 }
             }
             self.out.push(&frame);
@@ -333,7 +357,7 @@ impl Session {
     }
 
     /// The config this command runs under: the transaction's snapshot, or the current one.
-    fn config(&mut self) -> Arc<Config> {
+    pub(super) fn config(&mut self) -> Arc<Config> {
         self.refresh_config();
         self.snapshot.as_ref().unwrap_or(&self.cfg).clone()
     }
@@ -360,7 +384,7 @@ impl Session {
         self.app.as_deref().or(self.user.as_deref())
     }
 
-    fn scope<'a>(&'a mut self, config: &'a Config) -> Scope<'a> {
+    pub(super) fn scope<'a>(&'a mut self, config: &'a Config) -> Scope<'a> {
         self.memory.sync_generation(config.generation);
         Scope {
             rules: &config.rules,
@@ -426,6 +450,9 @@ impl Session {
         if self.pin.as_ref().is_some_and(|p| p.is_closed()) {
             return self.pinned_conn_lost();
         }
+        if self.barrier {
+            self.settle().await;
+        }
         if self.upstream_gen
             != self
                 .proxy
@@ -453,6 +480,10 @@ impl Session {
     /// plainly forwarded request that changes is encoded straight into the batch (`None`);
     /// any other comes back for [`Session::route`].
     fn apply_rules(&mut self, spec: &'static CommandSpec, req: Request) -> Option<Request> {
+        let direct = spec.class == Class::Forward
+            && !self.in_multi
+            && !self.pipe_mode()
+            && self.proxy.cluster.is_none();
         let config = self.snapshot.as_ref().unwrap_or(&self.cfg);
         self.memory.sync_generation(config.generation);
         let mut scope = Scope {
@@ -461,8 +492,7 @@ impl Session {
             memory: &mut self.memory,
         };
         // Encoded into `scratch` only when it can go straight into the batch.
-        let direct =
-            spec.class == Class::Forward && !self.streaming && self.proxy.cluster.is_none();
+
         let (outcome, ctx) = rewrite::rewrite_into(
             &mut scope,
             spec,
@@ -482,15 +512,21 @@ impl Session {
     }
 
     async fn route(&mut self, spec: &'static CommandSpec, req: Request) {
-        // In subscribe/tracking mode the pinned connection is a transparent pipe.
-        if self.streaming && !always_local(spec.class, &req) {
+        // RESP2 in subscribe mode: the pinned connection is a transparent pipe.
+        if self.pipe_mode() && !always_local(spec.class, &req) {
             return self.forward_stream(req);
         }
         if spec.class != Class::Forward {
             self.flush_batch();
         }
+        if spec.class == Class::Local(Local::Unsubscribe) && self.subs.active {
+            return self.forward_stream(req);
+        }
         if self.cluster_multi && self.pin.is_none() && opens_cluster_multi(spec.class) {
             self.start_cluster_multi(spec, &req).await;
+        }
+        if self.in_multi && queued_in_multi(spec.class) {
+            return self.queue_in_multi(spec, req);
         }
         match spec.class {
             Class::Forward if self.proxy.cluster.is_some() => self.cluster_forward(spec, req),
@@ -527,6 +563,13 @@ impl Session {
                     let name = if pin == Pin::Exec { "EXEC" } else { "DISCARD" };
                     return self.reply(encode::error(&format!("ERR {name} without MULTI")));
                 }
+                let queued = std::mem::take(&mut self.queued);
+                if pin == Pin::Exec && !self.cfg.rules.is_empty() {
+                    self.pending_ctx = Some(Box::new(ReplyCtx {
+                        queued: Some(queued),
+                        ..ReplyCtx::default()
+                    }));
+                }
                 self.forward(req.raw().clone(), false);
                 if self.in_multi {
                     self.in_multi = false;
@@ -561,12 +604,7 @@ impl Session {
                     self.forward(req.raw().clone(), false)
                 }
             }
-            Pin::Subscribe => {
-                if self.ensure_pinned().await {
-                    self.streaming = true;
-                    self.forward_stream(req);
-                }
-            }
+            Pin::Subscribe => self.subscribe(req).await,
         }
     }
 
@@ -588,12 +626,19 @@ impl Session {
         if self.pin.is_some() {
             return true;
         }
+        // What went on the shared connection runs before anything on the pinned one.
+        self.settle().await;
         let upstream = match self.pin_hint.take() {
             Some(node) => node,
             None => self.proxy.upstream.load_full(),
         };
         match upstream.pin(self.proto, self.db).await {
             Ok(conn) => {
+                // Frames that answer no request (pushes, messages) come to this client.
+                conn.send(Job::Send {
+                    payload: Bytes::new(),
+                    reply: ReplyTo::Stream(self.sink.clone()),
+                });
                 if let Some(name) = &self.name {
                     conn.send_quiet(&Request::from_args([&b"CLIENT"[..], b"SETNAME", name]));
                 }
@@ -610,12 +655,59 @@ impl Session {
     /// Gives the pinned connection back once no state needs it.
     pub(super) fn release_if_idle(&mut self) {
         self.flush_batch();
-        if self.in_multi || self.watching || self.streaming || self.blocking > 0 {
+        if self.needs_pin() {
             return;
         }
         if let Some(conn) = self.pin.take() {
             conn.release();
+            self.barrier = true;
         }
+    }
+
+    /// True while some connection state lives on the pinned connection.
+    fn needs_pin(&self) -> bool {
+        self.in_multi || self.watching || self.subs.active || self.tracking || self.blocking > 0
+    }
+
+    /// RESP2 with subscriptions: Redis answers only (un)subscribe, PING, QUIT and RESET, in
+    /// frames that look like messages, so the pinned connection is relayed as a stream.
+    pub(super) fn pipe_mode(&self) -> bool {
+        self.subs.active && self.proto == Proto::Resp2
+    }
+
+    /// Waits until every request already sent upstream is answered. Redis runs one
+    /// connection's requests in order, but not those of two connections: a request about to
+    /// go on another connection (a pin taken or returned) must not overtake them.
+    pub(super) async fn settle(&mut self) {
+        self.flush_batch();
+        while self.replies.has_unanswered() {
+            match self.inbox.recv().await {
+                Some(d) => self.on_delivery(d),
+                None => break,
+            }
+        }
+        self.barrier = false;
+    }
+
+    /// A command Redis queues inside MULTI: forwarded on the pinned connection, its reply
+    /// context kept for EXEC's array (its own reply is `+QUEUED`).
+    fn queue_in_multi(&mut self, spec: &'static CommandSpec, req: Request) {
+        match spec.class {
+            Class::Local(Local::Auth | Local::Hello) => {
+                self.pending_ctx = None;
+                return self.reply(encode::error(
+                    "ERR rekey: AUTH and HELLO are not supported inside MULTI",
+                ));
+            }
+            Class::Refuse(msg) => {
+                self.pending_ctx = None;
+                return self.reply(encode::error(msg));
+            }
+            _ => {}
+        }
+        let ctx = self.pending_ctx.take();
+        self.queued.push(ctx);
+        self.forward(req.into_raw(), false);
     }
 
     /// Ends a lease however the client left: a connection blocked on the client's behalf is
@@ -631,9 +723,11 @@ impl Session {
         }
         self.in_multi = false;
         self.watching = false;
-        self.streaming = false;
+        self.subs = Subscriptions::default();
+        self.tracking = false;
         self.blocking = 0;
         self.snapshot = None;
+        self.queued.clear();
     }
 
     fn pinned_conn_lost(&mut self) {
@@ -641,8 +735,10 @@ impl Session {
         self.pin = None;
         self.in_multi = false;
         self.watching = false;
-        self.streaming = false;
+        self.subs = Subscriptions::default();
+        self.tracking = false;
         self.blocking = 0;
+        self.queued.clear();
         self.reply(encode::error(
             "ERR rekey: the upstream connection holding this client's state was lost",
         ));
@@ -752,7 +848,7 @@ impl Session {
 
     /// Sends a request on the pinned connection in subscribe mode: every frame that comes
     /// back is relayed in arrival order.
-    fn forward_stream(&mut self, req: Request) {
+    pub(super) fn forward_stream(&mut self, req: Request) {
         self.flush_batch();
         match &self.pin {
             Some(conn) => conn.send(Job::Send {
@@ -796,18 +892,9 @@ impl Session {
                     self.fill(seq, frame)
                 });
             }
-            Delivery::Push { frame } => {
-                if self.streaming {
-                    let config = self.config();
-                    let frame = match config.rules.is_empty() {
-                        true => frame,
-                        false => rewrite::map_push(&self.scope(&config), frame),
-                    };
-                    self.replies.push(frame);
-                }
-            }
+            Delivery::Push { frame } => self.on_push(frame),
             Delivery::Lost => {
-                if self.streaming {
+                if self.pin.is_some() && self.needs_pin() {
                     self.pinned_conn_lost();
                 }
             }
@@ -847,6 +934,7 @@ impl Session {
     /// Switches the shared pool after a change of protocol or db.
     pub(super) fn switch_pool(&mut self) {
         self.flush_batch();
+        self.barrier = true;
         self.upstream_gen = self
             .proxy
             .upstream_gen
@@ -904,6 +992,16 @@ impl Tally {
         self.flush_command();
         self.flush_latency(now);
     }
+}
+
+/// True for the commands Redis queues between MULTI and EXEC (all but the transaction's own
+/// and the connection-ending ones).
+fn queued_in_multi(class: Class) -> bool {
+    !matches!(
+        class,
+        Class::Pin(Pin::Multi | Pin::Exec | Pin::Discard | Pin::Watch)
+            | Class::Local(Local::Quit | Local::Reset)
+    )
 }
 
 /// Commands rekey answers itself even in subscribe mode.

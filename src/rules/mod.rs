@@ -7,6 +7,7 @@
 //! `R + rest` becomes `P + rest`, with the `P` the request used (or this client last used).
 //! A key no rule matches costs a regex scan and no allocation.
 
+pub mod glob;
 pub mod memory;
 
 use crate::config::schema::RuleConfig;
