@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{bulk, Protocol, RawClient, RedisServer, Rekey, Resp, Variant};
+use common::{bulk, Auth, Protocol, RawClient, RedisServer, Rekey, Resp, Variant};
 use redis::Connection;
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,8 @@ impl Ctx {
         redis::cmd("GET").arg(key).query(&mut self.direct).unwrap()
     }
 
-    /// Waits until Redis has `n` blocked clients (the request really blocks before it is
-    /// served).
+    /// Waits until Redis has exactly `n` blocked clients (the request really blocks before it
+    /// is served).
     fn wait_blocked(&mut self, n: i64) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -72,12 +72,12 @@ impl Ctx {
                 .find_map(|l| l.strip_prefix("blocked_clients:"))
                 .and_then(|v| v.trim().parse().ok())
                 .expect("blocked_clients in INFO");
-            if blocked >= n {
+            if blocked == n {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "the blocking command never blocked on Redis"
+                "Redis has {blocked} blocked clients, expected {n}"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -264,6 +264,24 @@ fn blpop(ctx: &mut Ctx, proto: Protocol, r: usize) -> RawClient {
     c
 }
 
+/// Clients that vanish while blocked in BLPOP and XREAD BLOCK (rekey closes that upstream
+/// connection rather than resetting it), then a BLPOP served as usual on the connection opened
+/// after them.
+fn blocked_client_vanishes(ctx: &mut Ctx, proto: Protocol, r: usize) -> RawClient {
+    // Blocked forever: only closing the upstream connection ends these.
+    let mut gone = ctx.client(proto);
+    gone.cmd(&["BLPOP", &format!("never:{r}"), "0"]);
+    ctx.wait_blocked(1);
+    drop(gone);
+    let mut gone = ctx.client(proto);
+    let stream = format!("never-stream:{r}");
+    gone.cmd(&["XREAD", "BLOCK", "0", "STREAMS", &stream, "$"]);
+    // With max_pinned = 1 this XREAD can only run once the BLPOP's connection is gone.
+    ctx.wait_blocked(1);
+    drop(gone);
+    blpop(ctx, proto, r)
+}
+
 /// XREAD BLOCK that blocks on Redis and is served by an XADD from another client.
 fn xread_block(ctx: &mut Ctx, proto: Protocol, r: usize) -> RawClient {
     let mut c = ctx.client(proto);
@@ -368,7 +386,9 @@ fn select_then_multi(ctx: &mut Ctx, proto: Protocol, r: usize) -> RawClient {
 
 type Flow = fn(&mut Ctx, Protocol, usize) -> RawClient;
 
-fn run(variant: Variant, flow: Flow) {
+/// Runs `flow` round after round on `variant`. With `reuses`, checks that every round after
+/// the first got the same pinned upstream connection back.
+fn run_flow(variant: Variant, flow: Flow, reuses: bool) {
     let redis = RedisServer::start_variant(variant);
     // One pinned connection: every round after the first reuses it after its RESET.
     let rekey = Rekey::start(&redis, "[pool]\nmax_pinned = 1\n");
@@ -405,14 +425,18 @@ fn run(variant: Variant, flow: Flow) {
         ok(c.call(&["UNWATCH"]));
         assert_eq!(c.call(&["GET", &k]), bulk("1"));
     }
-    // Blocking flows may close a connection instead of resetting it; the others must have
-    // reused the one pinned connection.
     pinned_ids.dedup();
-    assert_eq!(
-        pinned_ids.len(),
-        1,
-        "the pinned connection was replaced between rounds: {pinned_ids:?}"
-    );
+    if reuses {
+        assert_eq!(
+            pinned_ids.len(),
+            1,
+            "the pinned connection was replaced between rounds: {pinned_ids:?}"
+        );
+    }
+}
+
+fn run(variant: Variant, flow: Flow) {
+    run_flow(variant, flow, true);
 }
 
 macro_rules! flows_for {
@@ -451,6 +475,12 @@ macro_rules! flows_for {
             }
 
             #[test]
+            fn blocked_client_vanishes() {
+                // Connections are closed each round: ids change.
+                run_flow($variant, super::blocked_client_vanishes, false);
+            }
+
+            #[test]
             fn xread_block() {
                 run($variant, super::xread_block);
             }
@@ -473,3 +503,49 @@ flows_for!(requirepass, Variant::PASSWORD);
 flows_for!(acl_user, Variant::ACL_USER);
 flows_for!(db3, Variant::DB3);
 flows_for!(acl_user_db3, Variant::ACL_USER_DB3);
+
+/// The harness's variants are what they claim: without credentials Redis refuses, the ACL
+/// variant logs in as its user with `default` disabled, `direct()` is in the variant's db.
+#[test]
+fn upstream_variants_are_what_they_claim() {
+    for variant in Variant::all() {
+        let mut redis = RedisServer::start_variant(variant);
+        // restart() brings the same users and password back, and sees the server up.
+        redis.kill();
+        redis.restart();
+        let mut anonymous = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let ping = redis::cmd("PING").query::<String>(&mut anonymous);
+        match variant.auth {
+            Auth::None => assert_eq!(ping.unwrap(), "PONG", "{variant}"),
+            Auth::Password | Auth::AclUser => {
+                let err = ping.unwrap_err().to_string();
+                assert!(err.contains("NOAUTH"), "{variant}: {err}");
+            }
+        }
+        let mut direct = redis.direct();
+        let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut direct).unwrap();
+        let expected = if variant.auth == Auth::AclUser {
+            common::UPSTREAM_USER
+        } else {
+            "default"
+        };
+        assert_eq!(who, expected, "{variant}");
+        if variant.auth == Auth::AclUser {
+            let err = redis::cmd("AUTH")
+                .arg("default")
+                .arg(common::UPSTREAM_PASSWORD)
+                .query::<()>(&mut anonymous)
+                .unwrap_err();
+            assert!(err.to_string().contains("WRONGPASS"), "{variant}: {err}");
+        }
+        let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut direct).unwrap();
+        assert!(
+            info.contains(&format!(" db={} ", variant.db)),
+            "{variant}: {info}"
+        );
+        assert!(redis.url().contains(&variant.userinfo()), "{variant}");
+    }
+}
