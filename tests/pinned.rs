@@ -549,3 +549,52 @@ fn upstream_variants_are_what_they_claim() {
         assert!(redis.url().contains(&variant.userinfo()), "{variant}");
     }
 }
+
+/// The `redis` crate as an application uses it (RESP3 through `?protocol=resp3`): optimistic
+/// transactions (`WATCH` … `MULTI`/`EXEC` with retry) and BLPOP, each from a new client in a
+/// row, on every variant.
+#[test]
+fn library_clients_reuse_pinned_connections() {
+    for variant in Variant::all() {
+        let redis = RedisServer::start_variant(variant);
+        let rekey = Rekey::start(&redis, "[pool]\nmax_pinned = 1\n");
+        let mut direct = redis.direct();
+        for (r, &proto) in ROUNDS.iter().enumerate() {
+            let what = format!("variant {variant}, round {r}, {proto:?}");
+            let mut con = rekey.client_protocol(proto);
+            let (n,): (i64,) = redis::transaction(&mut con, &["counter"], |con, pipe| {
+                let old: Option<i64> = redis::cmd("GET").arg("counter").query(con)?;
+                pipe.cmd("SET")
+                    .arg("counter")
+                    .arg(old.unwrap_or(0) + 1)
+                    .ignore()
+                    .cmd("GET")
+                    .arg("counter")
+                    .query(con)
+            })
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(n, r as i64 + 1, "{what}");
+            drop(con);
+
+            let mut con = rekey.client_protocol(proto);
+            let _: () = redis::cmd("RPUSH")
+                .arg("queue")
+                .arg(format!("job{r}"))
+                .query(&mut direct)
+                .unwrap();
+            let got: (String, String) = redis::cmd("BLPOP")
+                .arg("queue")
+                .arg(1)
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(got, ("queue".into(), format!("job{r}")), "{what}");
+            let v: i64 = redis::cmd("GET")
+                .arg("counter")
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(v, r as i64 + 1, "{what}");
+        }
+        let counter: i64 = redis::cmd("GET").arg("counter").query(&mut direct).unwrap();
+        assert_eq!(counter, ROUNDS.len() as i64, "variant {variant}");
+    }
+}
