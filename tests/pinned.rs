@@ -43,6 +43,7 @@ impl Ctx {
 
     /// The value of `key` in the variant's db, read directly; when that db is not 0, also
     /// checks that db 0 does not have the key (the write did not land in the wrong db).
+    #[track_caller]
     fn upstream_get(&mut self, key: &str) -> Option<String> {
         if self.variant.db != 0 {
             let in_db0: bool = redis::cmd("EXISTS")
@@ -60,6 +61,7 @@ impl Ctx {
 
     /// Waits until Redis has exactly `n` blocked clients (the request really blocks before it
     /// is served).
+    #[track_caller]
     fn wait_blocked(&mut self, n: i64) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -85,6 +87,7 @@ impl Ctx {
 }
 
 /// An out-of-band message in `proto`: a push in RESP3, an array in RESP2.
+#[track_caller]
 fn expect_message(got: &Resp, proto: Protocol, expected: &[&str]) {
     match (proto, got) {
         (Protocol::Resp3, Resp::Push(_)) | (Protocol::Resp2, Resp::Array(_)) => {}
@@ -102,10 +105,12 @@ fn expect_message(got: &Resp, proto: Protocol, expected: &[&str]) {
     }
 }
 
+#[track_caller]
 fn ok(r: Resp) {
     assert_eq!(r, Resp::Simple("OK".into()));
 }
 
+#[track_caller]
 fn queued(r: Resp) {
     assert_eq!(r, Resp::Simple("QUEUED".into()));
 }
