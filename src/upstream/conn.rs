@@ -120,14 +120,7 @@ pub async fn connect(
         Err(_) => return Err(ConnError::ConnectTimeout { addr }),
     };
     stream.set_nodelay(true)?;
-    let mut setup: Vec<Request> = Vec::new();
-    if let Some(pass) = &url.pass {
-        match &url.user {
-            Some(user) => setup.push(Request::from_args(["AUTH", user, pass])),
-            None => setup.push(Request::from_args(["AUTH", pass])),
-        }
-    }
-    setup.extend(setup_commands(proto, db));
+    let setup = ready_commands(url, proto, db);
     if setup.is_empty() {
         return Ok(stream);
     }
@@ -139,9 +132,18 @@ pub async fn connect(
     }
 }
 
-/// The commands that put a fresh (or just `RESET`) connection into `proto` and `db`.
-pub fn setup_commands(proto: Proto, db: u32) -> Vec<Request> {
+/// The commands that bring a connection to "ready": authenticated as the upstream URL says,
+/// speaking `proto`, in `db`. A fresh connection and one that was just `RESET` (which logs a
+/// connection out, back to RESP2 and db 0) both go through exactly this list, so the two
+/// paths cannot drift apart.
+pub fn ready_commands(url: &UpstreamUrl, proto: Proto, db: u32) -> Vec<Request> {
     let mut out = Vec::new();
+    if let Some(pass) = &url.pass {
+        match &url.user {
+            Some(user) => out.push(Request::from_args(["AUTH", user, pass])),
+            None => out.push(Request::from_args(["AUTH", pass])),
+        }
+    }
     if proto == Proto::Resp3 {
         out.push(Request::from_args(["HELLO", "3"]));
     }

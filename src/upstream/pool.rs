@@ -344,9 +344,13 @@ impl PinnedPool {
         let conn = loop {
             let returned = self.returned.notified();
             if let Some(c) = self.take_idle() {
+                // `RESET` logged it out: the same handshake a new connection gets.
+                for req in conn::ready_commands(&self.url, proto, db) {
+                    c.send_quiet(&req);
+                }
                 break c;
             }
-            match self.open().await {
+            match self.open(proto, db).await {
                 Ok(c) => break c,
                 Err(Full(msg)) => {
                     if tokio::time::timeout_at(deadline, returned).await.is_err() {
@@ -356,9 +360,6 @@ impl PinnedPool {
                 Err(Failed(msg)) => return Err(msg),
             }
         };
-        for req in conn::setup_commands(proto, db) {
-            conn.send_quiet(&req);
-        }
         Ok(conn)
     }
 
@@ -372,7 +373,8 @@ impl PinnedPool {
         None
     }
 
-    async fn open(self: &Arc<Self>) -> Result<PinnedConn, OpenError> {
+    /// Opens a new connection, ready for `proto` and `db`.
+    async fn open(self: &Arc<Self>, proto: Proto, db: u32) -> Result<PinnedConn, OpenError> {
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Full(format!(
@@ -380,7 +382,7 @@ impl PinnedPool {
                 self.max
             )));
         }
-        let stream = match conn::connect(&self.url, Proto::Resp2, 0, self.connect_timeout).await {
+        let stream = match conn::connect(&self.url, proto, db, self.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
                 self.total.fetch_sub(1, Ordering::AcqRel);
