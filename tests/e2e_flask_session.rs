@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_port, RedisServer, Rekey};
+use common::{free_port, RedisServer, Rekey, Variant};
 use redis::Commands;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -70,7 +70,17 @@ fn session_cookie(headers: &str) -> String {
 
 #[test]
 fn two_flask_apps_share_a_login_through_rekey() {
-    let redis = RedisServer::start();
+    two_flask_apps_share_a_login(Variant::PLAIN);
+}
+
+/// The same with a password on Redis (`requirepass`): only rekey knows it, the apps do not.
+#[test]
+fn two_flask_apps_share_a_login_through_rekey_to_a_password_protected_redis() {
+    two_flask_apps_share_a_login(Variant::PASSWORD);
+}
+
+fn two_flask_apps_share_a_login(variant: Variant) {
+    let redis = RedisServer::start_variant(variant);
     let preset = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/presets/flask-session.toml"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{RedisServer, Rekey};
+use common::{RedisServer, Rekey, Variant};
 use redis::{cmd, Connection, Value};
 
 fn preset(name: &str) -> String {
@@ -16,8 +16,9 @@ fn preset(name: &str) -> String {
     .unwrap()
 }
 
-fn setup(name: &str) -> (RedisServer, Rekey, Connection, Connection) {
-    let redis = RedisServer::start();
+/// Redis of `variant`, rekey with the preset `name` in front, and two clients.
+fn setup(variant: Variant, name: &str) -> (RedisServer, Rekey, Connection, Connection) {
+    let redis = RedisServer::start_variant(variant);
     let rekey = Rekey::start(&redis, &preset(name));
     let a = rekey.client();
     let b = rekey.client();
@@ -32,9 +33,8 @@ fn ttl(con: &mut Connection, key: &str) -> i64 {
     cmd("TTL").arg(key).query(con).unwrap()
 }
 
-#[test]
-fn aspnet_session_state_provider_v5_and_v4_scripts() {
-    let (redis, _rekey, mut a, mut b) = setup("aspnet-session-state");
+fn aspnet_session_state_provider_v5_and_v4_scripts(v: Variant) {
+    let (redis, _rekey, mut a, mut b) = setup(v, "aspnet-session-state");
     // v5: the provider loads its scripts once and calls EVALSHA with 3 keys (hash-tagged).
     let write = "redis.call('SET', KEYS[1], ARGV[1]); redis.call('EXPIRE', KEYS[1], ARGV[2]); \
                  redis.call('SET', KEYS[3], ARGV[2]); redis.call('EXPIRE', KEYS[3], ARGV[2]); return 1";
@@ -129,9 +129,8 @@ fn aspnet_session_state_provider_v5_and_v4_scripts() {
     assert_eq!(upstream, vec!["{shared_s2}_Data", "{shared_s2}_Internal"]);
 }
 
-#[test]
-fn aspnetcore_rediscache_session() {
-    let (_redis, _rekey, mut a, mut b) = setup("aspnetcore-session");
+fn aspnetcore_rediscache_session(v: Variant) {
+    let (_redis, _rekey, mut a, mut b) = setup(v, "aspnetcore-session");
     let mut p = redis::pipe();
     p.cmd("HSET")
         .arg("AppA_sess42")
@@ -161,9 +160,8 @@ fn aspnetcore_rediscache_session() {
     assert!(!exists(&mut a, "AppA_sess42"));
 }
 
-#[test]
-fn harbour_session_with_lock_transactions() {
-    let (redis, _rekey, mut a, mut b) = setup("harbour-session");
+fn harbour_session_with_lock_transactions(v: Variant) {
+    let (redis, _rekey, mut a, mut b) = setup(v, "harbour-session");
     let _: Value = redis::pipe()
         .atomic()
         .cmd("HMSET")
@@ -218,9 +216,8 @@ fn harbour_session_with_lock_transactions() {
     assert_eq!(n, 0);
 }
 
-#[test]
-fn connect_redis_with_scan_listing() {
-    let (_redis, _rekey, mut a, mut b) = setup("connect-redis");
+fn connect_redis_with_scan_listing(v: Variant) {
+    let (_redis, _rekey, mut a, mut b) = setup(v, "connect-redis");
     let _: () = cmd("SET")
         .arg("appA:sess:abc")
         .arg(r#"{"user":"alice"}"#)
@@ -275,9 +272,8 @@ fn connect_redis_with_scan_listing() {
     assert_eq!(gone, None);
 }
 
-#[test]
-fn phpredis_session_with_lock_and_unlock_script() {
-    let (_redis, _rekey, mut a, mut b) = setup("phpredis-session");
+fn phpredis_session_with_lock_and_unlock_script(v: Variant) {
+    let (_redis, _rekey, mut a, mut b) = setup(v, "phpredis-session");
     let _: () = cmd("SETEX")
         .arg("APPA_sid7")
         .arg(1440)
@@ -331,9 +327,8 @@ fn phpredis_session_with_lock_and_unlock_script() {
     assert!(!exists(&mut b, "APPB_sid7"));
 }
 
-#[test]
-fn spring_session_keys_events_and_keyspace_notifications() {
-    let (redis, rekey, mut a, mut b) = setup("spring-session");
+fn spring_session_keys_events_and_keyspace_notifications(v: Variant) {
+    let (redis, rekey, mut a, mut b) = setup(v, "spring-session");
     let _: () = cmd("CONFIG")
         .arg("SET")
         .arg("notify-keyspace-events")
@@ -347,7 +342,7 @@ fn spring_session_keys_events_and_keyspace_notifications() {
     let mut ps = sub.as_pubsub();
     ps.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    ps.subscribe("__keyevent@0__:del").unwrap();
+    ps.subscribe(format!("__keyevent@{}__:del", v.db)).unwrap();
     ps.psubscribe(format!("{ns_b}:event:0:created:*")).unwrap();
     // App A creates a session the way Spring does.
     let id = "7d3c";
@@ -422,7 +417,7 @@ fn spring_session_keys_events_and_keyspace_notifications() {
         .query(&mut a)
         .unwrap();
     let msg = ps.get_message().unwrap();
-    assert_eq!(msg.get_channel_name(), "__keyevent@0__:del");
+    assert_eq!(msg.get_channel_name(), format!("__keyevent@{}__:del", v.db));
     assert_eq!(
         msg.get_payload::<String>().unwrap(),
         format!("{ns_b}:sessions:new1")
@@ -430,9 +425,8 @@ fn spring_session_keys_events_and_keyspace_notifications() {
     assert!(!exists(&mut b, &format!("{ns_b}:sessions:new1")));
 }
 
-#[test]
-fn django_cache_sessions() {
-    let (redis, _rekey, mut a, mut b) = setup("django-session");
+fn django_cache_sessions(v: Variant) {
+    let (redis, _rekey, mut a, mut b) = setup(v, "django-session");
     let key_a = "appA:1:django.contrib.sessions.cachezx81";
     let key_b = "appB:1:django.contrib.sessions.cachezx81";
     let _: () = cmd("SET")
@@ -477,9 +471,8 @@ fn django_cache_sessions() {
     assert_eq!(n, 0);
 }
 
-#[test]
-fn flask_session_keys() {
-    let (_redis, _rekey, mut a, mut b) = setup("flask-session");
+fn flask_session_keys(v: Variant) {
+    let (_redis, _rekey, mut a, mut b) = setup(v, "flask-session");
     let _: () = cmd("SET")
         .arg("appA_session:9f1e")
         .arg("msgpack-bytes")
@@ -501,3 +494,58 @@ fn flask_session_keys() {
     let _: i64 = cmd("DEL").arg("appA_session:9f1e").query(&mut a).unwrap();
     assert!(!exists(&mut b, "appB_session:9f1e"));
 }
+
+/// Each preset's test, as a test per upstream variant (`cargo test --test presets requirepass`).
+macro_rules! presets_for {
+    ($module:ident, $variant:expr) => {
+        mod $module {
+            use super::Variant;
+
+            #[test]
+            fn aspnet_session_state_provider_v5_and_v4_scripts() {
+                super::aspnet_session_state_provider_v5_and_v4_scripts($variant);
+            }
+
+            #[test]
+            fn aspnetcore_rediscache_session() {
+                super::aspnetcore_rediscache_session($variant);
+            }
+
+            #[test]
+            fn harbour_session_with_lock_transactions() {
+                super::harbour_session_with_lock_transactions($variant);
+            }
+
+            #[test]
+            fn connect_redis_with_scan_listing() {
+                super::connect_redis_with_scan_listing($variant);
+            }
+
+            #[test]
+            fn phpredis_session_with_lock_and_unlock_script() {
+                super::phpredis_session_with_lock_and_unlock_script($variant);
+            }
+
+            #[test]
+            fn spring_session_keys_events_and_keyspace_notifications() {
+                super::spring_session_keys_events_and_keyspace_notifications($variant);
+            }
+
+            #[test]
+            fn django_cache_sessions() {
+                super::django_cache_sessions($variant);
+            }
+
+            #[test]
+            fn flask_session_keys() {
+                super::flask_session_keys($variant);
+            }
+        }
+    };
+}
+
+presets_for!(no_auth, Variant::PLAIN);
+presets_for!(requirepass, Variant::PASSWORD);
+presets_for!(acl_user, Variant::ACL_USER);
+presets_for!(db3, Variant::DB3);
+presets_for!(acl_user_db3, Variant::ACL_USER_DB3);

@@ -39,8 +39,150 @@ fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not start listening on {port}");
 }
 
+/// How the upstream Redis authenticates clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No password (Redis's default).
+    None,
+    /// `requirepass` (the `default` user has a password): `redis://:pw@host:port`.
+    Password,
+    /// An ACL user `app` (`on >pw ~* &* +@all`) with the `default` user disabled:
+    /// `redis://app:pw@host:port`.
+    AclUser,
+}
+
+/// The password of the [`Auth::Password`] and [`Auth::AclUser`] upstreams.
+pub const UPSTREAM_PASSWORD: &str = "up-pw-7f3a";
+/// The ACL user of the [`Auth::AclUser`] upstream.
+pub const UPSTREAM_USER: &str = "app";
+
+/// One upstream configuration the proxy must work against: how Redis authenticates, and the
+/// db rekey's clients start in (the `/db` of rekey's upstream URL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub auth: Auth,
+    pub db: u8,
+}
+
+impl Variant {
+    pub const PLAIN: Variant = Variant {
+        auth: Auth::None,
+        db: 0,
+    };
+    pub const PASSWORD: Variant = Variant {
+        auth: Auth::Password,
+        db: 0,
+    };
+    pub const ACL_USER: Variant = Variant {
+        auth: Auth::AclUser,
+        db: 0,
+    };
+    pub const DB3: Variant = Variant {
+        auth: Auth::None,
+        db: 3,
+    };
+    /// An ACL user and db 3 together (the usual managed-Redis setup with a non-zero db).
+    pub const ACL_USER_DB3: Variant = Variant {
+        auth: Auth::AclUser,
+        db: 3,
+    };
+
+    /// Every variant the suites run against.
+    pub fn all() -> [Variant; 5] {
+        [
+            Self::PLAIN,
+            Self::PASSWORD,
+            Self::ACL_USER,
+            Self::DB3,
+            Self::ACL_USER_DB3,
+        ]
+    }
+
+    /// A short name, for test names and failure messages.
+    pub fn name(self) -> String {
+        let auth = match self.auth {
+            Auth::None => "no-auth",
+            Auth::Password => "requirepass",
+            Auth::AclUser => "acl-user",
+        };
+        if self.db == 0 {
+            auth.to_string()
+        } else {
+            format!("{auth}-db{}", self.db)
+        }
+    }
+
+    /// `redis-server` command-line directives for this variant's authentication.
+    pub fn server_args(self) -> Vec<String> {
+        let args: &[&str] = match self.auth {
+            Auth::None => &[],
+            Auth::Password => &["--requirepass", UPSTREAM_PASSWORD],
+            // A multi-word directive on the command line: `--user` then its words as separate
+            // arguments, up to the next `--`.
+            Auth::AclUser => {
+                let pass = format!(">{UPSTREAM_PASSWORD}");
+                return [
+                    "--user",
+                    UPSTREAM_USER,
+                    "on",
+                    &pass,
+                    "~*",
+                    "&*",
+                    "+@all",
+                    "--user",
+                    "default",
+                    "off",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            }
+        };
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The `user:pass@` part of a URL (empty without auth).
+    pub fn userinfo(self) -> String {
+        match self.auth {
+            Auth::None => String::new(),
+            Auth::Password => format!(":{UPSTREAM_PASSWORD}@"),
+            Auth::AclUser => format!("{UPSTREAM_USER}:{UPSTREAM_PASSWORD}@"),
+        }
+    }
+
+    /// The URL of a Redis of this variant on `port`: credentials and db included.
+    pub fn url(self, port: u16) -> String {
+        let db = if self.db == 0 {
+            String::new()
+        } else {
+            format!("/{}", self.db)
+        };
+        format!("redis://{}127.0.0.1:{port}{db}", self.userinfo())
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// The protocol a client speaks to rekey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Resp2,
+    Resp3,
+}
+
+impl Protocol {
+    pub fn all() -> [Protocol; 2] {
+        [Protocol::Resp2, Protocol::Resp3]
+    }
+}
+
 pub struct RedisServer {
     pub port: u16,
+    pub variant: Variant,
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
@@ -51,22 +193,39 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// A Redis configured as `variant` (password, ACL user); [`RedisServer::url`] and
+    /// [`RedisServer::direct`] then carry the credentials and the variant's db, so
+    /// [`Rekey::start`] in front of it uses them too.
+    pub fn start_variant(variant: Variant) -> RedisServer {
+        Self::start_variant_with(variant, &[])
+    }
+
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_variant_with(Variant::PLAIN, extra)
+    }
+
+    pub fn start_variant_with(variant: Variant, extra: &[&str]) -> RedisServer {
         // A cluster node also listens on port + 10000 (the cluster bus).
         let port = std::iter::repeat_with(free_port)
             .find(|&p| p < 55_000)
             .expect("a free port");
         let mut s = RedisServer {
             port,
+            variant,
             dir: scratch_dir("redis"),
             child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: variant
+                .server_args()
+                .into_iter()
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect(),
         };
         s.restart();
         s
     }
 
-    /// Starts (again) on the same port.
+    /// Starts (again) on the same port, with the same variant (its users and password are
+    /// command-line directives, so a restarted server has them from the start).
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args([
@@ -89,6 +248,8 @@ impl RedisServer {
         wait_for_port(self.port, "redis-server");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            // The variant's credentials log in (the ACL variant has no `default` user); a
+            // password given only through `start_with` answers NOAUTH, which is up too.
             if let Ok(mut c) = self.direct_result() {
                 match redis::cmd("PING").query::<String>(&mut c) {
                     Ok(_) => return,
@@ -124,16 +285,31 @@ impl RedisServer {
     }
 
     fn direct_result(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
+        self.direct_db_result(self.variant.db)
     }
 
-    /// A connection straight to Redis, bypassing rekey.
+    fn direct_db_result(&self, db: u8) -> redis::RedisResult<redis::Connection> {
+        let url = Variant { db, ..self.variant }.url(self.port);
+        let con = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))?;
+        con.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(con)
+    }
+
+    /// A connection straight to Redis, bypassing rekey: logged in as the variant requires, in
+    /// the variant's db.
     pub fn direct(&self) -> redis::Connection {
         self.direct_result().unwrap()
     }
 
+    /// Like [`RedisServer::direct`], in db `db`.
+    pub fn direct_db(&self, db: u8) -> redis::Connection {
+        self.direct_db_result(db).unwrap()
+    }
+
+    /// The upstream URL for rekey: `redis://[user:pass@]127.0.0.1:port[/db]` as the variant
+    /// requires (`redis://127.0.0.1:port` for the plain one).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.variant.url(self.port)
     }
 }
 
@@ -152,7 +328,8 @@ pub struct Rekey {
 }
 
 impl Rekey {
-    /// Starts rekey in front of `redis` with `extra` TOML appended to a minimal config.
+    /// Starts rekey in front of `redis` with `extra` TOML appended to a minimal config. The
+    /// upstream URL is `redis.url()`: it carries the server variant's credentials and db.
     pub fn start(redis: &RedisServer, extra: &str) -> Rekey {
         Self::start_url(&redis.url(), extra)
     }
@@ -228,11 +405,36 @@ impl Rekey {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// A `redis` crate client speaking `protocol` (RESP3 through `?protocol=resp3`, so the
+    /// crate sends `HELLO 3`).
+    pub fn client_protocol(&self, protocol: Protocol) -> redis::Connection {
+        let url = match protocol {
+            Protocol::Resp2 => self.url(),
+            Protocol::Resp3 => format!("{}?protocol=resp3", self.url()),
+        };
+        let con = redis::Client::open(url)
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        con
+    }
+
     /// A raw TCP connection, for exact bytes.
     pub fn raw(&self) -> RawClient {
         let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        RawClient { s }
+        RawClient { s, buf: Vec::new() }
+    }
+
+    /// A raw client that has switched to `protocol` (`HELLO 3` answered, for RESP3).
+    pub fn raw_protocol(&self, protocol: Protocol) -> RawClient {
+        let mut c = self.raw();
+        if protocol == Protocol::Resp3 {
+            let hello = c.call(&["HELLO", "3"]);
+            assert!(matches!(hello, Resp::Map(_)), "HELLO 3 answered {hello:?}");
+        }
+        c
     }
 
     pub fn pid(&self) -> u32 {
@@ -300,6 +502,65 @@ pub fn metric(text: &str, series: &str) -> f64 {
 /// A client speaking raw RESP bytes.
 pub struct RawClient {
     pub s: TcpStream,
+    /// Bytes read past the last parsed reply.
+    buf: Vec<u8>,
+}
+
+/// One RESP2/RESP3 reply, as read by [`RawClient::read_reply`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    /// `$-1`, `*-1` and RESP3 `_`.
+    Nil,
+    Array(Vec<Resp>),
+    /// RESP3 `%`, in wire order.
+    Map(Vec<(Resp, Resp)>),
+    /// RESP3 `~`.
+    Set(Vec<Resp>),
+    /// RESP3 `>` (out-of-band: pub/sub messages, invalidations).
+    Push(Vec<Resp>),
+    /// RESP3 `,` `(` `#` `=` kept as their text.
+    Other(char, String),
+}
+
+impl Resp {
+    /// The text of a simple string or bulk string.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Resp::Simple(s) => Some(s.clone()),
+            Resp::Bulk(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The items of an array, set or push.
+    pub fn items(&self) -> Option<&[Resp]> {
+        match self {
+            Resp::Array(v) | Resp::Set(v) | Resp::Push(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The texts of an array/set/push of strings (`None` for nil and non-text items).
+    pub fn texts(&self) -> Vec<Option<String>> {
+        self.items()
+            .unwrap_or_else(|| panic!("not an aggregate: {self:?}"))
+            .iter()
+            .map(Resp::text)
+            .collect()
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Resp::Error(_))
+    }
+}
+
+/// A bulk string reply, for comparisons.
+pub fn bulk(s: &str) -> Resp {
+    Resp::Bulk(s.as_bytes().to_vec())
 }
 
 impl RawClient {
@@ -316,10 +577,80 @@ impl RawClient {
         self.send(out.as_bytes());
     }
 
+    /// Sends a command and reads its reply (the next reply on the wire: no pushes expected
+    /// in between).
+    pub fn call(&mut self, args: &[&str]) -> Resp {
+        self.cmd(args);
+        self.read_reply()
+    }
+
+    /// Reads more bytes into the buffer; panics on close or timeout.
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        match self.s.read(&mut chunk) {
+            Ok(0) => panic!(
+                "connection closed with {:?} unparsed",
+                String::from_utf8_lossy(&self.buf)
+            ),
+            Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+            Err(e) => panic!(
+                "read failed ({e}) with {:?} unparsed",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
+    /// Reads one whole reply (RESP2 or RESP3), waiting up to the socket's read timeout.
+    pub fn read_reply(&mut self) -> Resp {
+        loop {
+            if let Some((value, used)) = parse_resp(&self.buf) {
+                self.buf.drain(..used);
+                return value;
+            }
+            self.fill();
+        }
+    }
+
+    /// Like [`RawClient::read_reply`], waiting at most `limit`: `None` if nothing whole
+    /// arrived by then.
+    pub fn read_reply_within(&mut self, limit: Duration) -> Option<Resp> {
+        let old = self.s.read_timeout().unwrap();
+        let deadline = Instant::now() + limit;
+        let got = loop {
+            if let Some((value, used)) = parse_resp(&self.buf) {
+                self.buf.drain(..used);
+                break Some(value);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            self.s.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) => panic!("connection closed"),
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break None
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        };
+        self.s.set_read_timeout(old).unwrap();
+        got
+    }
+
     /// Reads until `n` bytes arrived or the peer closed.
     pub fn read_exact_n(&mut self, n: usize) -> Vec<u8> {
         let mut buf = vec![0u8; n];
-        let mut got = 0;
+        let mut got = self.buf.len().min(n);
+        buf[..got].copy_from_slice(&self.buf[..got]);
+        self.buf.drain(..got);
         while got < n {
             match self.s.read(&mut buf[got..]) {
                 Ok(0) => break,
@@ -339,10 +670,88 @@ impl RawClient {
 
     /// Reads until the peer closes.
     pub fn read_to_close(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.buf);
         let _ = self.s.read_to_end(&mut out);
         out
     }
+}
+
+/// Parses one RESP2/RESP3 value at the start of `b`: the value and the bytes it used, or `None`
+/// when `b` does not hold a whole value yet. Panics on bytes that are not RESP.
+pub fn parse_resp(b: &[u8]) -> Option<(Resp, usize)> {
+    let end = b.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&b[1..end]).expect("RESP header is UTF-8");
+    let after = end + 2;
+    let count = |line: &str| -> i64 {
+        line.parse()
+            .unwrap_or_else(|_| panic!("bad length {line:?}"))
+    };
+    let aggregate = |n: i64, per: usize| -> Option<(Vec<Resp>, usize)> {
+        let mut items = Vec::new();
+        let mut at = after;
+        for _ in 0..(n.max(0) as usize * per) {
+            let (v, used) = parse_resp(&b[at..])?;
+            items.push(v);
+            at += used;
+        }
+        Some((items, at))
+    };
+    Some(match b[0] {
+        b'+' => (Resp::Simple(line.to_string()), after),
+        b'-' => (Resp::Error(line.to_string()), after),
+        b':' => (Resp::Int(count(line)), after),
+        b'_' => (Resp::Nil, after),
+        b'$' | b'=' | b'!' => {
+            let n = count(line);
+            if n < 0 {
+                return Some((Resp::Nil, after));
+            }
+            let n = n as usize;
+            if b.len() < after + n + 2 {
+                return None;
+            }
+            let data = b[after..after + n].to_vec();
+            let v = match b[0] {
+                b'$' => Resp::Bulk(data),
+                b'!' => Resp::Error(String::from_utf8_lossy(&data).into_owned()),
+                _ => Resp::Other('=', String::from_utf8_lossy(&data).into_owned()),
+            };
+            (v, after + n + 2)
+        }
+        b'*' | b'~' | b'>' => {
+            let n = count(line);
+            if n < 0 {
+                return Some((Resp::Nil, after));
+            }
+            let (items, at) = aggregate(n, 1)?;
+            let v = match b[0] {
+                b'*' => Resp::Array(items),
+                b'~' => Resp::Set(items),
+                _ => Resp::Push(items),
+            };
+            (v, at)
+        }
+        b'%' => {
+            let (items, at) = aggregate(count(line), 2)?;
+            let mut it = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            (Resp::Map(pairs), at)
+        }
+        b'|' => {
+            // An attribute: skip it, the value follows.
+            let (_, at) = aggregate(count(line), 2)?;
+            let (v, used) = parse_resp(&b[at..])?;
+            (v, at + used)
+        }
+        c @ (b',' | b'(' | b'#') => (Resp::Other(c as char, line.to_string()), after),
+        other => panic!(
+            "not RESP: {:?}",
+            String::from_utf8_lossy(&b[..b.len().min(64)]).replace(other as char, "?")
+        ),
+    })
 }
 
 /// Resident memory of a process, in KiB (from `/proc`).
