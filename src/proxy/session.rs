@@ -43,7 +43,6 @@ pub enum ReplyMode {
 pub struct Session {
     pub(super) id: u64,
     pub(super) peer: SocketAddr,
-    pub(super) local: SocketAddr,
     pub(super) app: Option<String>,
     pub(super) proxy: Arc<Proxy>,
     rd: OwnedReadHalf,
@@ -75,7 +74,7 @@ pub struct Session {
     pub(super) in_multi: bool,
     pub(super) watching: bool,
     pub(super) streaming: bool,
-    blocking: usize,
+    pub(super) blocking: usize,
     pub(super) closing: bool,
     // Rewriting state.
     pub(super) memory: PrefixMemory,
@@ -85,7 +84,7 @@ pub struct Session {
     pub(super) snapshot: Option<Arc<Config>>,
     /// The request being dispatched: its command id and when it arrived (metrics).
     pub(super) current_cmd: u16,
-    current_start: Instant,
+    pub(super) current_start: Instant,
     /// The config in force, refreshed when the proxy's config generation moves.
     pub(super) cfg: Arc<Config>,
     cfg_gen: u64,
@@ -102,6 +101,8 @@ pub struct Session {
     pub(super) pin_hint: Option<Arc<crate::upstream::Upstream>>,
     /// MULTI was answered but not yet sent: the node is chosen by the first queued command.
     pub(super) cluster_multi: bool,
+    /// This client's entry in the registry of live clients (CLIENT LIST/KILL).
+    pub(super) client: crate::proxy::clients::Registered,
 }
 
 /// Consecutive requests for one upstream connection, sent as one job.
@@ -135,6 +136,7 @@ impl Session {
         let db = config.upstream.db;
         let authed = !config.auth.required();
         let local = stream.local_addr().unwrap_or(peer);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
         let (rd, wr) = stream.into_split();
         let (sink, inbox) = mpsc::unbounded_channel();
         let upstream_gen = proxy
@@ -145,10 +147,16 @@ impl Session {
         let id = proxy
             .next_client_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client = proxy.registry.register(crate::proxy::clients::NewClient {
+            id,
+            addr: peer,
+            laddr: local,
+            fd,
+            app: app.clone(),
+        });
         Session {
             id,
             peer,
-            local,
             app,
             rd,
             wr,
@@ -195,6 +203,7 @@ impl Session {
             node_pools: Vec::new(),
             pin_hint: None,
             cluster_multi: false,
+            client,
             proxy,
         }
     }
@@ -214,6 +223,7 @@ impl Session {
                 self.process_input().await;
                 self.drain_ready();
             }
+            self.publish_activity();
             if !self.out.is_empty() {
                 let before = self.out.len();
                 if self.out.try_write(&self.wr).is_err() {
@@ -264,6 +274,7 @@ impl Session {
                     stopping = true;
                     self.closing = true;
                 }
+                _ = self.client.killed() => break,
                 _ = &mut idle_sleep, if idle.is_some() && !self.streaming && self.replies.is_empty() => break,
             }
         }
@@ -497,7 +508,7 @@ impl Session {
             Class::Forward => self.forward(req.into_raw(), false),
             Class::Local(local) => self.local(local, req).await,
             Class::Pin(pin) => self.pinned(pin, req).await,
-            Class::Refuse(msg) => self.reply(encode::error(msg)),
+            Class::Refuse(msg) => self.refuse(msg, req),
         }
         self.pending_ctx = None;
     }
