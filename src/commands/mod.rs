@@ -184,6 +184,27 @@ static SPECIAL: &[CommandSpec] = &[
     ),
 ];
 
+/// Keyless commands that are not containers, known by name so that `CLIENT LIST`'s `cmd=`
+/// and the metrics name them (containers such as `SCRIPT` must stay out: a name found in the
+/// table is not looked up further by subcommand).
+static KEYLESS: &[&str] = &[
+    "asking",
+    "bgrewriteaof",
+    "bgsave",
+    "dbsize",
+    "debug",
+    "failover",
+    "info",
+    "lastsave",
+    "lolwut",
+    "replicaof",
+    "role",
+    "save",
+    "slaveof",
+    "swapdb",
+    "time",
+];
+
 /// Replies that carry key names.
 static REPLY_KEYS: &[(&str, ReplyKeys)] = &[
     ("blpop", ReplyKeys::First),
@@ -261,6 +282,10 @@ fn table() -> &'static Table {
                 .or_insert_with(|| spec(name, Class::Forward))
                 .keys = keys;
         }
+        for name in KEYLESS {
+            map.entry(name.as_bytes())
+                .or_insert_with(|| spec(name, Class::Forward));
+        }
         for (name, reply) in REPLY_KEYS {
             map.entry(name.as_bytes())
                 .or_insert_with(|| spec(name, Class::Forward))
@@ -292,6 +317,20 @@ pub fn names() -> &'static [&'static str] {
         }
         out
     })
+}
+
+/// The table's full name of command `id` (`object|encoding`, `get`); `None` for 0, a
+/// command the table does not know.
+pub fn full_name(id: u16) -> Option<&'static str> {
+    static FULL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let full = FULL.get_or_init(|| {
+        let mut out = vec![""; table().len() + 1];
+        for s in table().values() {
+            out[s.id as usize] = s.name;
+        }
+        out
+    });
+    full.get(id as usize).copied().filter(|n| !n.is_empty())
 }
 
 /// The spec of the request's command (any case), or of its subcommand (`object|encoding`)

@@ -251,9 +251,10 @@ impl RequestParser {
         let Some((count, mut pos)) = header else {
             return Ok(None);
         };
-        if count > self.max_array as i64 || count < -1 {
+        if count > self.max_array as i64 {
             return Err(ParseError::MultibulkLength);
         }
+        // Redis reads any count <= 0 (`*0`, `*-1`, `*-10`) as an empty request and goes on.
         let count = count.max(0) as usize;
         for i in 0..count {
             if pos >= buf.len() {
@@ -522,14 +523,19 @@ pub fn parse_int(s: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 19 || (digits[0] == b'0' && (neg || digits.len() > 1)) {
         return None;
     }
+    // Accumulated negative: the range goes one further down (-9223372036854775808).
     let mut v: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+        v = v.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
     }
-    Some(if neg { -v } else { v })
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
 }
 
 fn scan_inline(buf: &[u8]) -> Result<Scan, ParseError> {
@@ -753,6 +759,29 @@ mod tests {
             parse_all(b"*0\r\n\r\n").unwrap(),
             vec![Vec::<Vec<u8>>::new(), vec![]]
         );
+    }
+
+    /// Redis takes any multibulk count <= 0 as an empty request, down to i64's minimum.
+    #[test]
+    fn negative_counts_are_empty_requests() {
+        let got = parse_all(b"*-10\r\n*-1\r\n*-9223372036854775808\r\n*1\r\n$4\r\nPING\r\n");
+        assert_eq!(got.unwrap().len(), 4);
+        assert_eq!(
+            parse_all(b"*-9223372036854775809\r\n"),
+            Err(ParseError::MultibulkLength)
+        );
+        assert_eq!(parse_all(b"*-0\r\n"), Err(ParseError::MultibulkLength));
+        assert!(RequestParser::default().peek(b"*-10\r\n").is_none());
+    }
+
+    #[test]
+    fn parse_int_takes_what_string2ll_takes() {
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"9223372036854775808"), None);
+        for bad in [&b""[..], b"-", b"-0", b"01", b"+1", b"1 "] {
+            assert_eq!(parse_int(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Server {
             cluster,
             next_client_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
+            registry: Default::default(),
             upstream_info,
             reloader: Reloader::new(config_source, options.upstream_override),
             metrics: options.metrics,

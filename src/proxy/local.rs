@@ -1,15 +1,19 @@
 //! Connection-scoped commands, answered or emulated per client so that a shared upstream
 //! connection's state never changes: AUTH, HELLO, SELECT, PING, ECHO, CLIENT …, READONLY,
 //! QUIT, RESET, UNSUBSCRIBE outside subscribe mode, and the credential guard on CONFIG/ACL. Replies match what Redis sends.
+//! `CLIENT LIST`/`INFO`/`KILL` act on rekey's own clients ([`crate::proxy::clients`]), never
+//! on the upstream connections they share.
 
 use crate::commands::{Local, ReplyKeys};
 use crate::protocol::encode::{self, Encoder, Proto};
 use crate::protocol::request::parse_int;
 use crate::protocol::Request;
+use crate::proxy::clients::{flag, KillFilter, Kind};
 use crate::proxy::rewrite::ReplyCtx;
 use crate::proxy::secrets::{self, Verdict};
 use crate::proxy::session::{ReplyMode, Session};
 use bytes::Bytes;
+use std::time::Instant;
 
 fn wrong_args(name: &str) -> Bytes {
     encode::error(&format!(
@@ -17,8 +21,27 @@ fn wrong_args(name: &str) -> Bytes {
     ))
 }
 
+fn syntax_error() -> Bytes {
+    encode::error("ERR syntax error")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 impl Session {
     pub(super) async fn local(&mut self, cmd: Local, req: Request) {
+        let publishes = matches!(
+            cmd,
+            Local::Auth | Local::Hello | Local::Select | Local::Client | Local::Reset
+        );
+        self.local_command(cmd, req).await;
+        if publishes {
+            self.publish();
+        }
+    }
+
+    async fn local_command(&mut self, cmd: Local, req: Request) {
         match cmd {
             Local::Auth => self.auth(&req),
             Local::Hello => self.hello(&req),
@@ -32,7 +55,7 @@ impl Session {
                 _ => self.reply(wrong_args("echo")),
             },
             Local::Client => self.client(req).await,
-            Local::ReadOnly => self.reply(encode::simple("OK")),
+            Local::ReadOnly => self.readonly(&req),
             Local::Quit => {
                 self.reply_mode = ReplyMode::On;
                 self.reply(encode::simple("OK"));
@@ -43,6 +66,80 @@ impl Session {
             Local::Config => self.guarded(secrets::config(&req), &req),
             Local::Acl => self.guarded(secrets::acl(&req), &req),
         }
+    }
+
+    /// READONLY/READWRITE: a cluster upstream's replicas are rekey's business, so they are
+    /// answered here; a plain Redis gives its own error (cluster support disabled).
+    fn readonly(&mut self, req: &Request) {
+        if self.proxy.cluster.is_none() {
+            return self.forward(req.raw().clone(), false);
+        }
+        match req.len() {
+            1 => self.reply(encode::simple("OK")),
+            _ => {
+                let name = text(req.arg(0).unwrap_or_default()).to_ascii_lowercase();
+                self.reply(wrong_args(&name))
+            }
+        }
+    }
+
+    /// A command refused because it would disturb other clients' shared connections. Inside
+    /// a transaction the client holds its own connection, so it goes to Redis, which queues it
+    /// or rejects it exactly as it would.
+    pub(super) fn refuse(&mut self, msg: &'static str, req: Request) {
+        if self.in_multi && self.pin.is_some() {
+            return self.forward(req.into_raw(), false);
+        }
+        self.reply(encode::error(msg));
+    }
+
+    /// After refusing a command that Redis would have queued: a transaction in progress must
+    /// fail at EXEC (`-EXECABORT`), as when Redis rejects a command while queueing. An unknown
+    /// command is such a rejection, with no other effect; its reply is dropped.
+    fn abort_transaction(&self) {
+        if let Some(conn) = self.pin.as_ref().filter(|_| self.in_multi) {
+            conn.send_quiet(&Request::from_args([""]));
+        }
+    }
+
+    /// The identity that decides which clients this one sees in CLIENT LIST/KILL: its app,
+    /// else its proxy user when `[[users]]` are configured; none sees every client.
+    fn viewer(&self) -> Option<String> {
+        let users = !self.cfg.auth.users.is_empty();
+        self.app
+            .clone()
+            .or_else(|| self.user.clone().filter(|_| users))
+    }
+
+    /// Publishes this client's connection state to the registry (after a local command).
+    pub(super) fn publish(&self) {
+        let identity = self.viewer();
+        self.client.update(|d| {
+            d.name = self.name.clone();
+            d.user = self.user.clone();
+            d.identity = identity;
+            d.db = self.db;
+            d.resp = self.proto.number() as u8;
+            d.lib_name = self.lib_name.clone();
+            d.lib_ver = self.lib_ver.clone();
+        });
+    }
+
+    /// Publishes the last command, flags and time of activity (a few relaxed stores; once per
+    /// turn of the session's loop).
+    pub(super) fn publish_activity(&self) {
+        let mut flags = 0;
+        if self.in_multi || self.cluster_multi {
+            flags |= flag::MULTI;
+        }
+        if self.blocking > 0 {
+            flags |= flag::BLOCKED;
+        }
+        if self.subs.active {
+            flags |= flag::PUBSUB;
+        }
+        self.client
+            .touch(self.current_cmd, flags, self.current_start);
     }
 
     /// CONFIG and ACL, as [`secrets`] rules them.
@@ -60,7 +157,10 @@ impl Session {
                 let user = self.user.clone().unwrap_or_else(|| "default".into());
                 self.reply(bulk(user.as_bytes()));
             }
-            Verdict::Refuse(msg) => self.reply(encode::error(msg)),
+            Verdict::Refuse(msg) => {
+                self.reply(encode::error(msg));
+                self.abort_transaction();
+            }
         }
     }
 
@@ -195,6 +295,10 @@ impl Session {
         let Some(sub) = req.arg(1).map(|s| s.to_ascii_uppercase()) else {
             return self.reply(wrong_args("client"));
         };
+        let lower = text(&sub).to_ascii_lowercase();
+        self.client.update(|d| d.client_sub = Some(lower.clone()));
+        self.publish();
+        self.publish_activity();
         match sub.as_slice() {
             b"SETNAME" if req.len() == 3 => {
                 let n = req.arg_bytes(2).unwrap_or_default();
@@ -230,15 +334,14 @@ impl Session {
             }
             b"ID" if req.len() == 2 && self.pin.is_none() => self.reply(int(self.id as i64)),
             b"INFO" if req.len() == 2 => {
-                let mut e = Encoder::new(self.proto);
-                e.verbatim(self.client_info().as_bytes());
-                self.reply(e.finish());
+                let line = self.client.line(Instant::now());
+                self.reply_text(&line);
             }
+            b"INFO" => self.reply(wrong_args("client|info")),
+            b"LIST" => self.client_list(&req),
             b"REPLY" if req.len() == 3 => self.client_reply(&req),
-            b"KILL" => self.reply(encode::error(
-                "ERR CLIENT KILL is not supported through rekey: clients share upstream connections; kill the client at rekey's side or use Redis directly",
-            )),
-            b"NO-EVICT" | b"NO-TOUCH" if req.len() == 3 => self.reply(encode::simple("OK")),
+            b"KILL" => self.client_kill(&req),
+            b"NO-EVICT" | b"NO-TOUCH" => self.client_flag(&lower, &req),
             b"TRACKING" if req.len() >= 3 => self.client_tracking(req).await,
             b"CACHING" if self.pin.is_none() => self.reply(encode::error(
                 "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
@@ -263,37 +366,143 @@ impl Session {
         }
     }
 
-    /// `CLIENT INFO` as Redis formats it, for this client's emulated state.
-    fn client_info(&self) -> String {
-        let name = self
-            .name
-            .as_ref()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
-        let lib = |v: &Option<Bytes>| {
-            v.as_ref()
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .unwrap_or_default()
-        };
-        let flags = if self.pin.is_some() && self.in_multi {
-            "x"
+    /// A text reply: verbatim in RESP3, bulk in RESP2 (CLIENT LIST/INFO).
+    fn reply_text(&mut self, text: &str) {
+        let mut e = Encoder::new(self.proto);
+        e.verbatim(text.as_bytes());
+        self.reply(e.finish());
+    }
+
+    /// `CLIENT LIST [TYPE type | ID id …]`: the clients this one may see.
+    fn client_list(&mut self, req: &Request) {
+        let registry = &self.proxy.registry;
+        let viewer = self.viewer();
+        let viewer = viewer.as_deref();
+        let clients = if req.len() == 4 && req.arg_is(2, "TYPE") {
+            let name = req.arg(3).unwrap_or_default();
+            let Some(kind) = Kind::parse(name) else {
+                let msg = format!("ERR Unknown client type '{}'", text(name));
+                return self.reply(encode::error(&msg));
+            };
+            registry.list(viewer, Some(kind))
+        } else if req.len() > 3 && req.arg_is(2, "ID") {
+            let Some(ids) = req
+                .args()
+                .skip(3)
+                .map(parse_int)
+                .collect::<Option<Vec<_>>>()
+            else {
+                return self.reply(encode::error("ERR Invalid client ID"));
+            };
+            ids.into_iter()
+                .filter_map(|id| u64::try_from(id).ok())
+                .filter_map(|id| registry.get(viewer, id))
+                .collect()
+        } else if req.len() == 2 {
+            registry.list(viewer, None)
         } else {
-            "N"
+            return self.reply(syntax_error());
         };
-        format!(
-            "id={} addr={} laddr={} fd=0 name={} app={} age=0 idle=0 flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
-            self.id,
-            self.peer,
-            self.local,
-            name,
-            self.app.as_deref().unwrap_or(""),
-            flags,
-            self.db,
-            self.user.as_deref().unwrap_or("default"),
-            self.proto.number(),
-            lib(&self.lib_name),
-            lib(&self.lib_ver),
-        )
+        let now = Instant::now();
+        let out: String = clients.iter().map(|c| c.line(now)).collect();
+        self.reply_text(&out);
+    }
+
+    /// `CLIENT KILL addr:port` (old form: `+OK` or an error) or `CLIENT KILL <filter> <value>
+    /// …` (the number killed), over the clients this one may see. A client that kills itself
+    /// is closed after the reply, as Redis does.
+    fn client_kill(&mut self, req: &Request) {
+        let filter = match req.len() {
+            0..=2 => return self.reply(wrong_args("client|kill")),
+            3 => KillFilter {
+                addr: Some(text(req.arg(2).unwrap_or_default())),
+                ..KillFilter::default()
+            },
+            _ => match self.kill_filter(req) {
+                Ok(f) => f,
+                Err(e) => return self.reply(e),
+            },
+        };
+        let viewer = self.viewer();
+        let (killed, me) = self
+            .proxy
+            .registry
+            .kill(viewer.as_deref(), &filter, self.id);
+        let reply = match (req.len(), killed) {
+            (3, 0) => encode::error("ERR No such client"),
+            (3, _) => encode::simple("OK"),
+            _ => int(killed as i64),
+        };
+        self.reply(reply);
+        if me {
+            self.closing = true;
+        }
+    }
+
+    /// The filters of `CLIENT KILL`'s new form, with Redis's errors.
+    fn kill_filter(&self, req: &Request) -> Result<KillFilter, Bytes> {
+        let mut f = KillFilter {
+            skipme: true,
+            ..KillFilter::default()
+        };
+        for i in (2..req.len()).step_by(2) {
+            let Some(value) = req.arg(i + 1) else {
+                return Err(syntax_error());
+            };
+            let option = req.arg(i).unwrap_or_default().to_ascii_lowercase();
+            match option.as_slice() {
+                b"id" => match parse_int(value) {
+                    Some(id) if id > 0 => f.id = Some(id as u64),
+                    _ => return Err(encode::error("ERR client-id should be greater than 0")),
+                },
+                b"type" => match Kind::parse(value) {
+                    Some(kind) => f.kind = Some(kind),
+                    None => {
+                        let msg = format!("ERR Unknown client type '{}'", text(value));
+                        return Err(encode::error(&msg));
+                    }
+                },
+                b"addr" => f.addr = Some(text(value)),
+                b"laddr" => f.laddr = Some(text(value)),
+                b"user" => {
+                    let user = text(value);
+                    if !self.user_exists(&user) {
+                        return Err(encode::error(&format!("ERR No such user '{user}'")));
+                    }
+                    f.user = Some(user);
+                }
+                b"skipme" if value.eq_ignore_ascii_case(b"yes") => f.skipme = true,
+                b"skipme" if value.eq_ignore_ascii_case(b"no") => f.skipme = false,
+                _ => return Err(syntax_error()),
+            }
+        }
+        Ok(f)
+    }
+
+    /// A user CLIENT KILL USER may name: `default`, a `[[users]]` name, or a live client's.
+    fn user_exists(&self, user: &str) -> bool {
+        user == "default"
+            || self.cfg.auth.users.iter().any(|u| u.name == user)
+            || self.proxy.registry.has_user(user)
+    }
+
+    /// `CLIENT NO-EVICT|NO-TOUCH ON|OFF`: shown in CLIENT LIST's flags; no effect on the
+    /// shared upstream connections.
+    fn client_flag(&mut self, sub: &str, req: &Request) {
+        if req.len() != 3 {
+            return self.reply(wrong_args(&format!("client|{sub}")));
+        }
+        let on = match req.arg(2) {
+            Some(v) if v.eq_ignore_ascii_case(b"ON") => true,
+            Some(v) if v.eq_ignore_ascii_case(b"OFF") => false,
+            _ => return self.reply(syntax_error()),
+        };
+        let evict = sub == "no-evict";
+        self.client.update(|d| match evict {
+            true => d.no_evict = on,
+            false => d.no_touch = on,
+        });
+        self.reply(encode::simple("OK"));
     }
 
     /// `RESET`: back to a fresh connection's state, as Redis does.
@@ -306,6 +515,10 @@ impl Session {
         self.reply_mode = ReplyMode::On;
         self.authed = !config.auth.required();
         self.user = None;
+        self.client.update(|d| {
+            d.no_evict = false;
+            d.no_touch = false;
+        });
         self.switch_pool();
         self.reply(encode::simple("RESET"));
     }

@@ -1,11 +1,13 @@
 //! The request path, top to bottom: [`listener`] accepts clients (bounded by `max_clients`)
 //! and runs one [`session`] task per client. The session parses requests
 //! ([`crate::protocol::request`]), looks each up in the command table ([`crate::commands`]),
-//! and either answers it itself ([`local`]: AUTH, HELLO, SELECT, CLIENT…), or forwards it to a
+//! and either answers it itself ([`local`]: AUTH, HELLO, SELECT, CLIENT…, with the live
+//! clients in [`clients`]), or forwards it to a
 //! shared or pinned upstream connection ([`crate::upstream`]); runs of plain data commands
 //! take the short [`lane`] straight into the upstream batch. Replies come back through
 //! [`replies`], which restores request order, and are written back in batches.
 
+pub mod clients;
 pub mod cluster_route;
 pub mod flush;
 pub mod lane;
@@ -40,6 +42,8 @@ pub struct Proxy {
     pub cluster: Option<Arc<Cluster>>,
     pub next_client_id: AtomicU64,
     pub clients: AtomicUsize,
+    /// The live clients, for `CLIENT LIST`/`INFO`/`KILL`.
+    pub registry: clients::Registry,
     pub upstream_info: UpstreamInfo,
     pub reloader: Reloader,
     /// The Prometheus handle, when this process installed the recorder.

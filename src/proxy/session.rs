@@ -44,7 +44,6 @@ pub enum ReplyMode {
 pub struct Session {
     pub(super) id: u64,
     pub(super) peer: SocketAddr,
-    pub(super) local: SocketAddr,
     pub(super) app: Option<String>,
     pub(super) proxy: Arc<Proxy>,
     rd: OwnedReadHalf,
@@ -80,12 +79,14 @@ pub struct Session {
     pub(super) subs: Subscriptions,
     /// `CLIENT TRACKING ON` is in force on the pinned connection.
     pub(super) tracking: bool,
-    blocking: usize,
+    pub(super) blocking: usize,
     /// Requests went to one upstream connection and the next go to another (a pin was
     /// returned, the pool changed): before sending more, wait for what is in flight.
     pub(super) barrier: bool,
     /// In MULTI: the reply contexts of the queued commands, for mapping EXEC's array back.
     pub(super) queued: Vec<Option<Box<ReplyCtx>>>,
+    /// The request being routed is one Redis queues (MULTI is open).
+    queueing: bool,
     pub(super) closing: bool,
     // Rewriting state.
     pub(super) memory: PrefixMemory,
@@ -95,7 +96,7 @@ pub struct Session {
     pub(super) snapshot: Option<Arc<Config>>,
     /// The request being dispatched: its command id and when it arrived (metrics).
     pub(super) current_cmd: u16,
-    current_start: Instant,
+    pub(super) current_start: Instant,
     /// The config in force, refreshed when the proxy's config generation moves.
     pub(super) cfg: Arc<Config>,
     cfg_gen: u64,
@@ -112,6 +113,8 @@ pub struct Session {
     pub(super) pin_hint: Option<Arc<crate::upstream::Upstream>>,
     /// MULTI was answered but not yet sent: the node is chosen by the first queued command.
     pub(super) cluster_multi: bool,
+    /// This client's entry in the registry of live clients (CLIENT LIST/KILL).
+    pub(super) client: crate::proxy::clients::Registered,
 }
 
 /// Consecutive requests for one upstream connection, sent as one job.
@@ -145,6 +148,7 @@ impl Session {
         let db = config.upstream.db;
         let authed = !config.auth.required();
         let local = stream.local_addr().unwrap_or(peer);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
         let (rd, wr) = stream.into_split();
         let (sink, inbox) = mpsc::unbounded_channel();
         let upstream_gen = proxy
@@ -155,10 +159,16 @@ impl Session {
         let id = proxy
             .next_client_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client = proxy.registry.register(crate::proxy::clients::NewClient {
+            id,
+            addr: peer,
+            laddr: local,
+            fd,
+            app: app.clone(),
+        });
         Session {
             id,
             peer,
-            local,
             app,
             rd,
             wr,
@@ -193,6 +203,7 @@ impl Session {
             blocking: 0,
             barrier: false,
             queued: Vec::new(),
+            queueing: false,
             closing: false,
             memory: PrefixMemory::default(),
             pending_ctx: None,
@@ -208,6 +219,7 @@ impl Session {
             node_pools: Vec::new(),
             pin_hint: None,
             cluster_multi: false,
+            client,
             proxy,
         }
     }
@@ -227,6 +239,7 @@ impl Session {
                 self.process_input().await;
                 self.drain_ready();
             }
+            self.publish_activity();
             if !self.out.is_empty() {
                 let before = self.out.len();
                 if self.out.try_write(&self.wr).is_err() {
@@ -284,6 +297,7 @@ impl Session {
                     stopping = true;
                     self.closing = true;
                 }
+                _ = self.client.killed() => break,
                 _ = &mut idle_sleep, if idle.is_some() && !self.subs.active && self.replies.is_empty() => break,
             }
         }
@@ -526,14 +540,14 @@ impl Session {
             self.start_cluster_multi(spec, &req).await;
         }
         if self.in_multi && queued_in_multi(spec.class) {
-            return self.queue_in_multi(spec, req);
+            return self.queue_in_multi(spec, req).await;
         }
         match spec.class {
             Class::Forward if self.proxy.cluster.is_some() => self.cluster_forward(spec, req),
             Class::Forward => self.forward(req.into_raw(), false),
             Class::Local(local) => self.local(local, req).await,
             Class::Pin(pin) => self.pinned(pin, req).await,
-            Class::Refuse(msg) => self.reply(encode::error(msg)),
+            Class::Refuse(msg) => self.refuse(msg, req),
         }
         self.pending_ctx = None;
     }
@@ -689,25 +703,19 @@ impl Session {
         self.barrier = false;
     }
 
-    /// A command Redis queues inside MULTI: forwarded on the pinned connection, its reply
-    /// context kept for EXEC's array (its own reply is `+QUEUED`).
-    fn queue_in_multi(&mut self, spec: &'static CommandSpec, req: Request) {
+    /// A command Redis queues inside MULTI: forwarded on the pinned connection (credential
+    /// guards still apply), its reply context kept for EXEC's array (its own reply is
+    /// `+QUEUED`) by [`Session::open_request`].
+    async fn queue_in_multi(&mut self, spec: &'static CommandSpec, req: Request) {
+        self.queueing = true;
         match spec.class {
-            Class::Local(Local::Auth | Local::Hello) => {
-                self.pending_ctx = None;
-                return self.reply(encode::error(
-                    "ERR rekey: AUTH and HELLO are not supported inside MULTI",
-                ));
-            }
-            Class::Refuse(msg) => {
-                self.pending_ctx = None;
-                return self.reply(encode::error(msg));
-            }
-            _ => {}
+            Class::Local(Local::Auth | Local::Hello) => self.reply(encode::error(
+                "ERR rekey: AUTH and HELLO are not supported inside MULTI",
+            )),
+            Class::Local(cmd @ (Local::Config | Local::Acl)) => self.local(cmd, req).await,
+            _ => self.forward(req.into_raw(), false),
         }
-        let ctx = self.pending_ctx.take();
-        self.queued.push(ctx);
-        self.forward(req.into_raw(), false);
+        self.queueing = false;
     }
 
     /// Ends a lease however the client left: a connection blocked on the client's behalf is
@@ -779,6 +787,9 @@ impl Session {
     fn open_request(&mut self, blocking: bool, node: u64, big: bool, resend: Option<Bytes>) {
         let mut info = self.slot_info(blocking);
         info.resend = resend;
+        if std::mem::take(&mut self.queueing) {
+            self.queued.push(info.ctx.take()); // its reply is +QUEUED; EXEC's carries it
+        }
         let target = match &self.pin {
             Some(c) => Target::Pinned(c.id),
             None => Target::Shared(node),
