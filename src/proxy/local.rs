@@ -135,7 +135,7 @@ impl Session {
         if self.blocking > 0 {
             flags |= flag::BLOCKED;
         }
-        if self.subs.active {
+        if self.subs.active() {
             flags |= flag::PUBSUB;
         }
         self.client

@@ -549,7 +549,10 @@ fn map_quoted(scope: &Scope<'_>, exact: &[Exact], text: &[u8]) -> Option<Vec<u8>
     let mut done = 0;
     let mut i = 0;
     while let Some(open) = text[i..].iter().position(|&c| c == b'\'').map(|o| i + o) {
-        let Some(close) = text[open + 1..].iter().position(|&c| c == b'\'').map(|c| open + 1 + c)
+        let Some(close) = text[open + 1..]
+            .iter()
+            .position(|&c| c == b'\'')
+            .map(|c| open + 1 + c)
         else {
             break;
         };

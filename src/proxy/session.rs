@@ -298,7 +298,7 @@ impl Session {
                     self.closing = true;
                 }
                 _ = self.client.killed() => break,
-                _ = &mut idle_sleep, if idle.is_some() && !self.subs.active && self.replies.is_empty() => break,
+                _ = &mut idle_sleep, if idle.is_some() && !self.subs.active() && self.replies.is_empty() => break,
             }
         }
         self.end_pin_on_close();
@@ -533,7 +533,7 @@ impl Session {
         if spec.class != Class::Forward {
             self.flush_batch();
         }
-        if spec.class == Class::Local(Local::Unsubscribe) && self.subs.active {
+        if spec.class == Class::Local(Local::Unsubscribe) && self.subs.active() {
             return self.forward_stream(req);
         }
         if self.cluster_multi && self.pin.is_none() && opens_cluster_multi(spec.class) {
@@ -680,13 +680,13 @@ impl Session {
 
     /// True while some connection state lives on the pinned connection.
     fn needs_pin(&self) -> bool {
-        self.in_multi || self.watching || self.subs.active || self.tracking || self.blocking > 0
+        self.in_multi || self.watching || self.subs.active() || self.tracking || self.blocking > 0
     }
 
     /// RESP2 with subscriptions: Redis answers only (un)subscribe, PING, QUIT and RESET, in
     /// frames that look like messages, so the pinned connection is relayed as a stream.
     pub(super) fn pipe_mode(&self) -> bool {
-        self.subs.active && self.proto == Proto::Resp2
+        self.subs.active() && self.proto == Proto::Resp2
     }
 
     /// Waits until every request already sent upstream is answered. Redis runs one
@@ -694,7 +694,7 @@ impl Session {
     /// go on another connection (a pin taken or returned) must not overtake them.
     pub(super) async fn settle(&mut self) {
         self.flush_batch();
-        while self.replies.has_unanswered() {
+        while self.replies.has_unanswered() || self.subs.waiting() {
             match self.inbox.recv().await {
                 Some(d) => self.on_delivery(d),
                 None => break,
@@ -866,8 +866,11 @@ impl Session {
                 payload: req.raw().clone(),
                 reply: ReplyTo::Stream(self.sink.clone()),
             }),
-            None => self.reply(encode::error("ERR rekey: no subscribe connection")),
+            None => return self.reply(encode::error("ERR rekey: no subscribe connection")),
         }
+        self.subs.sent(&req);
+        // The last subscription gone: the connection goes back once that is confirmed.
+        self.release_if_idle();
     }
 
     /// Queues a reply made by rekey, in order.

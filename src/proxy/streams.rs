@@ -16,56 +16,109 @@ use crate::protocol::Request;
 use crate::proxy::rewrite;
 use crate::proxy::session::Session;
 use bytes::Bytes;
+use std::collections::{HashSet, VecDeque};
 
-/// What Redis last said about a client's subscriptions.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// A client's subscriptions, followed from the commands it sends (Redis's own rules, so the
+/// session knows at once whether a command leaves subscribe mode), and the confirmations
+/// still on their way.
+#[derive(Debug, Default)]
 pub struct Subscriptions {
-    /// A SUBSCRIBE-family command was sent and Redis has not yet confirmed that none are left.
-    pub active: bool,
-    /// Channels and patterns (`subscribe`, `psubscribe` and their `un` forms count these).
-    pub plain: i64,
-    /// Shard channels (`ssubscribe`, `sunsubscribe`).
-    pub shard: i64,
+    channels: HashSet<Vec<u8>>,
+    patterns: HashSet<Vec<u8>>,
+    shard: HashSet<Vec<u8>>,
+    /// Confirmations each (un)subscribe command sent still owes, oldest first.
+    awaiting: VecDeque<usize>,
 }
 
 impl Subscriptions {
-    /// Follows one confirmation frame; true when it says no subscription is left.
-    pub fn follow(&mut self, frame: &[u8]) -> bool {
-        let Some((kind, count)) = confirmation(frame) else {
-            return false;
+    /// True while any channel, pattern or shard channel is subscribed.
+    pub fn active(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty())
+    }
+
+    /// True while confirmations of commands already sent have not all arrived.
+    pub fn waiting(&self) -> bool {
+        !self.awaiting.is_empty()
+    }
+
+    /// Follows a command sent on the subscribed connection (others are ignored).
+    pub fn sent(&mut self, req: &Request) {
+        let Some(name) = req.arg(0).map(|n| n.to_ascii_lowercase()) else {
+            return;
         };
-        match kind.as_bytes().first() {
-            Some(b's') => self.shard = count,
-            _ => self.plain = count,
+        let (set, subscribe) = match name.as_slice() {
+            b"subscribe" => (&mut self.channels, true),
+            b"psubscribe" => (&mut self.patterns, true),
+            b"ssubscribe" => (&mut self.shard, true),
+            b"unsubscribe" => (&mut self.channels, false),
+            b"punsubscribe" => (&mut self.patterns, false),
+            b"sunsubscribe" => (&mut self.shard, false),
+            _ => return,
+        };
+        let names: Vec<Vec<u8>> = req.args().skip(1).map(<[u8]>::to_vec).collect();
+        // One confirmation per name; `UNSUBSCRIBE` alone confirms each subscription, or
+        // once (with a null name) when there is none.
+        let owed = match (subscribe, names.is_empty()) {
+            (false, true) => set.len().max(1),
+            _ => names.len(),
+        };
+        if subscribe {
+            set.extend(names);
+        } else if names.is_empty() {
+            set.clear();
+        } else {
+            for n in &names {
+                set.remove(n);
+            }
         }
-        let ended = kind.contains("unsubscribe") && self.plain == 0 && self.shard == 0;
-        if ended {
-            self.active = false;
+        if owed > 0 {
+            self.awaiting.push_back(owed);
         }
-        ended
+    }
+
+    /// Follows a frame from the subscribed connection: a confirmation pays one of the oldest
+    /// command's, an error (Redis refused the whole command) all of them.
+    pub fn arrived(&mut self, frame: &[u8]) {
+        if reply::is_error(frame) {
+            self.awaiting.pop_front();
+            return;
+        }
+        if !is_confirmation(frame) {
+            return;
+        }
+        if let Some(front) = self.awaiting.front_mut() {
+            *front -= 1;
+            if *front == 0 {
+                self.awaiting.pop_front();
+            }
+        }
     }
 }
 
-/// `(kind, count)` of a (un)subscribe confirmation: `[kind, channel, count]`.
-fn confirmation(frame: &[u8]) -> Option<(String, i64)> {
+/// True for a (un)subscribe confirmation: `[kind, channel, count]`.
+fn is_confirmation(frame: &[u8]) -> bool {
     if !matches!(frame.first(), Some(b'*' | b'>')) {
-        return None;
+        return false;
     }
-    let node = Node::decode(&Bytes::copy_from_slice(frame))?;
-    let items = node.items()?;
-    if items.len() != 3 {
-        return None;
-    }
-    let kind = String::from_utf8_lossy(items[0].as_str()?).to_ascii_lowercase();
-    if !matches!(
-        kind.as_str(),
-        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe" | "sunsubscribe"
-    ) {
-        return None;
-    }
-    let Node::Raw(n) = &items[2] else { return None };
-    let text = n.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    Some((kind, std::str::from_utf8(text).ok()?.parse().ok()?))
+    let Some(node) = Node::decode(&Bytes::copy_from_slice(frame)) else {
+        return false;
+    };
+    let Some(items) = node.items().filter(|i| i.len() == 3) else {
+        return false;
+    };
+    let kind = items[0]
+        .as_str()
+        .map(|k| k.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        kind.as_slice(),
+        b"subscribe"
+            | b"psubscribe"
+            | b"ssubscribe"
+            | b"unsubscribe"
+            | b"punsubscribe"
+            | b"sunsubscribe"
+    )
 }
 
 impl Session {
@@ -78,26 +131,21 @@ impl Session {
             )));
         }
         if self.ensure_pinned().await {
-            self.subs.active = true;
             self.forward_stream(req);
         }
     }
 
     /// A frame that answers no request: a message, a confirmation, an invalidation.
     pub(super) fn on_push(&mut self, frame: Bytes) {
-        if self.pin.is_none() {
-            return; // stray frames after the lease ended
-        }
-        let ended = self.subs.active && self.subs.follow(&frame);
+        // Frames reach the session only from its own pinned connection, up to the `RESET`
+        // that ends the lease: even after the session let go of it, they are the client's.
+        self.subs.arrived(&frame);
         let config = self.config();
         let frame = match config.rules.is_empty() || reply::is_error(&frame) {
             true => frame,
             false => rewrite::map_push(&self.scope(&config), frame),
         };
         self.replies.push_arrived(frame);
-        if ended {
-            self.release_if_idle();
-        }
     }
 
     /// `CLIENT TRACKING ON|OFF …`: tracking lives on the pinned connection; `BCAST PREFIX`
@@ -137,28 +185,44 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::Subscriptions;
+    use crate::protocol::Request;
 
-    #[test]
-    fn follows_the_counts_redis_confirms() {
-        let mut s = Subscriptions {
-            active: true,
-            ..Default::default()
-        };
-        assert!(!s.follow(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"));
-        assert!(!s.follow(b">3\r\n$10\r\nssubscribe\r\n$1\r\nb\r\n:1\r\n"));
-        assert!(!s.follow(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"));
-        assert!(s.active, "a shard channel is still subscribed");
-        assert!(!s.follow(b"*3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$1\r\n0\r\n"));
-        assert!(s.follow(b">3\r\n$12\r\nsunsubscribe\r\n$1\r\nb\r\n:0\r\n"));
-        assert!(!s.active);
+    fn sent(s: &mut Subscriptions, args: &[&str]) {
+        s.sent(&Request::from_args(args));
     }
 
     #[test]
-    fn unsubscribe_with_nothing_subscribed_ends_too() {
-        let mut s = Subscriptions {
-            active: true,
-            ..Default::default()
-        };
-        assert!(s.follow(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"));
+    fn follows_subscriptions_as_redis_counts_them() {
+        let mut s = Subscriptions::default();
+        sent(&mut s, &["SUBSCRIBE", "a", "a"]);
+        sent(&mut s, &["ssubscribe", "b"]);
+        assert!(s.active());
+        sent(&mut s, &["UNSUBSCRIBE"]);
+        assert!(s.active(), "a shard channel is still subscribed");
+        sent(&mut s, &["SUNSUBSCRIBE", "b"]);
+        assert!(!s.active());
+        // 2 + 1 + 1 + 1 confirmations owed, in four commands.
+        for frame in [
+            &b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"[..],
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\n0\r\n",
+            b">3\r\n$10\r\nssubscribe\r\n$1\r\nb\r\n:1\r\n",
+            b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n",
+        ] {
+            assert!(s.waiting());
+            s.arrived(frame);
+        }
+        assert!(s.waiting());
+        s.arrived(b"-NOPERM no\r\n");
+        assert!(!s.waiting(), "an error settles the whole command");
+    }
+
+    #[test]
+    fn unsubscribe_with_nothing_subscribed_owes_one() {
+        let mut s = Subscriptions::default();
+        sent(&mut s, &["PUNSUBSCRIBE"]);
+        assert!(s.waiting());
+        s.arrived(b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n");
+        assert!(!s.waiting());
     }
 }

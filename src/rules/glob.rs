@@ -77,7 +77,10 @@ fn class(pattern: &[u8], mut p: usize, c: u8) -> (usize, bool) {
             hit |= pattern[p + 1] == c;
             p += 2;
         } else if p + 2 < pattern.len() && pattern[p + 1] == b'-' && pattern[p + 2] != b']' {
-            let (lo, hi) = (pattern[p].min(pattern[p + 2]), pattern[p].max(pattern[p + 2]));
+            let (lo, hi) = (
+                pattern[p].min(pattern[p + 2]),
+                pattern[p].max(pattern[p + 2]),
+            );
             hit |= (lo..=hi).contains(&c);
             p += 3;
         } else {
@@ -120,6 +123,9 @@ mod tests {
         assert!(m("**", "x"));
         assert!(!m("abc", "abcd"));
         assert!(!m("abcd", "abc"));
-        assert!(m("[ab", "a"), "an unterminated class ends at the pattern's end");
+        assert!(
+            m("[ab", "a"),
+            "an unterminated class ends at the pattern's end"
+        );
     }
 }
