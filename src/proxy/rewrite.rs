@@ -989,7 +989,8 @@ mod tests {
         );
         assert_eq!(
             map_reply(&scope, ctx.as_ref().unwrap(), reply).as_ref(),
-            b"*2\r\n$1\r\n0\r\n*2\r\n$6\r\nAppA_1\r\n$5\r\nplain\r\n"
+            b"*2\r\n$1\r\n0\r\n*1\r\n$6\r\nAppA_1\r\n",
+            "names that do not match the client's own pattern are left out"
         );
         let push = Bytes::from_static(
             b">3\r\n$7\r\nmessage\r\n$30\r\n__keyevent@0__:expired_shared_\r\n$8\r\nshared_1\r\n",
