@@ -38,7 +38,7 @@ fn same(redis: &RedisServer, rekey: &Rekey, input: &str) {
 }
 
 fn raw(port: u16) -> RawClient {
-    RawClient { s: connect(port) }
+    RawClient::from_stream(connect(port))
 }
 
 /// Reads one RESP2 reply and returns it whole (bytes as received).

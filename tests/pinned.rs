@@ -480,9 +480,6 @@ macro_rules! flows_for {
             }
 
             #[test]
-            #[ignore = "proxy bug: a client that disconnects while blocked (BLPOP/XREAD BLOCK) keeps \
-                        its pinned upstream connection blocked until Redis answers (forever with \
-                        timeout 0); the session waits for the reply before ending the lease"]
             fn blocked_client_vanishes() {
                 // Connections are closed each round: ids change.
                 run_flow($variant, super::blocked_client_vanishes, false);

@@ -506,6 +506,13 @@ pub struct RawClient {
     buf: Vec<u8>,
 }
 
+impl RawClient {
+    /// A raw client on an already connected stream.
+    pub fn from_stream(s: TcpStream) -> RawClient {
+        RawClient { s, buf: Vec::new() }
+    }
+}
+
 /// One RESP2/RESP3 reply, as read by [`RawClient::read_reply`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resp {
