@@ -41,6 +41,9 @@ pub enum Local {
     Config,
     /// ACL: only WHOAMI/CAT/HELP; the upstream user is shared by every client.
     Acl,
+    /// SCRIPT KILL, FUNCTION KILL, FUNCTION STATS: what Redis answers while a script is busy,
+    /// sent on a connection of their own (a shared one may be the one stuck behind the script).
+    SideChannel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +145,9 @@ static SPECIAL: &[CommandSpec] = &[
     spec("unsubscribe", Class::Local(Local::Unsubscribe)),
     spec("punsubscribe", Class::Local(Local::Unsubscribe)),
     spec("sunsubscribe", Class::Local(Local::Unsubscribe)),
+    spec("script|kill", Class::Local(Local::SideChannel)),
+    spec("function|kill", Class::Local(Local::SideChannel)),
+    spec("function|stats", Class::Local(Local::SideChannel)),
     spec("multi", Class::Pin(Pin::Multi)),
     spec("exec", Class::Pin(Pin::Exec)),
     spec("discard", Class::Pin(Pin::Discard)),

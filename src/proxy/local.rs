@@ -65,6 +65,7 @@ impl Session {
             Local::Unsubscribe => self.unsubscribe_idle(&req),
             Local::Config => self.guarded(secrets::config(&req), &req),
             Local::Acl => self.guarded(secrets::acl(&req), &req),
+            Local::SideChannel => self.side_channel(req).await,
         }
     }
 
@@ -140,6 +141,18 @@ impl Session {
         }
         self.client
             .touch(self.current_cmd, flags, self.current_start);
+    }
+
+    /// SCRIPT KILL, FUNCTION KILL, FUNCTION STATS: on a connection of their own, so that they
+    /// reach a Redis busy with a script even when the client's shared connection is the one
+    /// waiting behind it (Redis reads nothing more from the connection running a script).
+    async fn side_channel(&mut self, req: Request) {
+        let upstream = self.proxy.upstream.load_full();
+        let frame = match upstream.side_query(&req, self.proto).await {
+            Ok(frame) => frame,
+            Err(e) => encode::error(&format!("ERR rekey: upstream unavailable ({e})")),
+        };
+        self.reply(frame);
     }
 
     /// CONFIG and ACL, as [`secrets`] rules them.

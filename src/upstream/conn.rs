@@ -200,6 +200,9 @@ pub struct Driver {
     /// Requests were queued since the last write: a shared connection lets the other tasks
     /// of this poll run once before writing, so their requests join the same write.
     fresh: bool,
+    /// How to ask the upstream whether it is alive when this connection has been silent for
+    /// the reply timeout (see [`Driver::with_probe`]).
+    probe: Option<(UpstreamUrl, Duration)>,
 }
 
 /// Consecutive replies for one client, not yet split off the read buffer.
@@ -245,7 +248,18 @@ impl Driver {
             reply_timeout,
             last_progress: Instant::now(),
             fresh: false,
+            probe: None,
         }
+    }
+
+    /// With a probe, a connection silent for the reply timeout is given up only when the
+    /// upstream does not answer a `PING` on a fresh connection within another reply timeout
+    /// (`connect_timeout` to connect). A busy script (`-BUSY`), a slow command or a
+    /// `-NOAUTH` all mean alive: the connection keeps waiting. Without one, silence alone
+    /// ends it.
+    pub fn with_probe(mut self, url: UpstreamUrl, connect_timeout: Duration) -> Driver {
+        self.probe = Some((url, connect_timeout));
+        self
     }
 
     /// Runs until the connection fails (`Err`), the job channel closes or a `Close` job
@@ -304,12 +318,30 @@ impl Driver {
                 _ = &mut watchdog, if waiting => {
                     let due = self.last_progress + limit;
                     if Instant::now() >= due {
-                        return Err(ConnError::ReplyTimeout(limit.as_millis() as u64));
+                        tracing::debug!(silent_ms = self.last_progress.elapsed().as_millis() as u64, "probing the upstream");
+                        if !self.upstream_answers(limit).await {
+                            return Err(ConnError::ReplyTimeout(limit.as_millis() as u64));
+                        }
+                        tracing::debug!("upstream slow but alive: still waiting for replies");
+                        self.last_progress = Instant::now();
                     }
-                    watchdog.as_mut().reset(due);
+                    watchdog.as_mut().reset(self.last_progress + limit);
                 }
             }
         }
+    }
+
+    /// True when the upstream answers a probe (any reply to `PING` on a fresh connection,
+    /// within `wait`); false without a probe.
+    async fn upstream_answers(&self, wait: Duration) -> bool {
+        let Some((url, connect_timeout)) = &self.probe else {
+            return false;
+        };
+        let alive = probe(url, *connect_timeout, wait).await;
+        if !alive {
+            tracing::warn!(upstream = %url, "upstream silent and not answering a probe");
+        }
+        alive
     }
 
     /// Queues the jobs already waiting in the channel, up to the high-water mark; false when
@@ -478,6 +510,30 @@ fn fail_reply(reply: ReplyTo, err: &Bytes) {
             let _ = sink.send(Delivery::Lost);
         }
         ReplyTo::Discard | ReplyTo::Release { .. } => {}
+    }
+}
+
+/// True when `url` accepts a connection within `connect_timeout` and answers `PING` (with
+/// anything: `+PONG`, `-BUSY`, `-NOAUTH`…) within `wait`. No handshake: a busy Redis refuses
+/// most commands, but it still answers.
+pub async fn probe(url: &UpstreamUrl, connect_timeout: Duration, wait: Duration) -> bool {
+    let addr = url.addr();
+    let Ok(Ok(stream)) = tokio::time::timeout(connect_timeout, TcpStream::connect(&addr)).await
+    else {
+        return false;
+    };
+    let ping = Request::from_args(["PING"]);
+    let mut buf = BytesMut::new();
+    match tokio::time::timeout(wait, roundtrip(&stream, &ping, &mut buf)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(upstream = %url, error = %e, "probe failed");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(upstream = %url, "probe not answered in time");
+            false
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::protocol::Request;
 use crate::stats::stats;
 use crate::upstream::conn::{self, fail_job, ConnError, Driver, Job, ReplyTo};
 use crate::upstream::UpstreamUrl;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -120,6 +121,22 @@ impl Upstream {
         all_up || self.probe().await.is_ok()
     }
 
+    /// Sends `req` on a connection of its own and returns the reply: for the commands Redis
+    /// answers while a script is busy (`SCRIPT KILL`), which on a shared connection would
+    /// wait behind the script. Only AUTH and HELLO are sent first (a busy Redis refuses
+    /// SELECT; these commands do not depend on the db).
+    pub async fn side_query(&self, req: &Request, proto: Proto) -> Result<Bytes, ConnError> {
+        let timeout = self.settings.connect_timeout;
+        let stream = conn::connect(&self.settings.url, proto, 0, timeout).await?;
+        let mut buf = BytesMut::new();
+        match tokio::time::timeout(timeout, conn::roundtrip(&stream, req, &mut buf)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::ConnectTimeout {
+                addr: self.settings.url.addr(),
+            }),
+        }
+    }
+
     /// Checks that the upstream answers (a fresh connection and handshake).
     pub async fn probe(&self) -> Result<(), ConnError> {
         conn::connect(
@@ -211,7 +228,8 @@ async fn keep_connected(
                 up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
                 failures = 0;
-                let mut driver = Driver::new(stream, true, settings.reply_timeout);
+                let mut driver = Driver::new(stream, true, settings.reply_timeout)
+                    .with_probe(settings.url.clone(), settings.connect_timeout);
                 let result = driver.run(&mut jobs).await;
                 up.store(false, Ordering::Relaxed);
                 stats().upstream_pooled.decrement(1.0);

@@ -347,7 +347,10 @@ impl Rekey {
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
             .args(["-c", config_path.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("REKEY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
