@@ -87,6 +87,8 @@ pub struct Session {
     pub(super) queued: Vec<Option<Box<ReplyCtx>>>,
     /// The request being routed is one Redis queues (MULTI is open).
     queueing: bool,
+    /// A `SELECT` queued in the transaction: the client's db once EXEC runs it.
+    select_at_exec: Option<u32>,
     pub(super) closing: bool,
     // Rewriting state.
     pub(super) memory: PrefixMemory,
@@ -204,6 +206,7 @@ impl Session {
             barrier: false,
             queued: Vec::new(),
             queueing: false,
+            select_at_exec: None,
             closing: false,
             memory: PrefixMemory::default(),
             pending_ctx: None,
@@ -578,6 +581,7 @@ impl Session {
                     return self.reply(encode::error(&format!("ERR {name} without MULTI")));
                 }
                 let queued = std::mem::take(&mut self.queued);
+                let select = self.select_at_exec.take();
                 if pin == Pin::Exec && !self.cfg.rules.is_empty() {
                     self.pending_ctx = Some(Box::new(ReplyCtx {
                         queued: Some(queued),
@@ -585,6 +589,10 @@ impl Session {
                     }));
                 }
                 self.forward(req.raw().clone(), false);
+                if let Some(db) = select.filter(|_| pin == Pin::Exec && self.in_multi) {
+                    self.db = db; // as Redis does: the queued SELECT ran with EXEC
+                    self.switch_pool();
+                }
                 if self.in_multi {
                     self.in_multi = false;
                     self.watching = false;
@@ -713,6 +721,13 @@ impl Session {
                 "ERR rekey: AUTH and HELLO are not supported inside MULTI",
             )),
             Class::Local(cmd @ (Local::Config | Local::Acl)) => self.local(cmd, req).await,
+            Class::Local(Local::Select) => {
+                let db = req.arg(1).and_then(crate::protocol::request::parse_int);
+                if let Some(db) = db.filter(|&n| n >= 0 && req.len() == 2) {
+                    self.select_at_exec = Some(db as u32);
+                }
+                self.forward(req.into_raw(), false)
+            }
             _ => self.forward(req.into_raw(), false),
         }
         self.queueing = false;
@@ -736,6 +751,7 @@ impl Session {
         self.blocking = 0;
         self.snapshot = None;
         self.queued.clear();
+        self.select_at_exec = None;
     }
 
     fn pinned_conn_lost(&mut self) {
