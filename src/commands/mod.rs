@@ -81,6 +81,8 @@ pub enum ReplyKeys {
     Channels,
     /// PUBSUB NUMSUB/SHARDNUMSUB: `[channel, count, …]`.
     NumSub,
+    /// CLIENT TRACKINGINFO: its `prefixes` are key prefixes.
+    TrackingInfo,
 }
 
 /// Arguments other than key-spec keys that name keys or channels.

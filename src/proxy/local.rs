@@ -356,6 +356,10 @@ impl Session {
             b"KILL" => self.client_kill(&req),
             b"NO-EVICT" | b"NO-TOUCH" => self.client_flag(&lower, &req),
             b"TRACKING" if req.len() >= 3 => self.client_tracking(req).await,
+            b"TRACKINGINFO" => {
+                self.pending_ctx = Some(crate::proxy::streams::tracking_info_ctx());
+                self.forward(req.raw().clone(), false)
+            }
             b"CACHING" if self.pin.is_none() => self.reply(encode::error(
                 "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
             )),

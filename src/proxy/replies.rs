@@ -121,6 +121,11 @@ pub struct ReplyQueue {
 }
 
 impl ReplyQueue {
+    /// The sequence number the next request will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Requests and frames waiting to be written (answered or not).
     pub fn len(&self) -> usize {
         self.entries

@@ -125,7 +125,11 @@ impl<'a> Scope<'a> {
             self.rules.rules()[e.rule].count_reverse();
             return Some(e.client.clone());
         }
-        if let Some((rule, k)) = self.memory.reverse(key) {
+        if let Some((rule, k)) = self
+            .memory
+            .reverse(key)
+            .or_else(|| self.rules.reverse_unique(self.app, key, false))
+        {
             self.rules.rules()[rule].count_reverse();
             return Some(k);
         }
@@ -141,12 +145,14 @@ impl<'a> Scope<'a> {
             let back = self
                 .memory
                 .reverse(key)
+                .or_else(|| self.rules.reverse_unique(self.app, key, false))
                 .map(|(_, k)| k)
                 .unwrap_or_else(|| key.to_vec());
             return [head, &back].concat();
         }
         self.memory
             .reverse(name)
+            .or_else(|| self.rules.reverse_unique(self.app, name, true))
             .map(|(_, k)| k)
             .unwrap_or_else(|| name.to_vec())
     }
@@ -614,6 +620,7 @@ fn map_node(scope: &Scope<'_>, ctx: &ReplyCtx, node: &mut Node) -> bool {
                 .and_then(|n| n.list_mut()),
         ),
         ReplyKeys::Channels => map_channels(scope, ctx, node.list_mut()),
+        ReplyKeys::TrackingInfo => map_tracking_info(scope, node),
         ReplyKeys::NumSub => match node.items_mut() {
             Some(items) => items.iter_mut().step_by(2).fold(false, |acc, n| {
                 let back = n.as_str().map(|c| scope.channel_back(c));
@@ -652,6 +659,34 @@ fn map_exec(scope: &Scope<'_>, queued: &[Option<Box<ReplyCtx>>], node: &mut Node
         }
         if let Some(ctx) = ctx {
             changed |= map_node(scope, ctx, item);
+        }
+    }
+    changed
+}
+
+/// CLIENT TRACKINGINFO: the `prefixes` (BCAST) are key prefixes, mapped back.
+fn map_tracking_info(scope: &Scope<'_>, node: &mut Node) -> bool {
+    let Some(items) = node.items_mut() else {
+        return false;
+    };
+    let at = items
+        .iter()
+        .step_by(2)
+        .position(|n| n.as_str().is_some_and(|k| k.as_ref() == b"prefixes"));
+    let Some(list) = at
+        .and_then(|i| items.get_mut(2 * i + 1))
+        .and_then(Node::list_mut)
+    else {
+        return false;
+    };
+    let mut changed = false;
+    for n in list.iter_mut() {
+        match n.as_str().and_then(|p| scope.key_back(p, &[])) {
+            Some(back) if Some(&back[..]) != n.as_str().map(|s| &s[..]) => {
+                n.set_str(back);
+                changed = true;
+            }
+            _ => {}
         }
     }
     changed

@@ -87,8 +87,13 @@ pub struct Session {
     pub(super) queued: Vec<Option<Box<ReplyCtx>>>,
     /// The request being routed is one Redis queues (MULTI is open).
     queueing: bool,
-    /// A `SELECT` queued in the transaction: the client's db once EXEC runs it.
-    select_at_exec: Option<u32>,
+    /// What queued `SELECT` / `CLIENT SETNAME` change for the client once EXEC runs them.
+    pub(super) at_exec: AtExec,
+    /// The EXEC that carries `at_exec` changes, by sequence number: applied when its reply
+    /// says the transaction ran (an array, not `-EXECABORT` or a nil for a failed WATCH).
+    exec_effects: Option<(u64, AtExec)>,
+    /// Give the pinned connection back once every request sent on it is answered.
+    pub(super) release_when_answered: bool,
     pub(super) closing: bool,
     // Rewriting state.
     pub(super) memory: PrefixMemory,
@@ -117,6 +122,20 @@ pub struct Session {
     pub(super) cluster_multi: bool,
     /// This client's entry in the registry of live clients (CLIENT LIST/KILL).
     pub(super) client: crate::proxy::clients::Registered,
+}
+
+/// Connection state changed by commands queued in MULTI, applied at EXEC.
+#[derive(Debug, Default)]
+pub(super) struct AtExec {
+    pub(super) db: Option<u32>,
+    /// `Some(None)`: the name is cleared.
+    pub(super) name: Option<Option<Bytes>>,
+}
+
+impl AtExec {
+    fn is_empty(&self) -> bool {
+        self.db.is_none() && self.name.is_none()
+    }
 }
 
 /// Consecutive requests for one upstream connection, sent as one job.
@@ -206,7 +225,9 @@ impl Session {
             barrier: false,
             queued: Vec::new(),
             queueing: false,
-            select_at_exec: None,
+            at_exec: AtExec::default(),
+            exec_effects: None,
+            release_when_answered: false,
             closing: false,
             memory: PrefixMemory::default(),
             pending_ctx: None,
@@ -467,7 +488,13 @@ impl Session {
         if self.pin.as_ref().is_some_and(|p| p.is_closed()) {
             return self.pinned_conn_lost();
         }
-        if self.barrier {
+        // A reply rekey makes waits for frames still owed on the subscribed connection.
+        let local = match spec.class {
+            Class::Local(Local::Ping | Local::Echo) => self.pin.is_none(),
+            Class::Local(_) | Class::Refuse(_) => true,
+            _ => false,
+        };
+        if self.barrier || (local && self.subs.waiting()) {
             self.settle().await;
         }
         if self.upstream_gen
@@ -556,6 +583,14 @@ impl Session {
     }
 
     async fn pinned(&mut self, pin: Pin, req: Request) {
+        if let Some(name) = transaction_arity_error(pin, &req).filter(|_| !self.in_multi) {
+            if self.subs.waiting() {
+                self.settle().await;
+            }
+            return self.reply(encode::error(&format!(
+                "ERR wrong number of arguments for '{name}' command"
+            )));
+        }
         if self.proxy.cluster.is_some() && self.pin.is_none() {
             if pin == Pin::Multi && !self.in_multi {
                 return self.defer_cluster_multi();
@@ -581,18 +616,21 @@ impl Session {
                     return self.reply(encode::error(&format!("ERR {name} without MULTI")));
                 }
                 let queued = std::mem::take(&mut self.queued);
-                let select = self.select_at_exec.take();
-                if pin == Pin::Exec && !self.cfg.rules.is_empty() {
+                let at_exec = std::mem::take(&mut self.at_exec);
+                let effects = pin == Pin::Exec && self.in_multi && !at_exec.is_empty();
+                if pin == Pin::Exec && (effects || !self.cfg.rules.is_empty()) {
+                    // A context also keeps the reply out of plain runs: it passes `fill`.
                     self.pending_ctx = Some(Box::new(ReplyCtx {
-                        queued: Some(queued),
+                        queued: (!self.cfg.rules.is_empty()).then_some(queued),
                         ..ReplyCtx::default()
                     }));
                 }
-                self.forward(req.raw().clone(), false);
-                if let Some(db) = select.filter(|_| pin == Pin::Exec && self.in_multi) {
-                    self.db = db; // as Redis does: the queued SELECT ran with EXEC
-                    self.switch_pool();
+                if effects {
+                    // What follows waits for the reply (see `fill`).
+                    self.exec_effects = Some((self.replies.next_seq(), at_exec));
+                    self.barrier = true;
                 }
+                self.forward(req.raw().clone(), false);
                 if self.in_multi {
                     self.in_multi = false;
                     self.watching = false;
@@ -686,6 +724,18 @@ impl Session {
         }
     }
 
+    /// As Redis does: the connection state a transaction's queued commands change takes
+    /// effect when EXEC runs them.
+    fn apply_at_exec(&mut self, at_exec: AtExec) {
+        if let Some(name) = at_exec.name {
+            self.name = name;
+        }
+        if let Some(db) = at_exec.db {
+            self.db = db;
+            self.switch_pool();
+        }
+    }
+
     /// True while some connection state lives on the pinned connection.
     fn needs_pin(&self) -> bool {
         self.in_multi || self.watching || self.subs.active() || self.tracking || self.blocking > 0
@@ -721,10 +771,14 @@ impl Session {
                 "ERR rekey: AUTH and HELLO are not supported inside MULTI",
             )),
             Class::Local(cmd @ (Local::Config | Local::Acl)) => self.local(cmd, req).await,
+            Class::Local(Local::Client) => {
+                let req = self.client_queued(req);
+                self.forward(req.into_raw(), false)
+            }
             Class::Local(Local::Select) => {
                 let db = req.arg(1).and_then(crate::protocol::request::parse_int);
                 if let Some(db) = db.filter(|&n| n >= 0 && req.len() == 2) {
-                    self.select_at_exec = Some(db as u32);
+                    self.at_exec.db = Some(db as u32);
                 }
                 self.forward(req.into_raw(), false)
             }
@@ -751,7 +805,7 @@ impl Session {
         self.blocking = 0;
         self.snapshot = None;
         self.queued.clear();
-        self.select_at_exec = None;
+        self.at_exec = AtExec::default();
     }
 
     fn pinned_conn_lost(&mut self) {
@@ -885,8 +939,13 @@ impl Session {
             None => return self.reply(encode::error("ERR rekey: no subscribe connection")),
         }
         self.subs.sent(&req);
-        // The last subscription gone: the connection goes back once that is confirmed.
-        self.release_if_idle();
+        if !self.subs.active() {
+            // The last subscription gone. Frames still owed on the stream cannot be told
+            // apart from replies to what follows: that waits for them (and the connection
+            // goes back, if nothing else holds it).
+            self.barrier = true;
+            self.release_if_idle();
+        }
     }
 
     /// Queues a reply made by rekey, in order.
@@ -950,6 +1009,13 @@ impl Session {
     }
 
     fn fill(&mut self, seq: u64, frame: Bytes) {
+        if self.exec_effects.as_ref().is_some_and(|(s, _)| *s == seq) {
+            if let Some((_, at_exec)) = self.exec_effects.take() {
+                if frame.first() == Some(&b'*') && !frame.starts_with(b"*-1") {
+                    self.apply_at_exec(at_exec);
+                }
+            }
+        }
         if self.proxy.cluster.is_some() && self.follow_redirect(seq, &frame) {
             return;
         }
@@ -958,13 +1024,18 @@ impl Session {
                 self.blocking -= 1;
                 self.release_if_idle();
             }
+            if self.release_when_answered && !self.replies.has_unanswered() {
+                self.release_when_answered = false;
+                self.release_if_idle();
+            }
         }
     }
 
     /// Switches the shared pool after a change of protocol or db.
     pub(super) fn switch_pool(&mut self) {
         self.flush_batch();
-        self.barrier = true;
+        // A pinned client's requests keep going on its pinned connection, in order.
+        self.barrier |= self.pin.is_none();
         self.upstream_gen = self
             .proxy
             .upstream_gen
@@ -1022,6 +1093,20 @@ impl Tally {
         self.flush_command();
         self.flush_latency(now);
     }
+}
+
+/// The command's name when a transaction command has the wrong number of arguments: Redis
+/// answers that alone (no transaction starts or ends), so rekey does too, taking no pin.
+fn transaction_arity_error(pin: Pin, req: &Request) -> Option<&'static str> {
+    let (name, ok) = match pin {
+        Pin::Multi => ("multi", req.len() == 1),
+        Pin::Exec => ("exec", req.len() == 1),
+        Pin::Discard => ("discard", req.len() == 1),
+        Pin::Unwatch => ("unwatch", req.len() == 1),
+        Pin::Watch => ("watch", req.len() >= 2),
+        _ => return None,
+    };
+    (!ok).then_some(name)
 }
 
 /// True for the commands Redis queues between MULTI and EXEC (all but the transaction's own

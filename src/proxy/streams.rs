@@ -26,8 +26,17 @@ pub struct Subscriptions {
     channels: HashSet<Vec<u8>>,
     patterns: HashSet<Vec<u8>>,
     shard: HashSet<Vec<u8>>,
-    /// Confirmations each (un)subscribe command sent still owes, oldest first.
-    awaiting: VecDeque<usize>,
+    /// What each command sent on the stream still owes, oldest first.
+    awaiting: VecDeque<Owed>,
+}
+
+/// What a command sent on the subscribed connection still owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    /// A (un)subscribe command: this many confirmations.
+    Confirmations(usize),
+    /// Any other command (RESP2 subscribe mode): one reply (`pong`, an error…).
+    Reply,
 }
 
 impl Subscriptions {
@@ -41,11 +50,9 @@ impl Subscriptions {
         !self.awaiting.is_empty()
     }
 
-    /// Follows a command sent on the subscribed connection (others are ignored).
+    /// Follows a command sent on the subscribed connection.
     pub fn sent(&mut self, req: &Request) {
-        let Some(name) = req.arg(0).map(|n| n.to_ascii_lowercase()) else {
-            return;
-        };
+        let name = req.arg(0).unwrap_or_default().to_ascii_lowercase();
         let (set, subscribe) = match name.as_slice() {
             b"subscribe" => (&mut self.channels, true),
             b"psubscribe" => (&mut self.patterns, true),
@@ -53,7 +60,7 @@ impl Subscriptions {
             b"unsubscribe" => (&mut self.channels, false),
             b"punsubscribe" => (&mut self.patterns, false),
             b"sunsubscribe" => (&mut self.shard, false),
-            _ => return,
+            _ => return self.awaiting.push_back(Owed::Reply),
         };
         let names: Vec<Vec<u8>> = req.args().skip(1).map(<[u8]>::to_vec).collect();
         // One confirmation per name; `UNSUBSCRIBE` alone confirms each subscription, or
@@ -72,46 +79,54 @@ impl Subscriptions {
             }
         }
         if owed > 0 {
-            self.awaiting.push_back(owed);
+            self.awaiting.push_back(Owed::Confirmations(owed));
         }
     }
 
-    /// Follows a frame from the subscribed connection: a confirmation pays one of the oldest
-    /// command's, an error (Redis refused the whole command) all of them.
+    /// Follows a frame from the subscribed connection, in order: messages and invalidations
+    /// owe nothing; a confirmation pays one of the oldest command's, an error (Redis refused
+    /// the whole command) all of them, and any other frame answers a plain command.
     pub fn arrived(&mut self, frame: &[u8]) {
-        if reply::is_error(frame) {
-            self.awaiting.pop_front();
+        let kind = frame_kind(frame);
+        if matches!(
+            kind.as_deref(),
+            Some(b"message" | b"pmessage" | b"smessage" | b"invalidate")
+        ) {
             return;
         }
-        if !is_confirmation(frame) {
-            return;
-        }
-        if let Some(front) = self.awaiting.front_mut() {
-            *front -= 1;
-            if *front == 0 {
+        let confirmation = kind.as_deref().is_some_and(is_confirmation_kind);
+        match self.awaiting.front_mut() {
+            Some(Owed::Confirmations(n)) if confirmation => {
+                *n -= 1;
+                if *n == 0 {
+                    self.awaiting.pop_front();
+                }
+            }
+            Some(Owed::Confirmations(_)) if reply::is_error(frame) => {
                 self.awaiting.pop_front();
             }
+            Some(Owed::Reply) if !confirmation => {
+                self.awaiting.pop_front();
+            }
+            _ => {}
         }
     }
 }
 
-/// True for a (un)subscribe confirmation: `[kind, channel, count]`.
-fn is_confirmation(frame: &[u8]) -> bool {
+/// The kind of a pub/sub frame (`message`, `subscribe`, `pong`…): its first element, in
+/// lower case, when it is an array or push starting with a string.
+fn frame_kind(frame: &[u8]) -> Option<Vec<u8>> {
     if !matches!(frame.first(), Some(b'*' | b'>')) {
-        return false;
+        return None;
     }
-    let Some(node) = Node::decode(&Bytes::copy_from_slice(frame)) else {
-        return false;
-    };
-    let Some(items) = node.items().filter(|i| i.len() == 3) else {
-        return false;
-    };
-    let kind = items[0]
-        .as_str()
-        .map(|k| k.to_ascii_lowercase())
-        .unwrap_or_default();
+    let node = Node::decode(&Bytes::copy_from_slice(frame))?;
+    let first = node.items()?.first()?.as_str()?;
+    Some(first.to_ascii_lowercase())
+}
+
+fn is_confirmation_kind(kind: &[u8]) -> bool {
     matches!(
-        kind.as_slice(),
+        kind,
         b"subscribe"
             | b"psubscribe"
             | b"ssubscribe"
@@ -161,8 +176,11 @@ impl Session {
         } else if self.pin.is_some() {
             self.forward(req.raw().clone(), false);
             if req.arg_is(2, "OFF") {
+                // The connection goes back once this is answered: Redis may still send
+                // invalidations it owes (BCAST ones go out after the commands of its turn),
+                // and a `RESET` right behind would cut them off.
                 self.tracking = false;
-                self.release_if_idle();
+                self.release_when_answered = true;
             }
         } else if req.arg_is(2, "OFF") {
             self.reply(encode::simple("OK"));
@@ -170,6 +188,26 @@ impl Session {
             // Redis's own error for a bad argument; no state changes.
             self.forward(req.raw().clone(), false);
         }
+    }
+
+    /// A CLIENT command queued in MULTI: Redis runs it at EXEC; tracking switched on there
+    /// keeps the pinned connection, its prefixes and TRACKINGINFO map like outside, and a
+    /// new name is the client's from EXEC on.
+    pub(super) fn client_queued(&mut self, req: Request) -> Request {
+        if req.arg_is(1, "TRACKING") && req.arg_is(2, "ON") {
+            self.tracking = true;
+            return self.rewrite_tracking(req);
+        }
+        // Switched off in a transaction, tracking may still be on (EXEC can abort): the
+        // pinned connection stays until the client leaves or switches it off outside MULTI.
+        if req.arg_is(1, "SETNAME") && req.len() == 3 {
+            let name = req.arg_bytes(2).filter(|n| !n.is_empty());
+            self.at_exec.name = Some(name);
+        }
+        if req.arg_is(1, "TRACKINGINFO") {
+            self.pending_ctx = Some(tracking_info_ctx());
+        }
+        req
     }
 
     fn rewrite_tracking(&mut self, req: Request) -> Request {
@@ -180,6 +218,14 @@ impl Session {
         let mut scope = self.scope(&config);
         rewrite::rewrite_tracking(&mut scope, &req).unwrap_or(req)
     }
+}
+
+/// How a `CLIENT TRACKINGINFO` reply maps back.
+pub(super) fn tracking_info_ctx() -> Box<rewrite::ReplyCtx> {
+    Box::new(rewrite::ReplyCtx {
+        kind: Some(crate::commands::ReplyKeys::TrackingInfo),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -215,6 +261,20 @@ mod tests {
         assert!(s.waiting());
         s.arrived(b"-NOPERM no\r\n");
         assert!(!s.waiting(), "an error settles the whole command");
+    }
+
+    #[test]
+    fn other_commands_in_subscribe_mode_owe_one_reply() {
+        let mut s = Subscriptions::default();
+        sent(&mut s, &["SUBSCRIBE", "a"]);
+        sent(&mut s, &["LPUSH", "l"]);
+        sent(&mut s, &["PING"]);
+        s.arrived(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+        s.arrived(b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\n0\r\n");
+        s.arrived(b"-ERR Can't execute 'lpush'\r\n");
+        assert!(s.waiting());
+        s.arrived(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        assert!(!s.waiting());
     }
 
     #[test]

@@ -310,6 +310,23 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The name a client identified as `app` would have used for upstream name `key`, when
+    /// only one is possible: a rule that applies, whose `match` is one literal prefix `P` and
+    /// whose fixed, non-empty replacement `R` starts `key` (the first such rule). Used when
+    /// the client's connection has not itself used a prefix of that rule yet.
+    pub fn reverse_unique(
+        &self,
+        app: Option<&str>,
+        key: &[u8],
+        channels: bool,
+    ) -> Option<(usize, Vec<u8>)> {
+        self.rules.iter().enumerate().find_map(|(i, r)| {
+            let (lit, to) = (r.literal.as_ref()?, r.fixed.as_ref()?);
+            let usable = !to.is_empty() && r.applies(app) && (!channels || r.channels);
+            (usable && has_prefix(key, to)).then(|| (i, [&lit[..], &key[to.len()..]].concat()))
+        })
+    }
+
     /// True when any rule rewrites keys of a client identified as `app`.
     pub fn rewrites_for(&self, app: Option<&str>) -> bool {
         self.rules.iter().any(|r| r.applies(app))
