@@ -1,6 +1,6 @@
 //! End to end with real session middleware: two Flask apps using Flask-Session (from PyPI)
 //! with different key prefixes, both through rekey. A login on the first is seen, with the same
-//! cookie, by the second. `.ci/run` installs flask, flask-session and redis with pip.
+//! cookie, by the second. `tests/setup.sh` (the README's test command) installs flask, flask-session and redis.
 
 mod common;
 
@@ -22,7 +22,7 @@ impl Drop for App {
 
 fn start_app(http_port: u16, rekey_port: u16, prefix: &str) -> App {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/flask_app.py");
-    let child = Command::new("python3")
+    let child = Command::new(python())
         .args([
             script,
             &http_port.to_string(),
@@ -38,11 +38,20 @@ fn start_app(http_port: u16, rekey_port: u16, prefix: &str) -> App {
     while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "flask app on {http_port} did not start (pip install flask flask-session redis)"
+            "flask app on {http_port} did not start (run tests/setup.sh: it installs flask, flask-session and redis)"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     app
+}
+
+/// The Python with Flask: `target/pyenv` when `tests/setup.sh` made one, else `python3`.
+fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+    match std::path::Path::new(venv).exists() {
+        true => venv.to_string(),
+        false => "python3".to_string(),
+    }
 }
 
 /// A minimal HTTP/1.0 GET; returns (headers, body).

@@ -226,21 +226,37 @@ async fn accept_loop(
     }
 }
 
+/// Says, at start, that the upstream does not answer, and for a Redis on this machine how to
+/// start one (in a container, installing the package does not start the server).
+fn warn_unreachable(url: &crate::upstream::UpstreamUrl, e: &conn::ConnError) {
+    let local = matches!(url.host.as_str(), "127.0.0.1" | "localhost" | "::1");
+    if local {
+        tracing::warn!(upstream = %url, error = %e,
+            "Redis is not answering at {}: clients get -ERR until it does (rekey keeps retrying). \
+             Start it with `redis-server --daemonize yes --port {}` (apt-get install redis-server \
+             does not start it in a container), or point `upstream` at your Redis",
+            url.addr(), url.port);
+    } else {
+        tracing::warn!(upstream = %url, error = %e,
+            "upstream not reachable at start; serving anyway (clients get -ERR until it answers), retrying");
+    }
+}
+
 /// Asks the upstream for its version and number of databases; defaults if it is down.
 async fn learn_upstream(config: &Config) -> UpstreamInfo {
     let mut info = UpstreamInfo::default();
     let timeout = config.limits.connect_timeout;
     let url = &config.upstream;
-    if let Ok(frame) = conn::query_once(url, &Request::from_args(["INFO", "server"]), timeout).await
-    {
-        if let Some(text) = reply::decode(&frame).as_ref().and_then(reply::as_bytes) {
-            let text = String::from_utf8_lossy(text);
-            if let Some(v) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
-                info.version = v.trim().to_string();
+    match conn::query_once(url, &Request::from_args(["INFO", "server"]), timeout).await {
+        Ok(frame) => {
+            if let Some(text) = reply::decode(&frame).as_ref().and_then(reply::as_bytes) {
+                let text = String::from_utf8_lossy(text);
+                if let Some(v) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
+                    info.version = v.trim().to_string();
+                }
             }
         }
-    } else {
-        tracing::warn!(upstream = %url, "upstream not reachable at start; serving anyway, it will be retried");
+        Err(e) => warn_unreachable(url, &e),
     }
     if let Ok(frame) = conn::query_once(
         url,
