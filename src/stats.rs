@@ -3,8 +3,8 @@
 //! path is an atomic add: no label formatting, no lookup, no allocation. Labels are bounded:
 //! command names come from the command table (else `other`), rule names from the config.
 
-use metrics::{counter, gauge, Counter, Gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,13 +41,65 @@ pub struct Stats {
     pub reloads_ok: Counter,
     pub reloads_error: Counter,
     pub config_generation: Gauge,
-    /// Registered on first use, so `/metrics` lists only commands that were seen.
+    /// `rekey_command_duration_seconds{command}` (opt-in), registered on first use.
+    command_latency: Vec<OnceLock<Histogram>>,
+}
+
+/// Name of the opt-in per-command latency histogram.
+const COMMAND_LATENCY: &str = "rekey_command_duration_seconds";
+
+/// `rekey_commands_total{command, result, app}` of one client label: registered on first use,
+/// so `/metrics` lists only commands that were seen. Sessions hold the one of their label.
+pub struct AppCommands {
+    label: String,
     commands: Vec<OnceLock<CommandCounters>>,
+}
+
+impl AppCommands {
+    /// The client label these count (`app` in the metrics).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Counters of the command with table id `id`.
+    pub fn command(&self, id: u16) -> &CommandCounters {
+        let id = (id as usize).min(self.commands.len() - 1);
+        self.commands[id].get_or_init(|| {
+            let name = crate::commands::names()[id];
+            let app = self.label.clone();
+            CommandCounters {
+                ok: counter!("rekey_commands_total", "command" => name, "result" => "ok", "app" => app.clone()),
+                error: counter!("rekey_commands_total", "command" => name, "result" => "error", "app" => app),
+            }
+        })
+    }
+
+    /// The counters of client label `label` (created on first use; labels are bounded by the
+    /// config).
+    pub fn of(label: &str) -> Arc<AppCommands> {
+        type Registry = Mutex<HashMap<String, Arc<AppCommands>>>;
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        let mut map = REGISTRY
+            .get_or_init(Default::default)
+            .lock()
+            .expect("command registry poisoned");
+        map.entry(label.to_string())
+            .or_insert_with(|| {
+                Arc::new(AppCommands {
+                    label: label.to_string(),
+                    commands: crate::commands::names()
+                        .iter()
+                        .map(|_| OnceLock::new())
+                        .collect(),
+                })
+            })
+            .clone()
+    }
 }
 
 impl Stats {
     fn register() -> Stats {
-        let commands = crate::commands::names()
+        let command_latency = crate::commands::names()
             .iter()
             .map(|_| OnceLock::new())
             .collect();
@@ -68,20 +120,15 @@ impl Stats {
             reloads_ok: counter!("rekey_config_reloads_total", "result" => "ok"),
             reloads_error: counter!("rekey_config_reloads_total", "result" => "error"),
             config_generation: gauge!("rekey_config_generation"),
-            commands,
+            command_latency,
         }
     }
 
-    /// Counters of the command with table id `id`.
-    pub fn command(&self, id: u16) -> &CommandCounters {
-        let id = (id as usize).min(self.commands.len() - 1);
-        self.commands[id].get_or_init(|| {
-            let name = crate::commands::names()[id];
-            CommandCounters {
-                ok: counter!("rekey_commands_total", "command" => name, "result" => "ok"),
-                error: counter!("rekey_commands_total", "command" => name, "result" => "error"),
-            }
-        })
+    /// The latency histogram of the command with table id `id` (`metrics.command_latency`).
+    pub fn command_latency(&self, id: u16) -> &Histogram {
+        let id = (id as usize).min(self.command_latency.len() - 1);
+        self.command_latency[id]
+            .get_or_init(|| histogram!(COMMAND_LATENCY, "command" => crate::commands::names()[id]))
     }
 }
 
@@ -94,7 +141,9 @@ pub fn stats() -> &'static Stats {
 
 /// Installs the Prometheus recorder for this process; call before anything counts.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    let handle = PrometheusBuilder::new().install_recorder()?;
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(COMMAND_LATENCY.into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
@@ -117,22 +166,25 @@ pub struct RuleHits {
     reverse_counter: Counter,
 }
 
-fn rule_registry() -> &'static Mutex<HashMap<String, Arc<RuleHits>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<RuleHits>>>> = OnceLock::new();
+type RuleRegistry = Mutex<HashMap<(String, String), Arc<RuleHits>>>;
+
+fn rule_registry() -> &'static RuleRegistry {
+    static REGISTRY: OnceLock<RuleRegistry> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
 impl RuleHits {
-    /// The counts of rule `name` (created on first use).
-    pub fn of(name: &str) -> Arc<RuleHits> {
+    /// The counts of rule `name` for clients labelled `app` (created on first use).
+    pub fn of(name: &str, app: &str) -> Arc<RuleHits> {
         let mut map = rule_registry().lock().expect("rule registry poisoned");
-        map.entry(name.to_string())
+        map.entry((name.to_string(), app.to_string()))
             .or_insert_with(|| {
+                let (rule, app) = (name.to_string(), app.to_string());
                 Arc::new(RuleHits {
                     forward: AtomicU64::new(0),
                     reverse: AtomicU64::new(0),
-                    forward_counter: counter!("rekey_keys_rewritten_total", "rule" => name.to_string(), "direction" => "forward"),
-                    reverse_counter: counter!("rekey_keys_rewritten_total", "rule" => name.to_string(), "direction" => "reverse"),
+                    forward_counter: counter!("rekey_keys_rewritten_total", "rule" => rule.clone(), "direction" => "forward", "app" => app.clone()),
+                    reverse_counter: counter!("rekey_keys_rewritten_total", "rule" => rule, "direction" => "reverse", "app" => app),
                 })
             })
             .clone()

@@ -90,7 +90,7 @@ fn reload_under_load_loses_nothing_and_applies_quickly() {
     assert_eq!(
         metric(
             &metrics,
-            "rekey_commands_total{command=\"set\",result=\"error\"}"
+            "rekey_commands_total{command=\"set\",result=\"error\",app=\"-\"}"
         ),
         0.0
     );
@@ -220,20 +220,23 @@ fn metrics_move_and_cover_the_dashboard() {
     let _ = bad.read_to_close();
     let (_, text) = rekey.admin("GET", "/metrics");
     assert!(
-        metric(&text, "rekey_commands_total{command=\"set\",result=\"ok\"}") >= 100.0,
+        metric(
+            &text,
+            "rekey_commands_total{command=\"set\",result=\"ok\",app=\"-\"}"
+        ) >= 100.0,
         "{text}"
     );
     assert!(
         metric(
             &text,
-            "rekey_commands_total{command=\"other\",result=\"error\"}"
+            "rekey_commands_total{command=\"other\",result=\"error\",app=\"-\"}"
         ) >= 1.0,
         "{text}"
     );
     assert!(
         metric(
             &text,
-            "rekey_keys_rewritten_total{rule=\"sessions\",direction=\"forward\"}"
+            "rekey_keys_rewritten_total{rule=\"sessions\",direction=\"forward\",app=\"-\"}"
         ) >= 50.0,
         "{text}"
     );

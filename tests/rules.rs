@@ -255,7 +255,7 @@ fn long_mixed_pipelines_splice_keys_across_batches() {
     let unmatched = 2 * 3000 - rewritten;
     let mget = (0..3000).step_by(500).filter(app).count();
     let (_, text) = rekey.admin("GET", "/metrics");
-    let series = "rekey_keys_rewritten_total{rule=\"sessions\",direction=\"forward\"}";
+    let series = "rekey_keys_rewritten_total{rule=\"sessions\",direction=\"forward\",app=\"-\"}";
     assert_eq!(common::metric(&text, series) as usize, rewritten + mget);
     let missed = common::metric(&text, "rekey_keys_unmatched_total") as usize;
     assert_eq!(missed, unmatched + 2 * 6 - mget, "{text}");

@@ -8,7 +8,7 @@ use crate::rules::RuleSet;
 use crate::sentinel::SentinelConfig;
 use crate::upstream::url::{UpstreamUrl, UrlError};
 use crate::upstream::UpstreamSettings;
-use schema::{FileConfig, FlushPolicy, LimitsConfig, PoolConfig, UserConfig};
+use schema::{FileConfig, FlushPolicy, LimitsConfig, MetricsConfig, PoolConfig, UserConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,6 +123,7 @@ pub struct Config {
     pub flush: FlushPolicy,
     pub limits: Limits,
     pub pool: PoolConfig,
+    pub metrics: MetricsConfig,
     /// Worker threads (resolved: at least 1).
     pub threads: usize,
     pub rules: Arc<RuleSet>,
@@ -235,10 +236,17 @@ impl Config {
                 )));
             }
         }
-        let rules = RuleSet::compile(&file.rules).map_err(|e| ConfigError::Rule {
-            name: e.name,
-            reason: e.reason,
-        })?;
+        let names: Vec<String> = file
+            .apps
+            .iter()
+            .map(|a| a.name.clone())
+            .chain(file.users.iter().map(|u| u.name.clone()))
+            .collect();
+        let rules =
+            RuleSet::compile_labelled(&file.rules, &names).map_err(|e| ConfigError::Rule {
+                name: e.name,
+                reason: e.reason,
+            })?;
         let l = &file.limits;
         Ok(Config {
             source: None,
@@ -266,6 +274,7 @@ impl Config {
                     .then(|| Duration::from_millis(l.reply_timeout_ms)),
             },
             pool: file.pool.clone(),
+            metrics: file.metrics.clone(),
             threads: match file.threads {
                 // A proxy shares the machine with Redis and the apps: half the cores.
                 0 => std::thread::available_parallelism()

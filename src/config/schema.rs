@@ -42,6 +42,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub pool: PoolConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub apps: Vec<AppConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -53,6 +55,15 @@ pub fn default_listen() -> OneOrMany {
 
 pub fn default_upstream() -> String {
     "redis://127.0.0.1:6379".into()
+}
+
+/// `[metrics]`: what `/metrics` adds beyond the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `rekey_command_duration_seconds{command}`: a latency histogram per command (off by
+    /// default: one more histogram per command name in use).
+    pub command_latency: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -60,7 +60,10 @@ impl Session {
         }
         self.batch_buf.extend_from_slice(&self.rbuf[copied..taken]);
         self.rbuf.advance(taken);
-        tally.flush(&self.cfg.rules);
+        tally.flush(
+            &self.cfg.rules,
+            self.app.as_deref().or(self.user.as_deref()),
+        );
     }
 
     /// True when no connection state routes this client's requests anywhere but its shared

@@ -208,6 +208,7 @@ impl Session {
         }
         self.authed = true;
         self.user = user.map(|u| String::from_utf8_lossy(u).into_owned());
+        self.refresh_label();
         Ok(())
     }
 
@@ -532,6 +533,7 @@ impl Session {
         self.reply_mode = ReplyMode::On;
         self.authed = !config.auth.required();
         self.user = None;
+        self.refresh_label();
         self.client.update(|d| {
             d.no_evict = false;
             d.no_touch = false;

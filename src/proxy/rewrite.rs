@@ -74,7 +74,7 @@ impl<'a> Scope<'a> {
     fn key_rewrite(&mut self, key: &[u8]) -> Option<Rewrite<'a>> {
         let mut tally = RuleTally::default();
         let rw = self.key_rewrite_tallied(key, &mut tally);
-        tally.flush(self.rules);
+        tally.flush(self.rules, self.app);
         rw
     }
 
@@ -84,7 +84,7 @@ impl<'a> Scope<'a> {
             tally.unmatched += 1;
             return None;
         };
-        tally.add(self.rules, rw.rule);
+        tally.add(self.rules, self.app, rw.rule);
         self.memory.remember(rw.rule, &rw.to, &key[..rw.prefix_len]);
         Some(rw)
     }
@@ -95,7 +95,8 @@ impl<'a> Scope<'a> {
     }
 
     fn apply(&mut self, rw: Rewrite<'_>, arg: &[u8]) -> Vec<u8> {
-        self.rules.rules()[rw.rule].count_forward();
+        let label = self.rules.label_of(self.app);
+        self.rules.rules()[rw.rule].count_forward_n(label, 1);
         self.memory.remember(rw.rule, &rw.to, &arg[..rw.prefix_len]);
         rw.apply(arg)
     }
@@ -122,7 +123,7 @@ impl<'a> Scope<'a> {
     /// Maps an upstream key name back for this client: `None` means hide it.
     pub fn key_back(&self, key: &[u8], exact: &[Exact]) -> Option<Vec<u8>> {
         if let Some(e) = exact.iter().find(|e| e.upstream == key) {
-            self.rules.rules()[e.rule].count_reverse();
+            self.count_reverse(e.rule);
             return Some(e.client.clone());
         }
         if let Some((rule, k)) = self
@@ -130,13 +131,18 @@ impl<'a> Scope<'a> {
             .reverse(key)
             .or_else(|| self.rules.reverse_unique(self.app, key, false))
         {
-            self.rules.rules()[rule].count_reverse();
+            self.count_reverse(rule);
             return Some(k);
         }
         if self.rules.hides(self.app, key, false) {
             return None;
         }
         Some(key.to_vec())
+    }
+
+    fn count_reverse(&self, rule: usize) {
+        let label = self.rules.label_of(self.app);
+        self.rules.rules()[rule].count_reverse(label);
     }
 
     fn channel_back(&self, name: &[u8]) -> Vec<u8> {
@@ -282,27 +288,28 @@ pub struct RuleTally {
 }
 
 impl RuleTally {
-    fn add(&mut self, rules: &RuleSet, rule: usize) {
+    fn add(&mut self, rules: &RuleSet, app: Option<&str>, rule: usize) {
         match &mut self.current {
             Some((r, n)) if *r == rule => *n += 1,
             _ => {
-                self.flush_hits(rules);
+                self.flush_hits(rules, app);
                 self.current = Some((rule, 1));
             }
         }
     }
 
-    fn flush_hits(&mut self, rules: &RuleSet) {
+    fn flush_hits(&mut self, rules: &RuleSet, app: Option<&str>) {
         if let Some((rule, n)) = self.current.take() {
             if let Some(r) = rules.rules().get(rule) {
-                r.count_forward_n(n);
+                r.count_forward_n(rules.label_of(app), n);
             }
         }
     }
 
-    /// Adds the counts to the rules' and the proxy's counters.
-    pub fn flush(&mut self, rules: &RuleSet) {
-        self.flush_hits(rules);
+    /// Adds the counts to the rules' and the proxy's counters, for a client identified as
+    /// `app`.
+    pub fn flush(&mut self, rules: &RuleSet, app: Option<&str>) {
+        self.flush_hits(rules, app);
         if self.unmatched > 0 {
             stats()
                 .unmatched_keys

@@ -106,6 +106,9 @@ pub struct Session {
     pub(super) current_start: Instant,
     /// The config in force, refreshed when the proxy's config generation moves.
     pub(super) cfg: Arc<Config>,
+    /// The command counters of this client's `app` label (its identity, as the config names
+    /// it), kept up to date by [`Session::refresh_label`].
+    app_stats: Arc<stats::AppCommands>,
     cfg_gen: u64,
     /// Requests routed but not yet sent (see [`Session::forward`]).
     batch: Option<Batch>,
@@ -187,7 +190,7 @@ impl Session {
             fd,
             app: app.clone(),
         });
-        Session {
+        let mut session = Session {
             id,
             peer,
             app,
@@ -234,6 +237,7 @@ impl Session {
             snapshot: None,
             current_cmd: 0,
             current_start: Instant::now(),
+            app_stats: stats::AppCommands::of(crate::rules::NO_LABEL),
             cfg: proxy.config.load_full(),
             cfg_gen: proxy.config_gen.load(std::sync::atomic::Ordering::Acquire),
             batch: None,
@@ -245,7 +249,9 @@ impl Session {
             cluster_multi: false,
             client,
             proxy,
-        }
+        };
+        session.refresh_label();
+        session
     }
 
     /// Serves the client until it leaves, misbehaves, or shutdown drains it.
@@ -345,7 +351,7 @@ impl Session {
             return;
         }
         let now = Instant::now();
-        let mut tally = Tally::default();
+        let mut tally = self.tally();
         while let Some(Ready { mut frame, info }) = self.replies.pop_ready() {
             if let Some(info) = info {
                 tally.add(now, info.cmd, reply::is_error(&frame), info.started, 1);
@@ -409,7 +415,26 @@ impl Session {
         if current != self.cfg_gen {
             self.cfg = self.proxy.config.load_full();
             self.cfg_gen = current;
+            self.refresh_label();
         }
+    }
+
+    /// Follows the client's identity (its listener's app, its AUTH user) into the metrics'
+    /// `app` label: after AUTH, RESET, and a reload that may name new apps or users.
+    pub(super) fn refresh_label(&mut self) {
+        let rules = &self.cfg.rules;
+        let label = rules
+            .labels()
+            .get(rules.label_of(self.identity()))
+            .map_or(crate::rules::NO_LABEL, String::as_str);
+        if self.app_stats.label() != label {
+            self.app_stats = stats::AppCommands::of(label);
+        }
+    }
+
+    /// A tally of replies for this client's counters.
+    fn tally(&self) -> Tally {
+        Tally::new(self.app_stats.clone(), self.cfg.metrics.command_latency)
     }
 
     /// Upstream prefixes this client's keys were rewritten to.
@@ -997,7 +1022,7 @@ impl Session {
             return false;
         }
         let now = Instant::now();
-        let mut tally = Tally::default();
+        let mut tally = self.tally();
         let taken = self.replies.take_plain_run(first_seq, count, |info, n| {
             tally.add(now, info.cmd, false, info.started, n as u64)
         });
@@ -1046,15 +1071,33 @@ impl Session {
 }
 
 /// Run-length counting of written replies: per (command, result) and per arrival time.
-#[derive(Default)]
 struct Tally {
+    /// The counters of the client's `app` label.
+    counters: Arc<stats::AppCommands>,
+    /// `metrics.command_latency`: also record each command's latency.
+    per_command: bool,
     command: Option<(u16, bool, u64)>,
     latency: Option<(Instant, u64)>,
 }
 
 impl Tally {
+    fn new(counters: Arc<stats::AppCommands>, per_command: bool) -> Tally {
+        Tally {
+            counters,
+            per_command,
+            command: None,
+            latency: None,
+        }
+    }
+
     /// Counts `n` replies to command `cmd` whose requests arrived at `started`.
     fn add(&mut self, now: Instant, cmd: u16, error: bool, started: Instant, n: u64) {
+        if self.per_command {
+            let took = now.saturating_duration_since(started).as_secs_f64();
+            stats::stats()
+                .command_latency(cmd)
+                .record_many(took, n as usize);
+        }
         match &mut self.command {
             Some((c, e, count)) if *c == cmd && *e == error => *count += n,
             _ => {
@@ -1073,7 +1116,7 @@ impl Tally {
 
     fn flush_command(&mut self) {
         if let Some((cmd, error, n)) = self.command.take() {
-            let counters = stats::stats().command(cmd);
+            let counters = self.counters.command(cmd);
             match error {
                 true => counters.error.increment(n),
                 false => counters.ok.increment(n),

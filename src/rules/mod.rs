@@ -37,7 +37,8 @@ pub struct Rule {
     exact: Option<Vec<Vec<u8>>>,
     apps: Option<Vec<String>>,
     pub channels: bool,
-    hits: Arc<RuleHits>,
+    /// Hit counts per client label (see [`RuleSet::label_of`]), index 0 being `-`.
+    hits: Vec<Arc<RuleHits>>,
 }
 
 impl std::fmt::Debug for Rule {
@@ -105,7 +106,7 @@ impl Rule {
             fixed,
             apps: cfg.apps.clone().filter(|a| !a.iter().any(|x| x == "*")),
             channels: cfg.channels,
-            hits: RuleHits::of(&cfg.name),
+            hits: vec![RuleHits::of(&cfg.name, NO_LABEL)],
         })
     }
 
@@ -118,25 +119,28 @@ impl Rule {
         &self.replace
     }
 
-    pub fn count_forward(&self) {
-        self.count_forward_n(1);
+    /// Counts `n` keys rewritten for clients of label `label` (a caller may tally a run of
+    /// requests and count them at once).
+    pub fn count_forward_n(&self, label: usize, n: u64) {
+        let hits = self.hits.get(label).unwrap_or(&self.hits[0]);
+        hits.forward.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts `n` keys rewritten at once (a caller that tallies a run of requests).
-    pub fn count_forward_n(&self, n: u64) {
-        self.hits.forward.fetch_add(n, Ordering::Relaxed);
+    /// Counts one key mapped back for a client of label `label`.
+    pub fn count_reverse(&self, label: usize) {
+        let hits = self.hits.get(label).unwrap_or(&self.hits[0]);
+        hits.reverse.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn count_reverse(&self) {
-        self.hits.reverse.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Keys rewritten (forward, reverse) by rules of this name since rekey started.
+    /// Keys rewritten (forward, reverse) by rules of this name since rekey started, for every
+    /// client label together.
     pub fn hits(&self) -> (u64, u64) {
-        (
-            self.hits.forward.load(Ordering::Relaxed),
-            self.hits.reverse.load(Ordering::Relaxed),
-        )
+        self.hits.iter().fold((0, 0), |(f, r), h| {
+            (
+                f + h.forward.load(Ordering::Relaxed),
+                r + h.reverse.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// True when the rule applies to a client identified as `app` (or to everyone).
@@ -285,10 +289,16 @@ fn check_replace(replace: &str, regex: &Regex) -> Result<(), String> {
     Ok(())
 }
 
+/// The `app` label of clients with no configured identity.
+pub const NO_LABEL: &str = "-";
+
 /// The rules of one config, in file order.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Client labels for metrics: `-`, then the config's `[[apps]]` and `[[users]]` names (a
+    /// bounded set: an AUTH user the config does not name counts as `-`).
+    labels: Vec<String>,
     /// When every rule is a set of literal prefixes with a fixed replacement (the usual
     /// session rules), all of them as one list in rule order, each literal with its rule:
     /// the first that starts a key, of a rule that applies, decides.
@@ -297,9 +307,40 @@ pub struct RuleSet {
 
 impl RuleSet {
     pub fn compile(cfgs: &[RuleConfig]) -> Result<RuleSet, RuleError> {
-        let rules: Vec<Rule> = cfgs.iter().map(Rule::compile).collect::<Result<_, _>>()?;
+        Self::compile_labelled(cfgs, &[])
+    }
+
+    /// [`RuleSet::compile`], counting hits per client label: `names` are the config's app and
+    /// user names (`-` is added first).
+    pub fn compile_labelled(cfgs: &[RuleConfig], names: &[String]) -> Result<RuleSet, RuleError> {
+        let mut labels = vec![NO_LABEL.to_string()];
+        for n in names {
+            if !labels.contains(n) {
+                labels.push(n.clone());
+            }
+        }
+        let mut rules: Vec<Rule> = cfgs.iter().map(Rule::compile).collect::<Result<_, _>>()?;
+        for r in &mut rules {
+            r.hits = labels.iter().map(|l| RuleHits::of(&r.name, l)).collect();
+        }
         let by_prefix = prefix_list(&rules);
-        Ok(RuleSet { rules, by_prefix })
+        Ok(RuleSet {
+            rules,
+            labels,
+            by_prefix,
+        })
+    }
+
+    /// The metrics label index of a client identified as `app` (0, `-`, for no identity or
+    /// one the config does not name).
+    pub fn label_of(&self, app: Option<&str>) -> usize {
+        app.and_then(|a| self.labels.iter().position(|l| l == a))
+            .unwrap_or(0)
+    }
+
+    /// The client labels, by index.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 
     pub fn is_empty(&self) -> bool {
