@@ -503,3 +503,50 @@ fn sharded_pubsub_goes_by_the_channel_slot() {
     assert_eq!(n, 1, "published on the node that owns the channel's slot");
     sub.expect("*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$2\r\no1\r\n");
 }
+
+/// A scoped FLUSHDB from a rewritten client deletes its namespace on every primary, not only
+/// on the seed, and leaves other keys alone.
+#[test]
+fn scoped_flush_reaches_every_primary() {
+    let cluster = RedisCluster::start();
+    let rekey = Rekey::start_url(&cluster.url(), &format!("flush = \"scoped\"\n{RULES}"));
+    let mut con = rekey.client();
+    let keys: Vec<String> = (0..60).map(|i| format!("AppA_{i}")).collect();
+    for k in &keys {
+        let _: () = redis::cmd("SET").arg(k).arg("v").query(&mut con).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("other_{k}"))
+            .arg("v")
+            .query(&mut con)
+            .unwrap();
+    }
+    let owners: std::collections::HashSet<usize> = keys
+        .iter()
+        .map(|k| {
+            cluster.owner(keyslot(
+                &mut cluster.nodes[0].direct(),
+                &k.replace("AppA_", "shared_"),
+            ))
+        })
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys are spread over every primary");
+    let ok: String = redis::cmd("FLUSHDB").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    for node in &cluster.nodes {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("shared_*")
+            .query(&mut node.direct())
+            .unwrap();
+        assert!(left.is_empty(), "node {} kept {left:?}", node.port);
+    }
+    let others: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            redis::cmd("DBSIZE")
+                .query::<usize>(&mut n.direct())
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(others, keys.len(), "keys of no rule stay");
+}

@@ -85,7 +85,7 @@ fn follows_the_primary_through_a_failover() {
     let sentinel = Sentinel::start(primary.port);
     let rekey = Rekey::start_url(
         &format!("redis-sentinel://127.0.0.1:{}/mymaster", sentinel.port),
-        "[[rules]]\nname = \"sessions\"\nmatch = '^(AppA|AppB)_'\nreplace = 'shared_'\n",
+        "flush = \"scoped\"\n[[rules]]\nname = \"sessions\"\nmatch = '^(AppA|AppB)_'\nreplace = 'shared_'\n",
     );
     let mut con = rekey.client();
     let _: () = redis::cmd("SET")
@@ -142,4 +142,24 @@ fn follows_the_primary_through_a_failover() {
         v, "1",
         "data written before the failover is served by the new primary"
     );
+
+    // A scoped FLUSHDB goes to the live primary (not the address rekey started with, now a
+    // replica): the client's namespace is gone there, other keys stay.
+    let _: () = redis::cmd("SET")
+        .arg("untouched")
+        .arg("3")
+        .query(&mut replica.direct())
+        .unwrap();
+    let ok: String = redis::cmd("FLUSHDB").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("shared_*")
+        .query(&mut replica.direct())
+        .unwrap();
+    assert!(left.is_empty(), "the new primary kept {left:?}");
+    let kept: Option<String> = redis::cmd("GET")
+        .arg("untouched")
+        .query(&mut replica.direct())
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("3"));
 }

@@ -11,6 +11,7 @@ use crate::protocol::tree::Node;
 use crate::protocol::Request;
 use crate::proxy::session::Session;
 use crate::upstream::conn;
+use crate::upstream::UpstreamUrl;
 use bytes::BytesMut;
 
 impl Session {
@@ -22,11 +23,35 @@ impl Session {
             )));
         }
         let prefixes = self.flush_prefixes(config);
-        match scoped_flush(config, self.db, &prefixes).await {
+        let timeout = config.limits.connect_timeout;
+        let mut result = Ok(0);
+        for url in self.flush_targets() {
+            let cluster = self.proxy.cluster.is_some();
+            result = scoped_flush(&url, timeout, self.db, &prefixes, cluster).await;
+            tracing::debug!(upstream = %url, result = ?result, "scoped flush");
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
             Ok(_) => self.reply(encode::simple("OK")),
             Err(e) => self.reply(encode::error(&format!(
                 "ERR rekey: scoped flush failed: {e}"
             ))),
+        }
+    }
+
+    /// Where the client's keys live now: every primary of a cluster, else the live upstream
+    /// (after a Sentinel failover, the new primary; not the address the config started with).
+    fn flush_targets(&self) -> Vec<UpstreamUrl> {
+        match &self.proxy.cluster {
+            Some(cluster) => cluster
+                .topology()
+                .nodes
+                .iter()
+                .map(|n| n.upstream.url().clone())
+                .collect(),
+            None => vec![self.proxy.upstream.load().url().clone()],
         }
     }
 
@@ -50,19 +75,17 @@ impl Session {
     }
 }
 
-/// Deletes every key under `prefixes` in `db`; returns how many.
+/// Deletes every key under `prefixes` in `db` of the Redis at `url`; returns how many. On a
+/// cluster node (`cluster`), keys are unlinked one slot at a time (a multi-key command must
+/// stay within one slot).
 async fn scoped_flush(
-    config: &Config,
+    url: &UpstreamUrl,
+    timeout: std::time::Duration,
     db: u32,
     prefixes: &[Vec<u8>],
+    cluster: bool,
 ) -> Result<usize, conn::ConnError> {
-    let stream = conn::connect(
-        &config.upstream,
-        Proto::Resp2,
-        db,
-        config.limits.connect_timeout,
-    )
-    .await?;
+    let stream = conn::connect(url, Proto::Resp2, db, timeout).await?;
     let mut buf = BytesMut::new();
     let mut deleted = 0;
     for prefix in prefixes {
@@ -91,18 +114,42 @@ async fn scoped_flush(
                 .iter()
                 .filter_map(|k| k.as_str().map(|b| b.as_ref()))
                 .collect();
-            if !keys.is_empty() {
-                let unlink =
-                    Request::from_args(std::iter::once(&b"UNLINK"[..]).chain(keys.iter().copied()));
-                conn::roundtrip(&stream, &unlink, &mut buf).await?;
-                deleted += keys.len();
+            for group in unlink_groups(&keys, cluster) {
+                let unlink = Request::from_args(std::iter::once(&b"UNLINK"[..]).chain(group));
+                let reply = conn::roundtrip(&stream, &unlink, &mut buf).await?;
+                if reply::is_error(&reply) {
+                    let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
+                    return Err(conn::ConnError::ErrorReply {
+                        addr: url.addr(),
+                        reply: text,
+                    });
+                }
             }
+            deleted += keys.len();
             if cursor == b"0" {
                 break;
             }
         }
     }
     Ok(deleted)
+}
+
+/// The keys of one SCAN page in UNLINK-sized groups: all at once, or per cluster slot.
+fn unlink_groups<'k>(keys: &[&'k [u8]], cluster: bool) -> Vec<Vec<&'k [u8]>> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    if !cluster {
+        return vec![keys.to_vec()];
+    }
+    let mut by_slot: std::collections::BTreeMap<u16, Vec<&[u8]>> = Default::default();
+    for &k in keys {
+        by_slot
+            .entry(redis_protocol::redis_keyslot(k))
+            .or_default()
+            .push(k);
+    }
+    by_slot.into_values().collect()
 }
 
 /// Escapes glob metacharacters so a prefix matches literally.

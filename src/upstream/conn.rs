@@ -94,6 +94,8 @@ pub enum ConnError {
     ConnectTimeout { addr: String },
     #[error("handshake with {addr}: {reply}")]
     Handshake { addr: String, reply: String },
+    #[error("{addr} answered an error: {reply}")]
+    ErrorReply { addr: String, reply: String },
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("connection closed by upstream")]
