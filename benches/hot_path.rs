@@ -8,8 +8,8 @@ use rekey::commands::lookup;
 use rekey::config::schema::RuleConfig;
 use rekey::protocol::encode::{Encoder, Proto};
 use rekey::protocol::{Request, RequestParser};
-use rekey::proxy::rewrite::{map_reply, rewrite_into, rewrite_request, Outcome, Scope};
 use rekey::rules::memory::PrefixMemory;
+use rekey::rules::rewrite::{map_reply, rewrite_into, rewrite_request, Outcome, Scope};
 use rekey::rules::RuleSet;
 use std::hint::black_box;
 

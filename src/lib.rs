@@ -1,15 +1,29 @@
 //! rekey: a Redis-protocol proxy that rewrites key prefixes by rules, so that apps whose
 //! session providers prefix keys differently can share one namespace (or be isolated), with
-//! no change to the apps. See `README.md` and `DESIGN.md`.
+//! no change to the apps. See `README.md`.
+//!
+//! Layers, each importing only those below it (`tests/layers.rs` keeps it so):
+//!
+//! ```text
+//! server     wires the program: listeners, workers, admin HTTP, reload, Sentinel failover
+//! proxy      sockets and client sessions: the request path, top to bottom
+//! config     load and validate the TOML file
+//! rules      compiled rules and the IO-free rewrite engine (requests and replies)
+//! cluster    slot map, routing and fan-out for a Redis Cluster upstream
+//! upstream   connections to Redis: pooled, pinned, one "ready" handshake
+//! stats      the Prometheus metrics
+//! commands   the command table: key positions in and out, pinning class, secrets
+//! protocol   RESP: request parser, reply scanner, writer (and `wire`, buffered socket I/O)
+//! ```
+#![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod protocol;
 pub mod proxy;
 pub mod rules;
-pub mod sentinel;
+pub mod server;
 pub mod stats;
 pub mod upstream;
 pub mod wire;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use rekey::config::Config;
-use rekey::proxy::listener::{ServeOptions, Server};
+use rekey::server::{ServeOptions, Server};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]

@@ -14,7 +14,7 @@ use rekey::commands::{lookup, ReplyKeys};
 use rekey::config::schema::RuleConfig;
 use rekey::protocol::reply::FrameScanner;
 use rekey::protocol::RequestParser;
-use rekey::proxy::rewrite::{
+use rekey::rules::rewrite::{
     map_push, map_reply, plan_request, rewrite_into, rewrite_request, Exact, Outcome, ReplyCtx,
     Scope,
 };

@@ -5,6 +5,7 @@
 //! no allocation: the name is lowercased on the stack.
 
 pub mod keys;
+pub mod secrets;
 pub mod table;
 
 use keys::KeySpec;

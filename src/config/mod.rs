@@ -1,11 +1,9 @@
 //! Configuration: the TOML schema ([`schema`]), and its validation into a [`Config`] that the
 //! proxy can run with. A config is validated whole; nothing half-valid is ever served.
 
-pub mod reload;
 pub mod schema;
 
 use crate::rules::RuleSet;
-use crate::sentinel::SentinelConfig;
 use crate::upstream::url::{UpstreamUrl, UrlError};
 use crate::upstream::UpstreamSettings;
 use schema::{FileConfig, FlushPolicy, LimitsConfig, MetricsConfig, PoolConfig, UserConfig};
@@ -129,6 +127,15 @@ pub struct Config {
     pub rules: Arc<RuleSet>,
     /// Distinct for every config validated in this process; prefix memories key on it.
     pub generation: u64,
+}
+
+/// Where the sentinels are and which primary to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    pub sentinels: Vec<UpstreamUrl>,
+    pub master: String,
+    /// Credentials and db for the primary (the sentinels are asked without them).
+    pub primary: UpstreamUrl,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);

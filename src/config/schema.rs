@@ -136,14 +136,5 @@ pub struct AppConfig {
     pub listen: Option<OneOrMany>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub name: String,
-    #[serde(rename = "match")]
-    pub pattern: String,
-    pub replace: String,
-    pub apps: Option<Vec<String>>,
-    #[serde(default)]
-    pub channels: bool,
-}
+/// `[[rules]]` entries are the rules layer's own type; the file format includes it as is.
+pub use crate::rules::RuleConfig;

@@ -16,8 +16,8 @@
 
 use crate::commands::Class;
 use crate::protocol::request::{splice_head, Peeked};
-use crate::proxy::rewrite::{self, RuleTally, Scope};
 use crate::proxy::session::{ReplyMode, Session, BATCH_BYTES};
+use crate::rules::rewrite::{self, RuleTally, Scope};
 use bytes::Buf;
 use std::sync::atomic::Ordering;
 

@@ -4,14 +4,14 @@
 //! `CLIENT LIST`/`INFO`/`KILL` act on rekey's own clients ([`crate::proxy::clients`]), never
 //! on the upstream connections they share.
 
+use crate::commands::secrets::{self, Verdict};
 use crate::commands::{Local, ReplyKeys};
 use crate::protocol::encode::{self, Encoder, Proto};
 use crate::protocol::request::parse_int;
 use crate::protocol::Request;
 use crate::proxy::clients::{flag, KillFilter, Kind};
-use crate::proxy::rewrite::ReplyCtx;
-use crate::proxy::secrets::{self, Verdict};
 use crate::proxy::session::{ReplyMode, Session};
+use crate::rules::rewrite::ReplyCtx;
 use bytes::Bytes;
 use std::time::Instant;
 

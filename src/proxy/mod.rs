@@ -7,21 +7,18 @@
 //! take the short [`lane`] straight into the upstream batch. Replies come back through
 //! [`replies`], which restores request order, and are written back in batches.
 
+pub mod accept;
 pub mod clients;
 pub mod cluster_route;
 pub mod flush;
 pub mod lane;
-pub mod listener;
 pub mod local;
 pub mod replies;
-pub mod rewrite;
-pub mod secrets;
 pub mod session;
 pub mod streams;
 pub mod workers;
 
 use crate::cluster::Cluster;
-use crate::config::reload::Reloader;
 use crate::config::Config;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -45,7 +42,6 @@ pub struct Proxy {
     /// The live clients, for `CLIENT LIST`/`INFO`/`KILL`.
     pub registry: clients::Registry,
     pub upstream_info: UpstreamInfo,
-    pub reloader: Reloader,
     /// The Prometheus handle, when this process installed the recorder.
     pub metrics: Option<PrometheusHandle>,
 }

@@ -5,7 +5,7 @@
 //! the client sees them in the order it asked. Frames that answer no request (pub/sub, pushes)
 //! take a slot behind every request sent so far.
 
-use crate::proxy::rewrite::ReplyCtx;
+use crate::rules::rewrite::ReplyCtx;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::Instant;

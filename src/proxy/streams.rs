@@ -13,8 +13,8 @@ use crate::protocol::encode;
 use crate::protocol::reply;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
-use crate::proxy::rewrite;
 use crate::proxy::session::Session;
+use crate::rules::rewrite;
 use bytes::Bytes;
 use std::collections::{HashSet, VecDeque};
 

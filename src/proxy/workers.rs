@@ -6,20 +6,10 @@
 use crate::proxy::session::Session;
 use crate::proxy::Proxy;
 use crate::stats::stats;
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the worker this code runs on (0 outside workers).
-pub fn current() -> usize {
-    WORKER.with(|w| w.get())
-}
 
 /// A client to serve: its socket (not yet registered with any runtime), peer and app.
 struct NewClient {
@@ -54,7 +44,7 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("rekey-worker-{index}"))
                     .spawn(move || {
-                        WORKER.with(|w| w.set(index));
+                        crate::upstream::worker::set_current(index);
                         runtime.block_on(serve(rx, proxy, shutdown));
                     })?,
             );

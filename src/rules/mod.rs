@@ -9,13 +9,27 @@
 
 pub mod glob;
 pub mod memory;
+pub mod rewrite;
 
-use crate::config::schema::RuleConfig;
 use crate::stats::RuleHits;
 use regex::bytes::Regex;
+use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// One `[[rules]]` entry as the config file states it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub replace: String,
+    pub apps: Option<Vec<String>>,
+    #[serde(default)]
+    pub channels: bool,
+}
 
 /// One compiled rule, with its hit counters.
 pub struct Rule {

@@ -14,6 +14,7 @@
 pub mod conn;
 pub mod pool;
 pub mod url;
+pub mod worker;
 
 pub use conn::{Delivery, Job, ReplyTo, Sink};
 pub use pool::{PinnedConn, SharedPool, Upstream, UpstreamSettings};

@@ -68,7 +68,7 @@ impl Upstream {
     /// connections run on that worker). Called when a client connects or changes protocol or
     /// db, not per command.
     pub fn shared(&self, proto: Proto, db: u32) -> Arc<SharedPool> {
-        let worker = crate::proxy::workers::current();
+        let worker = crate::upstream::worker::current();
         let mut map = self.shared.lock().expect("pool map poisoned");
         map.entry((worker, proto, db))
             .or_insert_with(|| SharedPool::start(&self.settings, proto, db))

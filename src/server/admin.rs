@@ -4,10 +4,9 @@
 //! `POST /reload` (which needs `Authorization: Bearer <admin_token>` when `admin_token` is
 //! set). A deliberately small HTTP/1.1 server: one request per connection.
 
-pub mod status;
-
-use crate::config::reload;
 use crate::proxy::Proxy;
+use crate::server::reload::{self, Reloader};
+use crate::server::status;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +22,16 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves admin requests until the task is dropped.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let proxy = proxy.clone();
+        let (proxy, reloader) = (proxy.clone(), reloader.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, proxy)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, proxy, reloader))
+                .await;
         });
     }
 }
@@ -50,7 +50,11 @@ fn respond(status: &'static str, content_type: &'static str, body: impl Into<Str
     }
 }
 
-async fn handle(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -71,7 +75,7 @@ async fn handle(mut stream: TcpStream, proxy: Arc<Proxy>) -> std::io::Result<()>
             "POST needs the admin token: Authorization: Bearer <admin_token>\n",
         )
     } else {
-        route(method, path, &proxy).await
+        route(method, path, &proxy, &reloader).await
     };
     let out = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
@@ -97,7 +101,7 @@ fn authorized(head: &str, proxy: &Proxy) -> bool {
         .any(|given| crate::config::constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
-async fn route(method: &str, path: &str, proxy: &Arc<Proxy>) -> Response {
+async fn route(method: &str, path: &str, proxy: &Arc<Proxy>, reloader: &Reloader) -> Response {
     match (method, path) {
         ("GET", "/metrics") => match &proxy.metrics {
             Some(h) => {
@@ -122,8 +126,12 @@ async fn route(method: &str, path: &str, proxy: &Arc<Proxy>) -> Response {
                 )
             }
         }
-        ("GET", "/status") => respond("200 OK", "application/json", status::render(proxy)),
-        ("POST", "/reload") => match reload::reload(proxy).await {
+        ("GET", "/status") => respond(
+            "200 OK",
+            "application/json",
+            status::render(proxy, reloader),
+        ),
+        ("POST", "/reload") => match reload::reload(proxy, reloader).await {
             Ok(generation) => respond(
                 "200 OK",
                 "application/json",

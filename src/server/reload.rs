@@ -70,8 +70,7 @@ impl Reloader {
 }
 
 /// Reloads the config file now. `Ok` carries the generation now serving.
-pub async fn reload(proxy: &Proxy) -> Result<u64, String> {
-    let reloader = &proxy.reloader;
+pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
     let _one_at_a_time = reloader.running.lock().await;
     let Some(path) = reloader.source.clone() else {
         return Err("rekey was started without a config file (-c)".into());
@@ -153,21 +152,21 @@ fn upstream_changed(old: &Config, new: &Config) -> bool {
 }
 
 /// Reloads on SIGHUP until the process ends.
-pub async fn on_sighup(proxy: Arc<Proxy>) {
+pub async fn on_sighup(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading config");
-        let _ = reload(&proxy).await;
+        let _ = reload(&proxy, &reloader).await;
     }
 }
 
 /// Reloads when the config file changes. Watches the file's directory, so editors that write
 /// a new file and rename it over the old one are seen too. Events are debounced.
-pub async fn on_file_change(proxy: Arc<Proxy>) {
-    let Some(path) = proxy.reloader.source.clone() else {
+pub async fn on_file_change(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
+    let Some(path) = reloader.source.clone() else {
         return;
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -182,7 +181,7 @@ pub async fn on_file_change(proxy: Arc<Proxy>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         while rx.try_recv().is_ok() {}
         tracing::info!(path = %path.display(), "config file changed: reloading");
-        let _ = reload(&proxy).await;
+        let _ = reload(&proxy, &reloader).await;
     }
 }
 

@@ -1,25 +1,32 @@
-//! Accepting clients: one accept loop per listen address, the `max_clients` limit, and
-//! graceful shutdown (stop accepting, let sessions finish what they were asked, then exit).
+//! The top layer, and the only place that wires the program: it binds the listeners, learns
+//! the upstream, starts the workers ([`crate::proxy`]), the admin HTTP listener ([`admin`],
+//! [`status`]), live reload ([`reload`]), Sentinel failover following ([`failover`]) and
+//! cluster refresh, and shuts down gracefully (stop accepting, let sessions finish what they
+//! were asked, then exit). Nothing below imports it.
 
-use crate::admin;
+pub mod admin;
+pub mod failover;
+pub mod reload;
+pub mod status;
+
 use crate::cluster::Cluster;
-use crate::config::reload::{self, Reloader};
 use crate::config::Config;
 use crate::protocol::reply;
 use crate::protocol::Request;
+use crate::proxy::accept::accept_loop;
 use crate::proxy::workers::Workers;
 use crate::proxy::{Proxy, UpstreamInfo};
-use crate::sentinel::{self, SentinelError};
 use crate::stats::stats;
 use crate::upstream::UpstreamUrl;
 use crate::upstream::{conn, Upstream};
 use arc_swap::ArcSwap;
+use failover::SentinelError;
 use metrics_exporter_prometheus::PrometheusHandle;
+use reload::Reloader;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -29,6 +36,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A bound, not yet serving, rekey.
 pub struct Server {
     proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
     listeners: Vec<(TcpListener, Option<String>)>,
     admin: Option<TcpListener>,
 }
@@ -76,7 +84,7 @@ impl Server {
         };
         stats().config_generation.set(config.generation as f64);
         if let Some(s) = &config.sentinel {
-            config.upstream = sentinel::resolve(s, config.limits.connect_timeout).await?;
+            config.upstream = failover::resolve(s, config.limits.connect_timeout).await?;
             tracing::info!(primary = %config.upstream, master = %s.master, "sentinel: primary found");
         }
         let settings = config.upstream_settings(config.upstream.clone());
@@ -100,27 +108,15 @@ impl Server {
             clients: AtomicUsize::new(0),
             registry: Default::default(),
             upstream_info,
-            reloader: Reloader::new(config_source, options.upstream_override),
             metrics: options.metrics,
         });
+        let reloader = Arc::new(Reloader::new(config_source, options.upstream_override));
         Ok(Server {
             proxy,
+            reloader,
             listeners,
             admin,
         })
-    }
-
-    /// The admin address actually bound.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
     }
 
     pub fn proxy(&self) -> Arc<Proxy> {
@@ -155,16 +151,26 @@ impl Server {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "admin listening (/metrics /healthz /status /reload)");
             }
-            tasks.push(tokio::spawn(admin::serve(listener, self.proxy.clone())));
+            tasks.push(tokio::spawn(admin::serve(
+                listener,
+                self.proxy.clone(),
+                self.reloader.clone(),
+            )));
         }
-        tasks.push(tokio::spawn(reload::on_sighup(self.proxy.clone())));
+        tasks.push(tokio::spawn(reload::on_sighup(
+            self.proxy.clone(),
+            self.reloader.clone(),
+        )));
         if let Some(s) = self.proxy.config.load().sentinel.clone() {
-            tasks.push(tokio::spawn(sentinel::follow(self.proxy.clone(), s)));
+            tasks.push(tokio::spawn(failover::follow(self.proxy.clone(), s)));
         }
         if let Some(cluster) = &self.proxy.cluster {
             tasks.push(tokio::spawn(cluster.clone().keep_fresh()));
         }
-        tasks.push(tokio::spawn(reload::on_file_change(self.proxy.clone())));
+        tasks.push(tokio::spawn(reload::on_file_change(
+            self.proxy.clone(),
+            self.reloader.clone(),
+        )));
         stop.await;
         tracing::info!("shutting down: no new clients, draining in-flight replies");
         for t in &tasks {
@@ -192,37 +198,6 @@ impl Server {
         if let Ok(workers) = Arc::try_unwrap(workers) {
             let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    app: Option<String>,
-    proxy: Arc<Proxy>,
-    workers: Arc<Workers>,
-) {
-    loop {
-        let (mut stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let max = proxy.config.load().limits.max_clients;
-        if proxy.clients.fetch_add(1, Ordering::AcqRel) >= max {
-            proxy.clients.fetch_sub(1, Ordering::AcqRel);
-            stats().clients_rejected.increment(1);
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
-            });
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        workers.assign(stream, peer, app.clone());
     }
 }
 

@@ -6,6 +6,7 @@
 //! announcement was missed. A new primary gets new pools, swapped in exactly like an upstream
 //! changed by a reload: sessions move on their next command, the old pools drain.
 
+use crate::config::SentinelConfig;
 use crate::protocol::reply::{self, FrameScanner};
 use crate::protocol::Request;
 use crate::proxy::Proxy;
@@ -19,15 +20,6 @@ use tokio::sync::mpsc;
 
 /// How often the sentinels are asked even when they announce nothing.
 const POLL_EVERY: Duration = Duration::from_secs(5);
-
-/// Where the sentinels are and which primary to follow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelConfig {
-    pub sentinels: Vec<UpstreamUrl>,
-    pub master: String,
-    /// Credentials and db for the primary (the sentinels are asked without them).
-    pub primary: UpstreamUrl,
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("no sentinel knows primary {master:?} ({last})")]

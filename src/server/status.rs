@@ -1,13 +1,14 @@
 //! `/status`: what an operator needs to see at a glance, as JSON.
 
 use crate::proxy::Proxy;
+use crate::server::reload::Reloader;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
-pub fn render(proxy: &Proxy) -> String {
+pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
     let config = proxy.config.load();
-    let reload = proxy.reloader.status();
+    let reload = reloader.status();
     let upstream = proxy.upstream.load();
     let rules: Vec<_> = config
         .rules

@@ -617,7 +617,7 @@ fn map_node(scope: &Scope<'_>, ctx: &ReplyCtx, node: &mut Node) -> bool {
             }),
             _ => false,
         },
-        ReplyKeys::Secrets => crate::proxy::secrets::mask_config_reply(node),
+        ReplyKeys::Secrets => crate::commands::secrets::mask_config_reply(node),
         ReplyKeys::List => filter_keys(scope, ctx, node.list_mut()),
         ReplyKeys::Scan => filter_keys(
             scope,
@@ -853,7 +853,7 @@ fn map_payload(
 mod tests {
     use super::*;
     use crate::commands::lookup;
-    use crate::config::schema::RuleConfig;
+    use crate::rules::RuleConfig;
 
     fn rules() -> RuleSet {
         RuleSet::compile(&[
