@@ -49,7 +49,7 @@ fn never() -> &'static RuleSet {
     R.get_or_init(|| RuleSet::compile(&[rule("never", "^\u{1}never\u{2}", "y", true)]).unwrap())
 }
 
-const KINDS: [ReplyKeys; 7] = [
+const KINDS: [ReplyKeys; 10] = [
     ReplyKeys::None,
     ReplyKeys::First,
     ReplyKeys::Streams,
@@ -57,6 +57,9 @@ const KINDS: [ReplyKeys; 7] = [
     ReplyKeys::Scan,
     ReplyKeys::Single,
     ReplyKeys::Secrets,
+    ReplyKeys::Channels,
+    ReplyKeys::NumSub,
+    ReplyKeys::TrackingInfo,
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -142,8 +145,19 @@ fn replies(mode: u8, data: &[u8]) {
             client: b"AppB_k".to_vec(),
             rule: 0,
         }],
+        pattern: (mode & 1 == 1).then(|| b"AppB_*".to_vec()),
+        queued: None,
     };
-    for out in [map_reply(&scope, &ctx, frame.clone()), map_push(&scope, frame.clone())] {
+    // The same context as one queued command of an EXEC whose array is `frame`.
+    let exec = ReplyCtx {
+        queued: Some(vec![Some(Box::new(ctx.clone()))]),
+        ..ReplyCtx::default()
+    };
+    for out in [
+        map_reply(&scope, &ctx, frame.clone()),
+        map_reply(&scope, &exec, frame.clone()),
+        map_push(&scope, frame.clone()),
+    ] {
         let mut check = FrameScanner::default();
         assert_eq!(
             check.scan(&out).expect("mapped reply is valid RESP"),

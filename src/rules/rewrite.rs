@@ -25,7 +25,7 @@ use smallvec::SmallVec;
 use std::borrow::Cow;
 
 /// What a reply needs to be mapped back.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ReplyCtx {
     pub kind: Option<ReplyKeys>,
     /// Keys the request named: (upstream name, name the client used).
