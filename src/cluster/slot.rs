@@ -1,24 +1,8 @@
-//! Hash slots as Redis Cluster defines them: CRC16 (XMODEM: polynomial 0x1021, initial 0) of
-//! the key, or of its hash tag (the bytes between the first `{` and the next `}`, when not
-//! empty), modulo 16384.
+//! Hash slots as Redis Cluster defines them: CRC16 (XMODEM) of the key, or of its hash tag
+//! (the bytes between the first `{` and the next `}`, when not empty), modulo 16384 — as
+//! `redis_protocol::redis_keyslot` computes it.
 
 pub const SLOTS: usize = 16384;
-
-/// CRC16-XMODEM, bit by bit: keys are short and this is only used in cluster mode.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= (byte as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
 
 /// The part of a key that is hashed: its hash tag, if it has a non-empty one.
 pub fn hash_part(key: &[u8]) -> &[u8] {
@@ -32,9 +16,9 @@ pub fn hash_part(key: &[u8]) -> &[u8] {
     key
 }
 
-/// The cluster slot of a key.
+/// The cluster slot of a key (`redis_protocol`'s CRC16 with hash tags).
 pub fn slot_of(key: &[u8]) -> u16 {
-    crc16(hash_part(key)) % SLOTS as u16
+    redis_protocol::redis_keyslot(key)
 }
 
 #[cfg(test)]
@@ -42,9 +26,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc16_matches_the_cluster_spec_check_value() {
-        // The Redis Cluster specification gives CRC16("123456789") = 0x31C3.
-        assert_eq!(crc16(b"123456789"), 0x31C3);
+    fn slots_match_the_cluster_spec() {
+        // The specification's check value: CRC16("123456789") = 0x31C3, so slot 12739.
+        assert_eq!(slot_of(b"123456789"), 0x31C3 % SLOTS as u16);
+        assert_eq!(slot_of(b"{123456789}.x"), slot_of(b"123456789"));
+        for key in [
+            &b"foo{}{bar}"[..],
+            b"foo{{bar}}zap",
+            b"foo{bar}{zap}",
+            b"plain",
+        ] {
+            assert_eq!(slot_of(key), slot_of(hash_part(key)), "{key:?}");
+        }
     }
 
     #[test]

@@ -77,15 +77,11 @@ impl ClientAuth {
     }
 }
 
-/// Compares two byte strings without an early exit on the first difference.
+/// Compares two secrets in constant time (`subtle`): no early exit on the first difference.
+/// Lengths are not secret (Redis compares passwords the same way).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    diff == 0
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// Limits applied to each client.

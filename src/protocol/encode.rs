@@ -46,10 +46,8 @@ impl Encoder {
     }
 
     fn header(&mut self, kind: u8, n: i64) -> &mut Self {
-        let mut b = itoa(n);
-        self.line(kind, &b);
-        b.clear();
-        self
+        let mut digits = itoa::Buffer::new();
+        self.line(kind, digits.format(n).as_bytes())
     }
 
     pub fn simple(&mut self, s: &str) -> &mut Self {
@@ -116,24 +114,6 @@ impl Encoder {
             Proto::Resp2 => self.bulk(text),
         }
     }
-}
-
-/// Decimal digits of `n`, on the stack.
-fn itoa(n: i64) -> smallvec::SmallVec<[u8; 24]> {
-    let mut out: smallvec::SmallVec<[u8; 24]> = smallvec::SmallVec::new();
-    let mut v = n.unsigned_abs();
-    loop {
-        out.push(b'0' + (v % 10) as u8);
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.reverse();
-    out
 }
 
 /// A single error frame.

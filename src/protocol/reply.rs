@@ -109,7 +109,7 @@ fn quick_frame(buf: &[u8]) -> Option<usize> {
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     loop {
-        let cr = at + buf.get(at..)?.iter().position(|&b| b == b'\r')?;
+        let cr = at + memchr::memchr(b'\r', buf.get(at..)?)?;
         match buf.get(cr + 1) {
             Some(b'\n') => return Some(cr),
             Some(_) => at = cr + 1,

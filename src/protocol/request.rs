@@ -429,21 +429,10 @@ fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
         0..=9 => buf.extend_from_slice(&[kind, digit(n), b'\r', b'\n']),
         10..=99 => buf.extend_from_slice(&[kind, digit(n / 10), digit(n), b'\r', b'\n']),
         _ => {
-            let mut out = [0u8; 24];
-            let mut i = out.len() - 2;
-            out[i..].copy_from_slice(b"\r\n");
-            let mut v = n;
-            loop {
-                i -= 1;
-                out[i] = digit(v);
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            i -= 1;
-            out[i] = kind;
-            buf.extend_from_slice(&out[i..]);
+            let mut digits = itoa::Buffer::new();
+            buf.extend_from_slice(&[kind]);
+            buf.extend_from_slice(digits.format(n).as_bytes());
+            buf.extend_from_slice(b"\r\n");
         }
     }
 }
@@ -510,7 +499,7 @@ fn read_header(buf: &[u8], pos: usize, max_len: usize) -> Result<Option<(i64, us
 }
 
 fn memchr_cr(s: &[u8]) -> Option<usize> {
-    s.iter().position(|&b| b == b'\r')
+    memchr::memchr(b'\r', s)
 }
 
 /// Parses a decimal integer the way Redis's `string2ll` accepts it.

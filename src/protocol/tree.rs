@@ -32,7 +32,7 @@ impl Node {
             }
             Node::Str { kind, data } => {
                 out.put_u8(*kind);
-                out.put_slice(data.len().to_string().as_bytes());
+                out.put_slice(itoa::Buffer::new().format(data.len()).as_bytes());
                 out.put_slice(b"\r\n");
                 out.put_slice(data);
                 out.put_slice(b"\r\n");
@@ -44,7 +44,7 @@ impl Node {
                     items.len()
                 };
                 out.put_u8(*kind);
-                out.put_slice(n.to_string().as_bytes());
+                out.put_slice(itoa::Buffer::new().format(n).as_bytes());
                 out.put_slice(b"\r\n");
                 for i in items {
                     i.encode(out);
@@ -102,7 +102,7 @@ const MAX_DEPTH: usize = 64;
 
 fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(from..)?;
-    let i = rest.windows(2).position(|w| w == b"\r\n")?;
+    let i = memchr::memmem::find(rest, b"\r\n")?;
     Some((&rest[..i], from + i + 2))
 }
 

@@ -29,7 +29,8 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// `CLIENT REPLY` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,8 +256,8 @@ impl Session {
     }
 
     /// Serves the client until it leaves, misbehaves, or shutdown drains it.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut stopping = *shutdown.borrow();
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut stopping = shutdown.is_cancelled();
         if stopping {
             self.closing = true;
         }
@@ -323,7 +324,7 @@ impl Session {
                         break;
                     }
                 }
-                _ = shutdown.changed(), if !stopping => {
+                _ = shutdown.cancelled(), if !stopping => {
                     stopping = true;
                     self.closing = true;
                 }

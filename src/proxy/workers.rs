@@ -9,7 +9,9 @@ use crate::stats::stats;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A client to serve: its socket (not yet registered with any runtime), peer and app.
 struct NewClient {
@@ -30,7 +32,8 @@ impl Workers {
     pub fn start(
         n: usize,
         proxy: Arc<Proxy>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+        sessions: TaskTracker,
     ) -> std::io::Result<Workers> {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -39,13 +42,13 @@ impl Workers {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+            let (proxy, shutdown, sessions) = (proxy.clone(), shutdown.clone(), sessions.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rekey-worker-{index}"))
                     .spawn(move || {
                         crate::upstream::worker::set_current(index);
-                        runtime.block_on(serve(rx, proxy, shutdown));
+                        runtime.block_on(serve(rx, proxy, shutdown, sessions));
                     })?,
             );
             senders.push(tx);
@@ -75,12 +78,13 @@ impl Workers {
     }
 }
 
-/// A worker's life: run sessions for the clients it is given; when no more will come, wait
-/// for its sessions to end.
+/// A worker's life: run sessions for the clients it is given (tracked by `sessions`, which
+/// shutdown waits on); when no more will come, wait for its sessions to end.
 async fn serve(
     mut rx: mpsc::UnboundedReceiver<NewClient>,
     proxy: Arc<Proxy>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let mut sessions = tokio::task::JoinSet::new();
     loop {
@@ -95,11 +99,11 @@ async fn serve(
                     let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
                     stats().clients.increment(1.0);
                     stats().clients_total.increment(1);
-                    sessions.spawn(async move {
+                    sessions.spawn(tracker.track_future(async move {
                         session.run(shutdown).await;
                         proxy.clients.fetch_sub(1, Ordering::AcqRel);
                         stats().clients.decrement(1.0);
-                    });
+                    }));
                 }
                 None => break,
             },

@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long in-flight replies may take to drain at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,9 +126,15 @@ impl Server {
 
     /// Serves until `stop` resolves, then drains and returns.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
-        let (tx, rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let sessions = TaskTracker::new();
         let threads = self.proxy.config.load().threads;
-        let workers = match Workers::start(threads, self.proxy.clone(), rx) {
+        let workers = match Workers::start(
+            threads,
+            self.proxy.clone(),
+            shutdown.clone(),
+            sessions.clone(),
+        ) {
             Ok(w) => Arc::new(w),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start worker threads");
@@ -179,18 +186,16 @@ impl Server {
         for t in tasks {
             let _ = t.await; // the accept loops' handles on the workers are dropped
         }
-        let _ = tx.send(true);
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while self.proxy.clients.load(Ordering::Acquire) > 0
-            && tokio::time::Instant::now() < deadline
+        // Sessions finish what they were asked, then end; the tracker says when all have.
+        shutdown.cancel();
+        sessions.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, sessions.wait())
+            .await
+            .is_err()
         {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = self.proxy.clients.load(Ordering::Acquire);
-        if left > 0 {
             // Blocked or stuck clients: the process exit closes them and the upstream.
             tracing::warn!(
-                clients = left,
+                clients = self.proxy.clients.load(Ordering::Acquire),
                 "drain timeout reached; closing the remaining clients"
             );
             return;
