@@ -69,12 +69,6 @@ impl WriteQueue {
         }
     }
 
-    /// Queues raw bytes by copying them.
-    pub fn push_slice(&mut self, data: &[u8]) {
-        self.len += data.len();
-        self.tail.extend_from_slice(data);
-    }
-
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             let sealed = self.tail.split().freeze();

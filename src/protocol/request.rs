@@ -147,13 +147,6 @@ impl Default for RequestParser {
     }
 }
 
-/// What the parser needs to go on.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Need {
-    /// More bytes; at least this many in total would help (a hint for `reserve`).
-    More(usize),
-}
-
 /// Space the per-thread arena of rewritten requests grows by.
 const ARENA_CHUNK: usize = 64 * 1024;
 

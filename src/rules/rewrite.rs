@@ -50,7 +50,6 @@ pub struct Exact {
 pub struct Rewritten {
     pub request: Option<Request>,
     pub ctx: Option<Box<ReplyCtx>>,
-    pub rewrites: usize,
 }
 
 /// The client context the rules need.
@@ -419,12 +418,10 @@ impl<'r> Plan<'r> {
 
     /// The rewritten request as a [`Request`] (`None` when nothing changed).
     pub fn into_rewritten(self, req: &Request) -> Rewritten {
-        let rewrites = self.changes.len();
         let request = (!self.is_unchanged()).then(|| req.with_changes(self.spliced(req)));
         Rewritten {
             request,
             ctx: self.ctx,
-            rewrites,
         }
     }
 }
