@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `cargo test` needs on a fresh Debian machine, and nothing when it is there:
 # redis-server and redis-tools (every test starts its own servers on free loopback ports),
+# prometheus (its `prometheus` and `promtool` check the shipped alert rules and dashboard),
 # and Python with Flask, Flask-Session and redis-py for the end-to-end session test (into
 # target/pyenv when the system Python lacks them and refuses a global install).
 set -euo pipefail
@@ -12,6 +13,9 @@ packages=()
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || packages+=(redis-tools)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  packages+=(prometheus)
+fi
 if ! python3 -c 'import flask, flask_session, redis' >/dev/null 2>&1 \
   && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   packages+=(python3-venv)
