@@ -164,7 +164,10 @@ pub async fn on_sighup(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
 }
 
 /// Reloads when the config file changes. Watches the file's directory, so editors that write
-/// a new file and rename it over the old one are seen too. Events are debounced.
+/// a new file and rename it over the old one are seen too, and so is a Kubernetes ConfigMap
+/// or Secret update: the kubelet never touches `rekey.toml` (a symlink to
+/// `..data/rekey.toml`) but renames a new `..data` symlink over the old one, so any change in
+/// the directory that makes the path resolve to another file counts. Events are debounced.
 pub async fn on_file_change(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     let Some(path) = reloader.source.clone() else {
         return;
@@ -195,16 +198,28 @@ fn watch(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // The file the path resolves to through symlinks, to see a swap of a symlink on the way.
+    let resolved = Mutex::new(std::fs::canonicalize(path).ok());
+    let path = path.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
-        if event
+        let named = event
             .paths
             .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
-        {
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
+        let now = std::fs::canonicalize(&path).ok();
+        let retargeted = {
+            let mut last = resolved.lock().expect("watcher state poisoned");
+            let changed = now.is_some() && now != *last;
+            if changed {
+                *last = now;
+            }
+            changed
+        };
+        if named || retargeted {
             let _ = tx.send(());
         }
     })?;
