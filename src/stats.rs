@@ -41,6 +41,9 @@ pub struct Stats {
     pub reloads_ok: Counter,
     pub reloads_error: Counter,
     pub config_generation: Gauge,
+    /// `limits.max_clients` and `pool.max_pinned` in force, so alerts compare against them.
+    pub clients_limit: Gauge,
+    pub pinned_limit: Gauge,
     /// `rekey_command_duration_seconds{command}` (opt-in), registered on first use.
     command_latency: Vec<OnceLock<Histogram>>,
 }
@@ -120,6 +123,8 @@ impl Stats {
             reloads_ok: counter!("rekey_config_reloads_total", "result" => "ok"),
             reloads_error: counter!("rekey_config_reloads_total", "result" => "error"),
             config_generation: gauge!("rekey_config_generation"),
+            clients_limit: gauge!("rekey_client_connections_limit"),
+            pinned_limit: gauge!("rekey_upstream_pinned_limit"),
             command_latency,
         }
     }
@@ -130,6 +135,12 @@ impl Stats {
         self.command_latency[id]
             .get_or_init(|| histogram!(COMMAND_LATENCY, "command" => crate::commands::names()[id]))
     }
+}
+
+/// Publishes the limits a config sets (at start and after every reload).
+pub fn publish_limits(max_clients: usize, max_pinned: usize) {
+    stats().clients_limit.set(max_clients as f64);
+    stats().pinned_limit.set(max_pinned as f64);
 }
 
 /// The process's counters. Without an installed recorder (library use, `--check`) they count

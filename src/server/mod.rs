@@ -84,6 +84,7 @@ impl Server {
             None => None,
         };
         stats().config_generation.set(config.generation as f64);
+        crate::stats::publish_limits(config.limits.max_clients, config.pool.max_pinned);
         if let Some(s) = &config.sentinel {
             config.upstream = failover::resolve(s, config.limits.connect_timeout).await?;
             tracing::info!(primary = %config.upstream, master = %s.master, "sentinel: primary found");

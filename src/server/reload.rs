@@ -101,6 +101,7 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
         proxy.swap_upstream(&new, new.upstream.clone());
     }
     let generation = new.generation;
+    crate::stats::publish_limits(new.limits.max_clients, new.pool.max_pinned);
     proxy.config.store(Arc::new(new));
     proxy.config_gen.fetch_add(1, Ordering::AcqRel);
     stats().reloads_ok.increment(1);
