@@ -531,13 +531,17 @@ fn is_error(frame: &[u8]) -> bool {
 /// group 'g'`, `… for key name 'shared_x'`) back for this client. Redis quotes keys in single
 /// quotes; a quoted word that is no rewritten key stays as it is.
 pub fn map_error(scope: &Scope<'_>, exact: &[Exact], frame: Bytes) -> Bytes {
-    let (head, text) = match frame.first() {
-        Some(b'-') => (1, &frame[1..frame.len().saturating_sub(2)]),
-        Some(b'!') => match frame.iter().position(|&c| c == b'\n') {
-            Some(nl) => (nl + 1, &frame[nl + 1..frame.len().saturating_sub(2)]),
+    let head = match frame.first() {
+        Some(b'-') => 1,
+        Some(b'!') => match memchr::memchr(b'\n', &frame) {
+            Some(nl) => nl + 1,
             None => return frame,
         },
         _ => return frame,
+    };
+    // A frame too short to hold its own CRLF is not an error reply we can read: as it is.
+    let Some(text) = frame.get(head..frame.len().saturating_sub(2)) else {
+        return frame;
     };
     let Some(mapped) = map_quoted(scope, exact, text) else {
         return frame;
@@ -1055,5 +1059,28 @@ mod tests {
         let set = Bytes::from_static(b"~2\r\n$6\r\nAppB_9\r\n$8\r\nshared_1\r\n");
         let out = map_reply(&scope, ctx.as_ref().unwrap(), set);
         assert_eq!(out.as_ref(), b"~1\r\n$6\r\nAppA_1\r\n");
+    }
+
+    /// Fuzzer regression (rewrite_roundtrip, CI): an error frame too short to hold its CRLF
+    /// (`-\r`, a truncated `!8\r\n` blob) is passed on as it is instead of panicking.
+    #[test]
+    fn short_error_frames_pass_unchanged() {
+        let rules = rules();
+        let mut m = PrefixMemory::default();
+        let scope = Scope {
+            rules: &rules,
+            app: None,
+            memory: &mut m,
+        };
+        for raw in [&b"-"[..], b"-\r", b"!8\r\n", b"!8\r\nab", b"!\n"] {
+            let frame = Bytes::copy_from_slice(raw);
+            assert_eq!(map_error(&scope, &[], frame.clone()), frame);
+        }
+        let quoted = Bytes::from_static(b"-ERR no such key 'shared_1'\r\n");
+        assert_eq!(
+            map_error(&scope, &[], quoted).as_ref(),
+            b"-ERR no such key 'shared_1'\r\n",
+            "a key the client never named is left as it is"
+        );
     }
 }
