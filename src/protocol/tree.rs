@@ -1,7 +1,11 @@
-//! A reply frame as a small tree, for the few replies whose key names must be changed (KEYS,
-//! SCAN, BLPOP, XREAD, pub/sub messages). Decoding and re-encoding are exact for both RESP2 and
-//! RESP3: every frame keeps its type byte, and untouched subframes keep their original bytes,
-//! so only the strings that change are re-encoded.
+//! A reply frame as a small tree, for the few replies whose bytes rekey changes: key names
+//! mapped back (KEYS, SCAN, BLPOP, XREAD, pub/sub messages) and replies merged from cluster
+//! nodes. Decoding and re-encoding are exact for both RESP2 and RESP3: every frame keeps its
+//! type byte, and untouched subframes keep their original bytes, so only the strings that
+//! change are re-encoded. This is the one reply type for replies that are re-encoded;
+//! redis-protocol's `BytesFrame` ([`super::reply::decode`]) is used where a reply is only read
+//! (cluster slots, Sentinel, INFO), because its re-encoding is not byte-exact (see the test
+//! `redis_protocol_reencoding_is_not_exact_for_resp2`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -63,6 +67,17 @@ impl Node {
     pub fn as_str(&self) -> Option<&Bytes> {
         match self {
             Node::Str { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The value of an integer frame (`:n`).
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Node::Raw(b) if b.first() == Some(&b':') => std::str::from_utf8(b.get(1..b.len().saturating_sub(2))?)
+                .ok()?
+                .parse()
+                .ok(),
             _ => None,
         }
     }
@@ -180,6 +195,29 @@ mod tests {
             let b = Bytes::copy_from_slice(f);
             let n = Node::decode(&b).unwrap();
             assert_eq!(n.to_bytes(), b);
+        }
+    }
+
+    /// Why replies that rekey changes go through this tree and not redis-protocol's
+    /// `BytesFrame`: decoding with its RESP3 decoder and encoding again is not byte-exact for
+    /// RESP2 replies (a null array becomes RESP3's `_`, which a RESP2 client cannot read), so a
+    /// client would see bytes its own Redis never sends. The tree keeps every frame it does
+    /// not change as its original bytes.
+    #[test]
+    fn redis_protocol_reencoding_is_not_exact_for_resp2() {
+        use redis_protocol::resp3::{decode::complete::decode_bytes, encode::complete};
+        let resp2 = Bytes::from_static(b"*2\r\n$1\r\na\r\n*-1\r\n");
+        let (frame, _) = decode_bytes(&resp2).unwrap().unwrap();
+        let mut again = BytesMut::new();
+        complete::extend_encode(&mut again, &frame, false).unwrap();
+        assert_ne!(again.freeze(), resp2, "redis-protocol changes the bytes");
+        assert_eq!(Node::decode(&resp2).unwrap().to_bytes(), resp2, "the tree does not");
+    }
+
+    #[test]
+    fn integers_read_as_numbers() {
+        for (raw, n) in [(&b":5\r\n"[..], Some(5)), (b":-12\r\n", Some(-12)), (b"+5\r\n", None)] {
+            assert_eq!(Node::decode(&Bytes::copy_from_slice(raw)).unwrap().as_int(), n);
         }
     }
 
