@@ -4,8 +4,9 @@
 //! type byte, and untouched subframes keep their original bytes, so only the strings that
 //! change are re-encoded. This is the one reply type for replies that are re-encoded;
 //! redis-protocol's `BytesFrame` ([`super::reply::decode`]) is used where a reply is only read
-//! (cluster slots, Sentinel, INFO), because its re-encoding is not byte-exact (see the test
-//! `redis_protocol_reencoding_is_not_exact_for_resp2`).
+//! (cluster slots, Sentinel, INFO: replies rekey asks for itself), because its RESP3 decoder
+//! cannot read RESP2's nulls, which clients' replies carry (see the test
+//! `redis_protocol_cannot_carry_resp2_replies`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -199,19 +200,20 @@ mod tests {
     }
 
     /// Why replies that rekey changes go through this tree and not redis-protocol's
-    /// `BytesFrame`: decoding with its RESP3 decoder and encoding again is not byte-exact for
-    /// RESP2 replies (a null array becomes RESP3's `_`, which a RESP2 client cannot read), so a
-    /// client would see bytes its own Redis never sends. The tree keeps every frame it does
-    /// not change as its original bytes.
+    /// `BytesFrame`: its RESP3 decoder refuses RESP2's nulls (`$-1`, `*-1`) outright, which
+    /// RESP2 clients get in every KEYS/SCAN/BLPOP/XREAD-shaped reply; the tree reads both
+    /// protocols and keeps every frame it does not change as its original bytes.
     #[test]
-    fn redis_protocol_reencoding_is_not_exact_for_resp2() {
-        use redis_protocol::resp3::{decode::complete::decode_bytes, encode::complete};
-        let resp2 = Bytes::from_static(b"*2\r\n$1\r\na\r\n*-1\r\n");
-        let (frame, _) = decode_bytes(&resp2).unwrap().unwrap();
-        let mut again = BytesMut::new();
-        complete::extend_encode(&mut again, &frame, false).unwrap();
-        assert_ne!(again.freeze(), resp2, "redis-protocol changes the bytes");
-        assert_eq!(Node::decode(&resp2).unwrap().to_bytes(), resp2, "the tree does not");
+    fn redis_protocol_cannot_carry_resp2_replies() {
+        use redis_protocol::resp3::decode::complete::decode_bytes;
+        for raw in [
+            &b"*2\r\n$1\r\na\r\n*-1\r\n"[..],
+            b"*2\r\n$1\r\na\r\n$-1\r\n",
+        ] {
+            let raw = Bytes::copy_from_slice(raw);
+            assert!(decode_bytes(&raw).is_err(), "redis-protocol cannot read it");
+            assert_eq!(Node::decode(&raw).unwrap().to_bytes(), raw, "the tree can");
+        }
     }
 
     #[test]
