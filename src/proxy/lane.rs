@@ -19,7 +19,6 @@ use crate::protocol::request::{splice_head, Peeked};
 use crate::proxy::session::{ReplyMode, Session, BATCH_BYTES};
 use crate::rules::rewrite::{self, RuleTally, Scope};
 use bytes::Buf;
-use std::sync::atomic::Ordering;
 
 impl Session {
     /// Forwards the leading requests of the read buffer that the lane can take, and leaves
@@ -76,7 +75,7 @@ impl Session {
             && !self.cluster_multi
             && self.reply_mode == ReplyMode::On
             && self.proxy.cluster.is_none()
-            && self.upstream_gen == self.proxy.upstream_gen.load(Ordering::Acquire);
+            && !self.upstream_moved();
         if stateless {
             self.refresh_config();
         }

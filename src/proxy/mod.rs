@@ -29,12 +29,12 @@ use std::sync::Arc;
 /// What every session shares: the current config, the upstream pools, and facts about the
 /// upstream learned at start.
 pub struct Proxy {
-    pub config: ArcSwap<Config>,
-    /// Bumped after every swap of `config`: sessions refresh their cached copy when it moves.
-    pub config_gen: AtomicU64,
-    /// Swapped when a reload changes the upstream; the old pools drain and close.
-    pub upstream: ArcSwap<Upstream>,
-    pub upstream_gen: AtomicU64,
+    /// The config in force. Sessions keep an `arc_swap::Cache` of it: one pointer compare per
+    /// command tells them whether a reload swapped it.
+    pub config: Arc<ArcSwap<Config>>,
+    /// Swapped when a reload changes the upstream (or Sentinel names a new primary); the old
+    /// pools drain and close. Sessions notice the swap through their `Cache` of it.
+    pub upstream: Arc<ArcSwap<Upstream>>,
     /// Set when the upstream is a Redis Cluster: slot map and per-node pools.
     pub cluster: Option<Arc<Cluster>>,
     pub next_client_id: AtomicU64,
@@ -52,8 +52,6 @@ impl Proxy {
     pub fn swap_upstream(&self, config: &Config, url: crate::upstream::UpstreamUrl) {
         self.upstream
             .store(Upstream::new(config.upstream_settings(url)));
-        self.upstream_gen
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

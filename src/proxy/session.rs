@@ -20,7 +20,8 @@ use crate::rules::memory::PrefixMemory;
 use crate::rules::rewrite::{self, ReplyCtx, Scope};
 use crate::stats;
 use crate::upstream::conn::each_reply;
-use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink};
+use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink, Upstream};
+use arc_swap::{ArcSwap, Cache};
 use crate::wire::{reserve_read_from, WriteQueue};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -69,8 +70,10 @@ pub struct Session {
     pub(super) reply_mode: ReplyMode,
     pub(super) shared: Arc<SharedPool>,
     pub(super) slot: usize,
-    /// The upstream generation `shared` belongs to; a reload with a new upstream bumps it.
-    pub(super) upstream_gen: u64,
+    /// The upstream `shared` belongs to, and the proxy's live one (a reload with a new
+    /// upstream, or a Sentinel failover, swaps it): when the two differ, the session moves.
+    upstream: Arc<Upstream>,
+    upstream_live: Cache<Arc<ArcSwap<Upstream>>, Arc<Upstream>>,
     // Pinned-connection state.
     pub(super) pin: Option<PinnedConn>,
     pub(super) in_multi: bool,
@@ -110,7 +113,8 @@ pub struct Session {
     /// The command counters of this client's `app` label (its identity, as the config names
     /// it), kept up to date by [`Session::refresh_label`].
     app_stats: Arc<stats::AppCommands>,
-    cfg_gen: u64,
+    /// The proxy's config as it is now (one pointer compare to check).
+    cfg_live: Cache<Arc<ArcSwap<Config>>, Arc<Config>>,
     /// Requests routed but not yet sent (see [`Session::forward`]).
     batch: Option<Batch>,
     pub(super) batch_buf: BytesMut,
@@ -176,10 +180,8 @@ impl Session {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
         let (rd, wr) = stream.into_split();
         let (sink, inbox) = mpsc::unbounded_channel();
-        let upstream_gen = proxy
-            .upstream_gen
-            .load(std::sync::atomic::Ordering::Acquire);
-        let shared = proxy.upstream.load().shared(Proto::Resp2, db);
+        let upstream = proxy.upstream.load_full();
+        let shared = upstream.shared(Proto::Resp2, db);
         let slot = shared.pick();
         let id = proxy
             .next_client_id
@@ -219,7 +221,8 @@ impl Session {
             reply_mode: ReplyMode::On,
             shared,
             slot,
-            upstream_gen,
+            upstream_live: Cache::new(Arc::clone(&proxy.upstream)),
+            upstream,
             pin: None,
             in_multi: false,
             watching: false,
@@ -240,7 +243,7 @@ impl Session {
             current_start: Instant::now(),
             app_stats: stats::AppCommands::of(crate::rules::NO_LABEL),
             cfg: proxy.config.load_full(),
-            cfg_gen: proxy.config_gen.load(std::sync::atomic::Ordering::Acquire),
+            cfg_live: Cache::new(Arc::clone(&proxy.config)),
             batch: None,
             batch_buf: BytesMut::new(),
             batch_big: None,
@@ -409,13 +412,9 @@ impl Session {
 
     /// Picks up a reloaded config (one atomic load when nothing changed).
     pub(super) fn refresh_config(&mut self) {
-        let current = self
-            .proxy
-            .config_gen
-            .load(std::sync::atomic::Ordering::Acquire);
-        if current != self.cfg_gen {
-            self.cfg = self.proxy.config.load_full();
-            self.cfg_gen = current;
+        let live = self.cfg_live.load();
+        if !Arc::ptr_eq(live, &self.cfg) {
+            self.cfg = Arc::clone(live);
             self.refresh_label();
         }
     }
@@ -523,12 +522,7 @@ impl Session {
         if self.barrier || (local && self.subs.waiting()) {
             self.settle().await;
         }
-        if self.upstream_gen
-            != self
-                .proxy
-                .upstream_gen
-                .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.upstream_moved() {
             self.switch_pool();
         }
         // The config is borrowed, not cloned: no reference-count traffic per command.
@@ -1057,16 +1051,18 @@ impl Session {
         }
     }
 
-    /// Switches the shared pool after a change of protocol or db.
+    /// Whether the proxy's upstream was swapped since this session took its pool.
+    pub(super) fn upstream_moved(&mut self) -> bool {
+        !Arc::ptr_eq(self.upstream_live.load(), &self.upstream)
+    }
+
+    /// Switches the shared pool after a change of protocol or db, or of the upstream.
     pub(super) fn switch_pool(&mut self) {
         self.flush_batch();
         // A pinned client's requests keep going on its pinned connection, in order.
         self.barrier |= self.pin.is_none();
-        self.upstream_gen = self
-            .proxy
-            .upstream_gen
-            .load(std::sync::atomic::Ordering::Acquire);
-        self.shared = self.proxy.upstream.load().shared(self.proto, self.db);
+        self.upstream = Arc::clone(self.upstream_live.load());
+        self.shared = self.upstream.shared(self.proto, self.db);
         self.slot = self.shared.pick();
     }
 }

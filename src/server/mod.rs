@@ -101,10 +101,8 @@ impl Server {
         let upstream_info = learn_upstream(&config).await;
         let config_source = config.source.clone();
         let proxy = Arc::new(Proxy {
-            config: ArcSwap::from_pointee(config),
-            config_gen: AtomicU64::new(0),
-            upstream: ArcSwap::new(upstream),
-            upstream_gen: AtomicU64::new(0),
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            upstream: Arc::new(ArcSwap::new(upstream)),
             cluster,
             next_client_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),

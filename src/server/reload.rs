@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::stats::stats;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -103,7 +102,6 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
     let generation = new.generation;
     crate::stats::publish_limits(new.limits.max_clients, new.pool.max_pinned);
     proxy.config.store(Arc::new(new));
-    proxy.config_gen.fetch_add(1, Ordering::AcqRel);
     stats().reloads_ok.increment(1);
     stats().config_generation.set(generation as f64);
     tracing::info!(generation, "config reloaded");
