@@ -75,10 +75,12 @@ impl Node {
     /// The value of an integer frame (`:n`).
     pub fn as_int(&self) -> Option<i64> {
         match self {
-            Node::Raw(b) if b.first() == Some(&b':') => std::str::from_utf8(b.get(1..b.len().saturating_sub(2))?)
-                .ok()?
-                .parse()
-                .ok(),
+            Node::Raw(b) if b.first() == Some(&b':') => {
+                std::str::from_utf8(b.get(1..b.len().saturating_sub(2))?)
+                    .ok()?
+                    .parse()
+                    .ok()
+            }
             _ => None,
         }
     }
@@ -218,8 +220,15 @@ mod tests {
 
     #[test]
     fn integers_read_as_numbers() {
-        for (raw, n) in [(&b":5\r\n"[..], Some(5)), (b":-12\r\n", Some(-12)), (b"+5\r\n", None)] {
-            assert_eq!(Node::decode(&Bytes::copy_from_slice(raw)).unwrap().as_int(), n);
+        for (raw, n) in [
+            (&b":5\r\n"[..], Some(5)),
+            (b":-12\r\n", Some(-12)),
+            (b"+5\r\n", None),
+        ] {
+            assert_eq!(
+                Node::decode(&Bytes::copy_from_slice(raw)).unwrap().as_int(),
+                n
+            );
         }
     }
 
