@@ -8,6 +8,8 @@
 //! cannot read RESP2's nulls, which clients' replies carry (see the test
 //! `redis_protocol_cannot_carry_resp2_replies`).
 
+use crate::protocol::encode::push_header;
+use crate::protocol::scan::{line, parse_int};
 use bytes::{BufMut, Bytes, BytesMut};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +38,7 @@ impl Node {
                 out.put_slice(b"\r\n");
             }
             Node::Str { kind, data } => {
-                out.put_u8(*kind);
-                out.put_slice(itoa::Buffer::new().format(data.len()).as_bytes());
-                out.put_slice(b"\r\n");
+                push_header(out, *kind, data.len());
                 out.put_slice(data);
                 out.put_slice(b"\r\n");
             }
@@ -48,9 +48,7 @@ impl Node {
                 } else {
                     items.len()
                 };
-                out.put_u8(*kind);
-                out.put_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.put_slice(b"\r\n");
+                push_header(out, *kind, n);
                 for i in items {
                     i.encode(out);
                 }
@@ -118,12 +116,6 @@ impl Node {
 
 const MAX_DEPTH: usize = 64;
 
-fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
-    let rest = buf.get(from..)?;
-    let i = memchr::memmem::find(rest, b"\r\n")?;
-    Some((&rest[..i], from + i + 2))
-}
-
 fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Option<(Node, usize)> {
     if depth > MAX_DEPTH {
         return None;
@@ -139,7 +131,7 @@ fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Option<(Node, usize)> {
             next,
         )),
         b'$' | b'=' => {
-            let n = crate::protocol::request::parse_int(head)?;
+            let n = parse_int(head)?;
             if n < 0 {
                 return Some((Node::Raw(buf.slice(pos..next)), next));
             }
@@ -156,7 +148,7 @@ fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Option<(Node, usize)> {
             ))
         }
         b'*' | b'>' | b'~' | b'%' => {
-            let n = crate::protocol::request::parse_int(head)?;
+            let n = parse_int(head)?;
             if n < 0 {
                 return Some((Node::Raw(buf.slice(pos..next)), next));
             }

@@ -15,7 +15,8 @@
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
 use crate::commands::Class;
-use crate::protocol::request::{splice_head, Peeked};
+use crate::protocol::parser::Peeked;
+use crate::protocol::request::splice_head;
 use crate::proxy::session::{ReplyMode, Session, BATCH_BYTES};
 use crate::rules::rewrite::{self, RuleTally, Scope};
 use bytes::Buf;

@@ -7,7 +7,7 @@
 use crate::commands::secrets::{self, Verdict};
 use crate::commands::{Local, ReplyKeys};
 use crate::protocol::encode::{self, Encoder, Proto};
-use crate::protocol::request::parse_int;
+use crate::protocol::scan::parse_int;
 use crate::protocol::Request;
 use crate::proxy::clients::{flag, KillFilter, Kind};
 use crate::proxy::session::{ReplyMode, Session};

@@ -796,7 +796,7 @@ impl Session {
                 self.forward(req.into_raw(), false)
             }
             Class::Local(Local::Select) => {
-                let db = req.arg(1).and_then(crate::protocol::request::parse_int);
+                let db = req.arg(1).and_then(crate::protocol::scan::parse_int);
                 if let Some(db) = db.filter(|&n| n >= 0 && req.len() == 2) {
                     self.at_exec.db = Some(db as u32);
                 }
