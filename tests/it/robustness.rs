@@ -2,13 +2,11 @@
 //! from clients, the admin token; and limits: max clients, upstream reply timeout, a slow
 //! reader that never reads its replies.
 
-mod common;
-
-use common::{http_with, rss_kib, RedisServer, Rekey};
+use crate::common::{http_with, rss_kib, RedisServer, Rekey};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn raw_reply(c: &mut common::RawClient, args: &[&str]) -> String {
+fn raw_reply(c: &mut crate::common::RawClient, args: &[&str]) -> String {
     c.cmd(args);
     let mut buf = vec![0u8; 64 * 1024];
     let n = std::io::Read::read(&mut c.s, &mut buf).unwrap();

@@ -2,9 +2,7 @@
 //! bad configs refused while the old rules serve; transaction snapshots; metrics and the
 //! Grafana dashboard's queries against a live /metrics.
 
-mod common;
-
-use common::{metric, RedisServer, Rekey};
+use crate::common::{metric, RedisServer, Rekey};
 use redis::{cmd, Commands};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
