@@ -1,21 +1,19 @@
-//! The request path, top to bottom: [`listener`] accepts clients (bounded by `max_clients`)
-//! and runs one [`session`] task per client. The session parses requests
-//! ([`crate::protocol::request`]), looks each up in the command table ([`crate::commands`]),
-//! and either answers it itself ([`local`]: AUTH, HELLO, SELECT, CLIENT…, with the live
-//! clients in [`clients`]), or forwards it to a
-//! shared or pinned upstream connection ([`crate::upstream`]); runs of plain data commands
-//! take the short [`lane`] straight into the upstream batch. Replies come back through
-//! [`replies`], which restores request order, and are written back in batches.
+//! The request path, top to bottom: [`accept`] takes clients (bounded by `max_clients`) and
+//! hands each to a worker thread ([`workers`]), which runs one [`session`] task per client.
+//! The session parses requests ([`crate::protocol::parser`]), looks each up in the command
+//! table ([`crate::commands`]), and either answers it itself (its `local` part: AUTH, HELLO,
+//! SELECT, CLIENT…, with the live clients in [`clients`]), or forwards it to a shared or
+//! pinned upstream connection ([`crate::upstream`]); runs of plain data commands take the
+//! session's short `lane` straight into the upstream batch. Replies come back through
+//! [`session::replies`], which restores request order, and are written back in batches.
+//!
+//! This layer is sockets and sessions only: the rewrite engine is [`crate::rules`], command
+//! semantics [`crate::commands`], and the program's wiring (admin, reload, failover) is
+//! [`crate::server`], which this layer never imports.
 
 pub mod accept;
 pub mod clients;
-pub mod cluster_route;
-pub mod flush;
-pub mod lane;
-pub mod local;
-pub mod replies;
 pub mod session;
-pub mod streams;
 pub mod workers;
 
 use crate::cluster::Cluster;

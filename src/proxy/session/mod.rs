@@ -7,14 +7,21 @@
 //! to write, or shutdown. Reading pauses (backpressure) while `max_pipeline` requests are
 //! unanswered or `max_output_bytes` wait to be written.
 
+mod cluster_route;
+mod flush;
+mod lane;
+mod local;
+pub mod replies;
+mod streams;
+
 use crate::commands::{self, Class, CommandSpec, Extra, Local, Pin};
 use crate::config::{Config, Limits};
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::reply;
 use crate::protocol::{Request, RequestParser};
-use crate::proxy::cluster_route::opens_cluster_multi;
-use crate::proxy::replies::{Ready, ReplyQueue, SlotInfo};
-use crate::proxy::streams::Subscriptions;
+use crate::proxy::session::cluster_route::opens_cluster_multi;
+use crate::proxy::session::replies::{Ready, ReplyQueue, SlotInfo};
+use crate::proxy::session::streams::Subscriptions;
 use crate::proxy::Proxy;
 use crate::rules::memory::PrefixMemory;
 use crate::rules::rewrite::{self, ReplyCtx, Scope};

@@ -358,7 +358,7 @@ impl Session {
             b"NO-EVICT" | b"NO-TOUCH" => self.client_flag(&lower, &req),
             b"TRACKING" if req.len() >= 3 => self.client_tracking(req).await,
             b"TRACKINGINFO" => {
-                self.pending_ctx = Some(crate::proxy::streams::tracking_info_ctx());
+                self.pending_ctx = Some(crate::proxy::session::streams::tracking_info_ctx());
                 self.forward(req.raw().clone(), false)
             }
             b"CACHING" if self.pin.is_none() => self.reply(encode::error(
