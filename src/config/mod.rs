@@ -107,12 +107,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Bearer token that `POST /reload` requires, when set.
     pub admin_token: Option<String>,
-    /// The upstream (for a cluster: its first seed node).
-    pub upstream: UpstreamUrl,
-    /// `redis-cluster://…`: the seed nodes rekey learns the cluster from.
-    pub cluster: Option<Vec<UpstreamUrl>>,
-    /// `redis-sentinel://…`: the sentinels and the primary's name.
-    pub sentinel: Option<SentinelConfig>,
+    /// Where the upstream is, as configured (the live address is the proxy's, see
+    /// [`UpstreamTarget`]).
+    pub upstream: UpstreamTarget,
     pub auth: ClientAuth,
     pub flush: FlushPolicy,
     pub limits: Limits,
@@ -123,6 +120,61 @@ pub struct Config {
     pub rules: Arc<RuleSet>,
     /// Distinct for every config validated in this process; prefix memories key on it.
     pub generation: u64,
+}
+
+/// The `upstream` setting: one Redis, a cluster's seeds, or the sentinels of a primary. This
+/// is configuration only; where rekey is connected now (the primary Sentinel named last, the
+/// cluster's nodes) lives in the proxy's live upstream and cluster map, in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// `redis://[user:pass@]host:port[/db]`.
+    Single(UpstreamUrl),
+    /// `redis-cluster://[user:pass@]host:port,host:port`: the nodes rekey learns the cluster
+    /// from.
+    Cluster { seeds: Vec<UpstreamUrl> },
+    /// `redis-sentinel://[user:pass@]host:port,…/primary[/db]`.
+    Sentinel(SentinelConfig),
+}
+
+impl UpstreamTarget {
+    /// The credentials and db of every data connection (a cluster's first seed; for Sentinel,
+    /// the primary's, on an address still to be asked for).
+    pub fn template(&self) -> &UpstreamUrl {
+        match self {
+            UpstreamTarget::Single(url) => url,
+            UpstreamTarget::Cluster { seeds } => &seeds[0],
+            UpstreamTarget::Sentinel(s) => &s.primary,
+        }
+    }
+
+    /// The db a new client starts in.
+    pub fn db(&self) -> u32 {
+        self.template().db
+    }
+
+    /// Whether a reload may move to another upstream of this kind without a restart.
+    pub fn reloadable(&self) -> bool {
+        matches!(self, UpstreamTarget::Single(_))
+    }
+}
+
+impl std::fmt::Display for UpstreamTarget {
+    /// As configured, with passwords hidden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts = |urls: &[UpstreamUrl]| {
+            urls.iter()
+                .map(UpstreamUrl::addr)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            UpstreamTarget::Single(url) => write!(f, "{url}"),
+            UpstreamTarget::Cluster { seeds } => write!(f, "redis-cluster://{}", hosts(seeds)),
+            UpstreamTarget::Sentinel(s) => {
+                write!(f, "redis-sentinel://{}/{}", hosts(&s.sentinels), s.master)
+            }
+        }
+    }
 }
 
 /// Where the sentinels are and which primary to follow.
@@ -225,11 +277,7 @@ impl Config {
             })?),
             None => None,
         };
-        let Upstreams {
-            upstream,
-            cluster,
-            sentinel,
-        } = parse_upstream(&file.upstream)?;
+        let upstream = parse_upstream(&file.upstream)?;
         validate_limits(&file.limits, &file.pool)?;
         for u in &file.users {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
@@ -257,8 +305,6 @@ impl Config {
             admin,
             admin_token: file.admin_token.clone().filter(|t| !t.is_empty()),
             upstream,
-            cluster,
-            sentinel,
             auth: ClientAuth {
                 requirepass: file.requirepass.clone(),
                 users: file.users.clone(),
@@ -292,31 +338,14 @@ impl Config {
     }
 }
 
-/// The `upstream` setting, parsed.
-struct Upstreams {
-    /// The Redis (a cluster's first seed; a sentinel setup's first sentinel until the
-    /// sentinels name the primary at start).
-    upstream: UpstreamUrl,
-    cluster: Option<Vec<UpstreamUrl>>,
-    sentinel: Option<SentinelConfig>,
-}
-
 /// `redis://…` for one Redis, `redis-cluster://[user:pass@]host:port,host:port` for a cluster
 /// (its seeds), or `redis-sentinel://…` (see [`parse_sentinel`]).
-fn parse_upstream(s: &str) -> Result<Upstreams, UrlError> {
+fn parse_upstream(s: &str) -> Result<UpstreamTarget, UrlError> {
     if let Some(sentinel) = parse_sentinel(s)? {
-        return Ok(Upstreams {
-            upstream: sentinel.sentinels[0].clone(),
-            cluster: None,
-            sentinel: Some(sentinel),
-        });
+        return Ok(UpstreamTarget::Sentinel(sentinel));
     }
     let Some(rest) = s.strip_prefix("redis-cluster://") else {
-        return Ok(Upstreams {
-            upstream: UpstreamUrl::parse(s)?,
-            cluster: None,
-            sentinel: None,
-        });
+        return Ok(UpstreamTarget::Single(UpstreamUrl::parse(s)?));
     };
     let (auth, hosts) = match rest.rfind('@') {
         Some(i) => (&rest[..=i], &rest[i + 1..]),
@@ -327,11 +356,7 @@ fn parse_upstream(s: &str) -> Result<Upstreams, UrlError> {
         .split(',')
         .map(|h| UpstreamUrl::parse(&format!("redis://{auth}{}", h.trim())))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Upstreams {
-        upstream: seeds[0].clone(),
-        cluster: Some(seeds),
-        sentinel: None,
-    })
+    Ok(UpstreamTarget::Cluster { seeds })
 }
 
 /// `redis-sentinel://[user:pass@]host:port,host:port/mastername[/db]`: credentials and db are
@@ -418,7 +443,45 @@ mod tests {
                 .unwrap();
         let cfg = Config::parse(&text).unwrap();
         assert_eq!(cfg.listeners[0].addr.port(), 6380);
-        assert_eq!(cfg.upstream.port, 6379);
+        assert_eq!(cfg.upstream.template().port, 6379);
+    }
+
+    #[test]
+    fn upstream_kinds_parse_into_one_target() {
+        let target = |u: &str| {
+            Config::parse(&format!("upstream = \"{u}\""))
+                .unwrap()
+                .upstream
+        };
+        let single = target("redis://:pw@10.0.0.1:6390/3");
+        assert!(matches!(&single, UpstreamTarget::Single(u) if u.port == 6390));
+        assert_eq!(single.db(), 3);
+        assert!(single.reloadable());
+        assert_eq!(single.to_string(), "redis://***@10.0.0.1:6390/3");
+        let cluster = target("redis-cluster://u:pw@127.0.0.1:7000,127.0.0.1:7001");
+        let UpstreamTarget::Cluster { seeds } = &cluster else {
+            panic!("{cluster}")
+        };
+        assert_eq!(seeds.len(), 2);
+        assert_eq!(
+            seeds[1].user.as_deref(),
+            Some("u"),
+            "every seed has the credentials"
+        );
+        assert_eq!(cluster.template().port, 7000);
+        assert!(!cluster.reloadable());
+        assert_eq!(
+            cluster.to_string(),
+            "redis-cluster://127.0.0.1:7000,127.0.0.1:7001"
+        );
+        let sentinel = target("redis-sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/mymaster/2");
+        let UpstreamTarget::Sentinel(s) = &sentinel else {
+            panic!("{sentinel}")
+        };
+        assert_eq!((s.master.as_str(), s.sentinels.len()), ("mymaster", 2));
+        assert_eq!(sentinel.db(), 2, "the primary's db");
+        assert_eq!(sentinel.template().pass.as_deref(), Some("pw"));
+        assert!(!sentinel.to_string().contains("pw"), "{sentinel}");
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
         },
         "rules": rules,
         "upstream": {
-            "url": config.upstream.to_string(),
+            "url": upstream.url().to_string(),
+            "configured": config.upstream.to_string(),
             "healthy": upstream.healthy(),
             "shared_pools": upstream.pool_states(),
             "pinned_connections": upstream.pinned_total(),

@@ -523,7 +523,8 @@ impl Session {
     fn reset(&mut self) {
         self.end_pin_on_close();
         let config = self.proxy.config.load();
-        self.conn.reset(config.upstream.db, !config.auth.required());
+        self.conn
+            .reset(config.upstream.db(), !config.auth.required());
         self.refresh_label();
         self.client.update(|d| {
             d.no_evict = false;

@@ -120,7 +120,7 @@ impl Session {
     ) -> Session {
         let config = proxy.config.load();
         let limits = config.limits.clone();
-        let db = config.upstream.db;
+        let db = config.upstream.db();
         let authed = !config.auth.required();
         let local = stream.local_addr().unwrap_or(peer);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
