@@ -156,6 +156,31 @@ fn sighup_and_post_reload() {
     assert_eq!(pong, "PONG");
 }
 
+/// One Redis can be swapped by a reload; a move to a cluster (or Sentinel) cannot, and is
+/// reported as needing a restart while the old upstream keeps serving.
+#[test]
+fn a_move_to_a_cluster_needs_a_restart() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "");
+    let mut con = rekey.client();
+    let _: () = cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let text = std::fs::read_to_string(&rekey.config_path).unwrap();
+    std::fs::write(
+        &rekey.config_path,
+        text.replace(&redis.url(), "redis-cluster://127.0.0.1:1,127.0.0.1:2"),
+    )
+    .unwrap();
+    let (code, _) = rekey.admin("POST", "/reload");
+    assert_eq!(code, 200);
+    let (_, status) = rekey.admin("GET", "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let needs = status["reload"]["needs_restart"].to_string();
+    assert!(needs.contains("redis-cluster://127.0.0.1:1"), "{status}");
+    assert_eq!(status["upstream"]["url"], status["upstream"]["configured"]);
+    let v: String = cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v, "v", "the old upstream keeps serving");
+}
+
 #[test]
 fn a_transaction_keeps_the_rules_it_started_with() {
     let redis = RedisServer::start();
