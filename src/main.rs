@@ -41,8 +41,8 @@ struct Cli {
 enum Command {
     /// Move the keys apps wrote before rekey to the names the rules give them.
     ///
-    /// Keeps value, type and TTL (RENAMENX; in a cluster, across slots, DUMP + RESTORE ABSTTL
-    /// + a delete that checks the old key did not change), never overwrites a name that
+    /// Keeps value, type and TTL (RENAMENX; in a cluster, across slots, DUMP, RESTORE ABSTTL
+    /// and a delete that checks the old key did not change), never overwrites a name that
     /// exists. Idempotent: run it again to finish an interrupted run. Exit status: 0 every
     /// key moved, 1 something failed, 2 collisions left old keys in place.
     Migrate {

@@ -8,7 +8,6 @@ mod common;
 
 use common::cluster::{keyslot, RedisCluster};
 use common::Rekey;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

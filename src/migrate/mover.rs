@@ -101,20 +101,20 @@ impl Mover {
 
     /// The connection to node `i`, opened on first use.
     pub async fn client(&mut self, i: usize) -> Result<&mut Client, MigrateError> {
-        if self.clients[i].is_none() {
-            let c = Client::connect(
-                &self.nodes.urls[i],
-                self.nodes.db,
-                self.connect_timeout,
-                self.reply_timeout,
-            )
-            .await?;
-            self.clients[i] = Some(c);
-        }
-        match self.clients[i].as_mut() {
-            Some(c) => Ok(c),
-            None => unreachable!("connected above"),
-        }
+        let slot = &mut self.clients[i];
+        let client = match slot.take() {
+            Some(c) => c,
+            None => {
+                Client::connect(
+                    &self.nodes.urls[i],
+                    self.nodes.db,
+                    self.connect_timeout,
+                    self.reply_timeout,
+                )
+                .await?
+            }
+        };
+        Ok(slot.insert(client))
     }
 
     /// Moves keys found on node `src`; one outcome per move, in order. An `Err` is a lost
