@@ -702,3 +702,30 @@ fn a_sentinel_names_the_primary() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(count(&mut con, "shared_s*"), 10);
 }
+
+/// The delete that ends a move across cluster slots removes the old key only while it holds
+/// what was copied: a value an app wrote meanwhile is never lost.
+#[test]
+fn the_checked_delete_keeps_a_changed_key() {
+    let redis = RedisServer::start();
+    let mut con = redis.direct();
+    let script = rekey::migrate::mover::DELETE_IF_SAME;
+    cmd(&mut con, &["SET", "k", "copied"]);
+    let copied: Vec<u8> = redis::cmd("DUMP").arg("k").query(&mut con).unwrap();
+    cmd(&mut con, &["SET", "k", "written meanwhile"]);
+    let eval = |con: &mut redis::Connection, payload: &[u8]| -> i64 {
+        redis::cmd("EVAL")
+            .arg(script)
+            .arg(1)
+            .arg("k")
+            .arg(payload)
+            .query(con)
+            .unwrap()
+    };
+    assert_eq!(eval(&mut con, &copied), -1);
+    assert_eq!(get(&mut con, "k").as_deref(), Some("written meanwhile"));
+    let now: Vec<u8> = redis::cmd("DUMP").arg("k").query(&mut con).unwrap();
+    assert_eq!(eval(&mut con, &now), 1);
+    assert!(!exists(&mut con, "k"));
+    assert_eq!(eval(&mut con, &now), 0, "gone already");
+}

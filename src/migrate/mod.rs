@@ -11,9 +11,10 @@
 //! TTL, never overwriting a name that exists (the app already wrote it through rekey: the
 //! newer value wins, the old key stays and is reported).
 //!
-//! A run is idempotent and resumable: a moved key no longer matches a rule, and a key that
-//! could be an upstream name (under a rule's fixed upstream prefix) is never moved, so running
-//! it again (after a crash, a `^C`, a collision resolved by hand) only moves what is left.
+//! A run is idempotent and resumable: a moved key no longer matches a rule (and where rules
+//! rewrite their own results, as `match = '^'` does, a key under a rule's fixed upstream
+//! prefix is never moved), so running it again (after a crash, a `^C`, a collision resolved by
+//! hand) only moves what is left.
 //!
 //! - [`plan`]: which keys, which new names, which SCAN passes; `--reverse`'s inverse rules.
 //! - [`nodes`]: the upstream, the Sentinel's primary, or a cluster's primaries and slot map.

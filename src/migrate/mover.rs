@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Deletes `KEYS[1]` if its serialized value is `ARGV[1]`: 1 deleted, 0 gone, -1 different.
-const DELETE_IF_SAME: &str = "local v = redis.call('DUMP', KEYS[1]) \
+pub const DELETE_IF_SAME: &str = "local v = redis.call('DUMP', KEYS[1]) \
 if not v then return 0 end \
 if v == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end \
 return -1";

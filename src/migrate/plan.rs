@@ -34,7 +34,7 @@ pub enum Decision {
     /// A rule matches, and the key stays where it is.
     Stay { rule: usize, why: Stay },
     /// A rule matches, but moving the key would not be safe: its new name would match a rule
-    /// again, so a second run would move it a second time.
+    /// again, and is under no upstream prefix, so a second run would move it a second time.
     Unsafe { rule: usize, target: Vec<u8> },
 }
 
@@ -42,8 +42,9 @@ pub enum Decision {
 pub enum Stay {
     /// The rule gives it its own name.
     Unchanged,
-    /// It starts with a rule's upstream prefix: it may be a name rekey already wrote (or one
-    /// a previous run moved), so it is never moved (`match = '^'` rules, tenants' namespaces).
+    /// Its rule rewrites its own results (`match = '^'`), and it starts with a rule's
+    /// upstream prefix: it may be a name rekey already wrote (or one a previous run moved),
+    /// so it is never moved (tenants' namespaces).
     UpstreamName,
 }
 
@@ -97,18 +98,23 @@ impl<'r> Plan<'r> {
                 why: Stay::Unchanged,
             };
         }
+        if self.rules.forward(self.app, &target).is_none() {
+            // The new name is no rule's: the next run leaves it alone.
+            return Decision::Move { rule, target };
+        }
+        // The rules rewrite their own results (`match = '^'`): a key under an upstream prefix
+        // may be one rekey wrote or a previous run moved, and is never moved; a new name
+        // under one is left alone by the next run for the same reason.
         if self.under_upstream_prefix(key) {
             return Decision::Stay {
                 rule,
                 why: Stay::UpstreamName,
             };
         }
-        // The next run must leave the new name alone: either no rule rewrites it, or it is
-        // under an upstream prefix, which is never moved.
-        if self.rules.forward(self.app, &target).is_some() && !self.under_upstream_prefix(&target) {
-            return Decision::Unsafe { rule, target };
+        if self.under_upstream_prefix(&target) {
+            return Decision::Move { rule, target };
         }
-        Decision::Move { rule, target }
+        Decision::Unsafe { rule, target }
     }
 
     fn under_upstream_prefix(&self, key: &[u8]) -> bool {
@@ -378,6 +384,16 @@ mod tests {
         let plan = Plan::new(&rules, Some("T2"));
         assert!(matches!(plan.decide(b"t1:k"), Decision::Stay { .. }));
         assert!(matches!(plan.decide(b"k"), Decision::Move { rule: 1, .. }));
+        // A prefix shortened to a part of itself: `appA:sess:1` is under the upstream prefix
+        // `appA:`, but its new name `appA:1` is no rule's, so it moves.
+        let shorter = set(&[rule("shorter", "^appA:sess:", "appA:")]);
+        assert_eq!(
+            Plan::new(&shorter, None).decide(b"appA:sess:1"),
+            Decision::Move {
+                rule: 0,
+                target: b"appA:1".to_vec()
+            }
+        );
         let same = set(&[rule("same", "^x:", "x:")]);
         assert!(matches!(
             Plan::new(&same, None).decide(b"x:1"),
