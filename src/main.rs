@@ -173,7 +173,7 @@ fn migrate(config: &Config, options: &rekey::migrate::Options, mode: Mode) -> Re
     let mut progress = Progress::new(mode, options.dry_run);
     let summary = runtime
         .block_on(rekey::migrate::run(config, options, &mut progress))
-        .context("migrate")?;
+        .context("rekey migrate stopped (what it moved stays moved: run it again to go on)")?;
     drop(progress);
     print!("{}", summary.report());
     std::io::Write::flush(&mut std::io::stdout()).context("stdout")?;

@@ -103,9 +103,9 @@ impl Client {
     ) -> Result<Client, MigrateError> {
         let stream = conn::connect(url, Proto::Resp2, db, connect_timeout)
             .await
-            .map_err(|source| MigrateError::Conn {
+            .map_err(|error| MigrateError::Conn {
                 addr: url.addr(),
-                source,
+                error,
             })?;
         Ok(Client {
             stream,
@@ -131,9 +131,9 @@ impl Client {
         let limit = self.reply_timeout;
         match tokio::time::timeout(limit, self.exchange(reqs)).await {
             Ok(Ok(replies)) => Ok(replies),
-            Ok(Err(source)) => Err(MigrateError::Conn {
+            Ok(Err(error)) => Err(MigrateError::Conn {
                 addr: self.addr.clone(),
-                source,
+                error,
             }),
             Err(_) => Err(MigrateError::Timeout {
                 addr: self.addr.clone(),

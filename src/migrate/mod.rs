@@ -48,12 +48,8 @@ const BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("upstream {addr}: {source}")]
-    Conn {
-        addr: String,
-        #[source]
-        source: ConnError,
-    },
+    #[error("upstream {addr}: {error}")]
+    Conn { addr: String, error: ConnError },
     #[error("upstream {addr}: no reply within {ms} ms")]
     Timeout { addr: String, ms: u64 },
     #[error("upstream {addr} answered {command} with {reply}")]
