@@ -729,3 +729,8 @@ fn the_checked_delete_keeps_a_changed_key() {
     assert!(!exists(&mut con, "k"));
     assert_eq!(eval(&mut con, &now), 0, "gone already");
 }
+
+#[test]
+fn sessions_move_as_an_acl_user_in_db3() {
+    sessions_move(Variant::ACL_USER_DB3);
+}
