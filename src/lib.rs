@@ -5,6 +5,7 @@
 //! Layers, each importing only those below it (`tests/it/layers.rs` keeps it so):
 //!
 //! ```text
+//! migrate    `rekey migrate`: moves existing keys to the names the rules give them
 //! server     wires the program: listeners, workers, admin HTTP, reload, Sentinel failover
 //! proxy      sockets and client sessions: the request path, top to bottom
 //! config     load and validate the TOML file
@@ -20,6 +21,7 @@
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod migrate;
 pub mod protocol;
 pub mod proxy;
 pub mod rules;

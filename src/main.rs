@@ -1,8 +1,10 @@
-//! The `rekey` binary: serve, `--check` a config, or show what `--rewrite` does to a key.
+//! The `rekey` binary: serve, `--check` a config, show what `--rewrite` does to a key, or
+//! `migrate` existing keys to the names the rules give them.
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use rekey::config::Config;
+use rekey::migrate::progress::{Mode, Progress};
 use rekey::server::{ServeOptions, Server};
 use std::path::PathBuf;
 
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 )]
 struct Cli {
     /// Config file (TOML).
-    #[arg(short = 'c', long = "config")]
+    #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
     /// Listen address, without a config file (or overriding its `listen`).
     #[arg(long)]
@@ -31,6 +33,36 @@ struct Cli {
     /// The client identity (an [[apps]] name or AUTH user) for --rewrite.
     #[arg(long, value_name = "NAME", requires = "rewrite")]
     app: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Move the keys apps wrote before rekey to the names the rules give them.
+    ///
+    /// Keeps value, type and TTL (RENAMENX; in a cluster, across slots, DUMP, RESTORE ABSTTL
+    /// and a delete that checks the old key did not change), never overwrites a name that
+    /// exists. Idempotent: run it again to finish an interrupted run. Exit status: 0 every
+    /// key moved, 1 something failed, 2 collisions left old keys in place.
+    Migrate {
+        /// Print what would move (and what would collide); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most N keys moved per second.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rate: Option<u32>,
+        /// The client identity (an [[apps]] name or AUTH user) whose rules apply.
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+        /// Move keys back from the rules' upstream names to the apps' names (rules whose
+        /// match is one literal prefix and whose replace is a fixed prefix).
+        #[arg(long)]
+        reverse: bool,
+        /// No progress bar or log lines (the per-key lines and the summary still print).
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config> {
@@ -81,6 +113,24 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(Command::Migrate {
+        dry_run,
+        rate,
+        app,
+        reverse,
+        quiet,
+    }) = &cli.command
+    {
+        let options = rekey::migrate::Options {
+            dry_run: *dry_run,
+            rate: *rate,
+            app: app.clone(),
+            reverse: *reverse,
+        };
+        let mode = if *quiet { Mode::Quiet } else { Mode::detect() };
+        let code = migrate(&config, &options, mode)?;
+        std::process::exit(code);
+    }
     if let Some(key) = &cli.rewrite {
         print!("{}", rewrite_report(&config, key, cli.app.as_deref()));
         return Ok(());
@@ -112,6 +162,22 @@ fn rewrite_report(config: &Config, key: &str, app: Option<&str>) -> String {
             )
         }
     }
+}
+
+/// `rekey migrate`: runs it, prints the summary, and returns the exit status.
+fn migrate(config: &Config, options: &rekey::migrate::Options, mode: Mode) -> Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let mut progress = Progress::new(mode, options.dry_run);
+    let summary = runtime
+        .block_on(rekey::migrate::run(config, options, &mut progress))
+        .context("rekey migrate stopped (what it moved stays moved: run it again to go on)")?;
+    drop(progress);
+    print!("{}", summary.report());
+    std::io::Write::flush(&mut std::io::stdout()).context("stdout")?;
+    Ok(summary.exit_code())
 }
 
 async fn serve(config: Config, options: ServeOptions) -> Result<()> {

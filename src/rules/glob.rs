@@ -54,6 +54,18 @@ pub fn matches(pattern: &[u8], name: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
+/// `text` as a glob that matches exactly it: the metacharacters `*?[]\` are escaped.
+pub fn escape(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 4);
+    for &c in text {
+        if matches!(c, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Matches one pattern element at `p` (a literal, `\x` or a `[...]` class) against byte `c`:
 /// where the element ends, and whether it matched.
 fn single(pattern: &[u8], p: usize, c: u8) -> Option<(usize, bool)> {
@@ -123,6 +135,13 @@ mod tests {
         assert!(m("**", "x"));
         assert!(!m("abc", "abcd"));
         assert!(!m("abcd", "abc"));
+        for text in ["plain", "a*b", "q?[x]", "back\\slash", "{AppA_"] {
+            let mut glob = super::escape(text.as_bytes());
+            assert!(matches(&glob, text.as_bytes()), "{text}");
+            assert!(!matches(&glob, b"other"), "{text}");
+            glob.push(b'*');
+            assert!(matches(&glob, format!("{text}:rest").as_bytes()), "{text}");
+        }
         assert!(
             m("[ab", "a"),
             "an unterminated class ends at the pattern's end"

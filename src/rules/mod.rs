@@ -189,6 +189,33 @@ impl Rule {
         Some((found.end(), Cow::Owned(to)))
     }
 
+    /// Literal prefixes every key this rule matches starts with (one for a plain prefix such
+    /// as `^sess:`, a few for `^(AppA|AppB)_`), for a `SCAN … MATCH <prefix>*` that finds
+    /// the rule's keys; `None` when there is no useful set (`^` alone, a class, a long
+    /// alternation): only a full scan filtered by [`Rule::matches`] finds them all.
+    pub fn scan_prefixes(&self) -> Option<&[Vec<u8>]> {
+        match &self.literal {
+            Some(lit) if !lit.is_empty() => Some(std::slice::from_ref(lit)),
+            Some(_) => None,
+            None => self.prefixes.as_deref(),
+        }
+    }
+
+    /// The one literal prefix this rule matches, when its `match` is exactly that (`^sess:`,
+    /// `^(AppA)_`): the only name a reverse mapping can give back.
+    pub fn literal_match(&self) -> Option<&[u8]> {
+        match (&self.literal, &self.exact) {
+            (Some(lit), _) => Some(lit),
+            (None, Some(exact)) if exact.len() == 1 => Some(&exact[0]),
+            _ => None,
+        }
+    }
+
+    /// The apps this rule is limited to (`None`: every client).
+    pub fn apps(&self) -> Option<&[String]> {
+        self.apps.as_deref()
+    }
+
     /// The upstream prefix, when `replace` uses no captures (the same for every key).
     pub fn fixed_replacement(&self) -> Option<Vec<u8>> {
         self.fixed.clone()
@@ -670,6 +697,24 @@ mod tests {
         );
         assert!(set.forward_glob(None, b"se*", false).is_none());
         assert!(set.forward_glob(None, b"*", false).is_none());
+    }
+
+    #[test]
+    fn scan_prefixes_cover_every_match() {
+        let set = RuleSet::compile(&[
+            rule("sess", "^sess:", "s:"),
+            rule("apps", r"^(\{?)(AppA|AppB)_", "${1}shared_"),
+            rule("all", "^", "ns:"),
+            rule("class", r"^[a-z]+:", "c:"),
+        ])
+        .unwrap();
+        let p = |i: usize| set.rules()[i].scan_prefixes().map(|l| l.to_vec());
+        assert_eq!(p(0), Some(vec![b"sess:".to_vec()]));
+        let mut apps = p(1).unwrap();
+        apps.sort();
+        assert_eq!(apps, [&b"AppA_"[..], b"AppB_", b"{AppA_", b"{AppB_"]);
+        assert_eq!(p(2), None, "a namespace for every key needs a full scan");
+        assert_eq!(p(3), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod equivalence;
 mod faults;
 mod layers;
 mod metrics;
+mod migrate;
 mod pinned;
 mod presets;
 mod prometheus;

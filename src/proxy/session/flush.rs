@@ -89,7 +89,7 @@ async fn scoped_flush(
     let mut buf = BytesMut::new();
     let mut deleted = 0;
     for prefix in prefixes {
-        let mut pattern = glob_escape(prefix);
+        let mut pattern = crate::rules::glob::escape(prefix);
         pattern.push(b'*');
         let mut cursor = b"0".to_vec();
         loop {
@@ -150,16 +150,4 @@ fn unlink_groups<'k>(keys: &[&'k [u8]], cluster: bool) -> Vec<Vec<&'k [u8]>> {
             .push(k);
     }
     by_slot.into_values().collect()
-}
-
-/// Escapes glob metacharacters so a prefix matches literally.
-fn glob_escape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() + 4);
-    for &c in s {
-        if matches!(c, b'*' | b'?' | b'[' | b']' | b'\\') {
-            out.push(b'\\');
-        }
-        out.push(c);
-    }
-    out
 }

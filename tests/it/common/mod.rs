@@ -2,6 +2,8 @@
 //! port, killed when the test ends (on panic too).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
