@@ -195,7 +195,12 @@ impl TlsRedis {
     }
 
     fn start_on(port: u16, pki: &Pki, extra: &[&str]) -> TlsRedis {
-        let (cert, key) = pki.server();
+        Self::start_named(port, pki, &["localhost", "127.0.0.1"], extra)
+    }
+
+    /// With a certificate for `names` only.
+    fn start_named(port: u16, pki: &Pki, names: &[&str], extra: &[&str]) -> TlsRedis {
+        let (cert, key) = pki.issue(&format!("server-{port}"), names);
         let (ccert, ckey) = pki.issue("direct-client", &["direct-client"]);
         let dir = scratch_dir("tls-redis");
         let child = Command::new("redis-server")
@@ -734,4 +739,102 @@ fn certificate_rotation_keeps_connections() {
     for w in workers {
         w.join().expect("no request failed");
     }
+}
+
+/// A Redis Cluster of three primaries, TLS only (`tls-cluster yes`: the bus and the
+/// announced ports are TLS), whose certificates name `localhost` only: rekey, seeded with
+/// `rediss-cluster://localhost:…`, verifies the nodes it learns by IP address against the
+/// seed's host name.
+#[test]
+fn cluster_over_tls() {
+    let pki = Pki::new("cluster");
+    let nodes: Vec<TlsRedis> = (0..3)
+        .map(|_| {
+            TlsRedis::start_named(
+                free_redis_port(),
+                &pki,
+                &["localhost"],
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                ],
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert", &p(&pki.ca()), "--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cluster create: {out:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().all(|n| {
+        let info = n
+            .direct()
+            .call(&["CLUSTER", "INFO"])
+            .text()
+            .unwrap_or_default();
+        info.contains("cluster_state:ok")
+    }) {
+        assert!(Instant::now() < deadline, "cluster never became ok");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rekey = Rekey::start_url(
+        &format!("rediss-cluster://localhost:{}", nodes[0].port),
+        &format!("[tls.upstream]\nca_file = \"{}\"\n{RULES}", p(&pki.ca())),
+    );
+    let mut c = rekey.raw();
+    for round in 0..2 {
+        for i in 0..60 {
+            let v = format!("{round}-{i}");
+            assert_eq!(c.call(&["SET", &format!("AppA_k{i}"), &v]), ok());
+        }
+        for i in 0..60 {
+            assert_eq!(
+                c.call(&["GET", &format!("AppB_k{i}")]),
+                b(&format!("{round}-{i}"))
+            );
+        }
+        // A transaction on one slot (pinned to that slot's node).
+        assert_eq!(c.call(&["MULTI"]), ok());
+        assert_eq!(
+            c.call(&["SET", "{AppA_u}_a", "1"]),
+            Resp::Simple("QUEUED".into())
+        );
+        assert_eq!(
+            c.call(&["INCR", "{AppA_u}_b"]),
+            Resp::Simple("QUEUED".into())
+        );
+        let exec = c.call(&["EXEC"]);
+        assert_eq!(exec.items().unwrap().len(), 2, "{exec:?}");
+    }
+    // The keys are spread over the nodes, rewritten.
+    let mut holding = 0;
+    let mut total = 0;
+    for n in &nodes {
+        let Resp::Int(k) = n.direct().call(&["DBSIZE"]) else {
+            panic!()
+        };
+        holding += (k > 0) as usize;
+        total += k;
+    }
+    assert!(
+        holding >= 2 && total == 62,
+        "{holding} nodes hold {total} keys"
+    );
+    let m = metrics(&rekey);
+    assert!(!m.contains("rekey_tls_handshake_failures_total"), "{m}");
 }
