@@ -838,3 +838,67 @@ fn cluster_over_tls() {
     let m = metrics(&rekey);
     assert!(!m.contains("rekey_tls_handshake_failures_total"), "{m}");
 }
+
+/// `rediss-sentinel://`: TLS to the sentinel and to the primary it names (by IP address,
+/// verified against the sentinel's host name; every certificate names `localhost` only).
+#[test]
+fn sentinel_over_tls() {
+    let pki = Pki::new("sentinel");
+    let primary = TlsRedis::start_named(free_redis_port(), &pki, &["localhost"], &[]);
+    let (cert, key) = pki.issue("sentinel", &["localhost"]);
+    let port = free_port();
+    let dir = scratch_dir("tls-sentinel");
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {}\n\
+             tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n\
+             tls-replication yes\n\
+             sentinel monitor mymaster 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\n",
+            dir.display(),
+            p(&cert),
+            p(&key),
+            p(&pki.ca()),
+            primary.port
+        ),
+    )
+    .unwrap();
+    let mut sentinel = Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cfg = client_config(&pki.ca(), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let named = TlsClient::connect(port, &cfg).ok().and_then(|mut c| {
+            let r = c.call(&["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+            r.items().map(|i| i.len() == 2)
+        });
+        if named == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sentinel did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rekey = Rekey::start_url(
+        &format!("rediss-sentinel://localhost:{port}/mymaster"),
+        &format!("[tls.upstream]\nca_file = \"{}\"\n{RULES}", p(&pki.ca())),
+    );
+    let mut c = rekey.raw();
+    assert_eq!(c.call(&["SET", "AppA_x", "1"]), ok());
+    assert_eq!(c.call(&["GET", "AppB_x"]), b("1"));
+    assert_eq!(primary.direct().call(&["GET", "shared_x"]), b("1"));
+    let (_, status) = rekey.admin("GET", "/status");
+    assert!(
+        status.contains(&format!("rediss://127.0.0.1:{}", primary.port)),
+        "{status}"
+    );
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
