@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// `[tls.upstream]`: how rekey connects to `rediss://` upstreams.
@@ -227,10 +228,13 @@ impl UpstreamTls {
                 Ok(Err(e)) => return Err(classify(&e, &format!("as {name:?}"))),
                 Err(_) => return Err(timed_out(timeout)),
             };
-        relay(stream).map_err(|e| HandshakeError {
-            reason: "io",
-            detail: format!("relay: {e}"),
-        })
+        // The relay ends with the connection; nobody needs to wait for it.
+        relay(stream)
+            .map(|(transport, _)| transport)
+            .map_err(|e| HandshakeError {
+                reason: "io",
+                detail: format!("relay: {e}"),
+            })
     }
 }
 
@@ -293,8 +297,12 @@ impl ServerTls {
     }
 
     /// Runs the server handshake on a client's `tcp` within the handshake timeout, then
-    /// relays it.
-    pub async fn accept(&self, tcp: TcpStream) -> Result<Transport, HandshakeError> {
+    /// relays it. The handle ends when the relay has delivered what the session wrote (await
+    /// it after the session, so the last replies reach the client before shutdown).
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<(Transport, JoinHandle<()>), HandshakeError> {
         let stream =
             match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,

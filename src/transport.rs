@@ -10,6 +10,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
+use tokio::task::JoinHandle;
 
 /// A connected byte stream.
 #[derive(Debug)]
@@ -126,14 +127,15 @@ const RELAY_BUF: usize = 16 * 1024;
 /// Joins `remote` (an encrypted stream, already through its handshake) to a new Unix socket
 /// pair, relayed by a task on the current runtime, and returns the pair's other end. The relay
 /// ends when this side closes (the remote gets a clean close, such as TLS `close_notify`), or
-/// when the remote closes or fails and this side has then closed too.
-pub fn relay<S>(remote: S) -> io::Result<Transport>
+/// when the remote closes or fails and this side has then closed too. The handle says when
+/// the relay is done (what this side wrote has been delivered, or cannot be).
+pub fn relay<S>(remote: S) -> io::Result<(Transport, JoinHandle<()>)>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (ours, theirs) = UnixStream::pair()?;
-    tokio::spawn(pump(remote, theirs));
-    Ok(Transport::Relayed(ours))
+    let handle = tokio::spawn(pump(remote, theirs));
+    Ok((Transport::Relayed(ours), handle))
 }
 
 async fn pump<S: AsyncRead + AsyncWrite>(remote: S, local: UnixStream) {

@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a TLS client's relay may take to deliver the last replies once its session ended.
+const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A client to serve: its socket (not yet registered with any runtime), peer and app.
 struct NewClient {
     stream: std::net::TcpStream,
@@ -116,10 +119,10 @@ async fn serve(
                     sessions.spawn(tracker.track_future(async move {
                         let local = stream.local_addr().unwrap_or(peer);
                         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
-                        let transport = match tls {
-                            false => Transport::Tcp(stream),
+                        let (transport, relay) = match tls {
+                            false => (Transport::Tcp(stream), None),
                             true => match handshake(&proxy, stream, peer).await {
-                                Some(t) => t,
+                                Some((t, relay)) => (t, Some(relay)),
                                 None => {
                                     proxy.clients.fetch_sub(1, Ordering::AcqRel);
                                     return;
@@ -130,6 +133,10 @@ async fn serve(
                         stats().clients.increment(1.0);
                         stats().clients_total.increment(1);
                         session.run(shutdown).await;
+                        if let Some(relay) = relay {
+                            // The last replies cross the relay before the client counts as gone.
+                            let _ = tokio::time::timeout(RELAY_DRAIN, relay).await;
+                        }
                         proxy.clients.fetch_sub(1, Ordering::AcqRel);
                         stats().clients.decrement(1.0);
                     }));
@@ -149,7 +156,7 @@ async fn handshake(
     proxy: &Proxy,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-) -> Option<Transport> {
+) -> Option<(Transport, tokio::task::JoinHandle<()>)> {
     let Some(tls) = proxy.config.load().server_tls.clone() else {
         tracing::warn!(%peer, "TLS listener without [tls.server]: client closed");
         return None;
