@@ -526,6 +526,52 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_are_checked() {
+        let e = Config::parse("tls_listen = \"127.0.0.1:0\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[tls.server]"), "{e}");
+        let e = Config::parse("listen = []").unwrap_err().to_string();
+        assert!(e.contains("tls_listen"), "{e}");
+        let e = Config::parse("[tls.upstream]\nserver_name = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rediss://"), "{e}");
+        let e = Config::parse(
+            "upstream = \"rediss://h:1\"\n[tls.upstream]\nca_file = \"/nonexistent/ca.pem\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
+        let e = Config::parse(
+            "upstream = \"rediss://h:1\"\n[tls.upstream]\ncert_file = \"/nonexistent/c.pem\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cert_file"), "{e}");
+    }
+
+    #[test]
+    fn tls_upstream_schemes() {
+        let c = Config::parse("upstream = \"rediss://:pw@cache.example.net:6380\"").unwrap();
+        assert!(c.upstream.tls.is_some());
+        assert_eq!(c.upstream.port, 6380);
+        let c = Config::parse("upstream = \"rediss-cluster://cfg.example.net:7000,10.0.0.2:7000\"")
+            .unwrap();
+        let seeds = c.cluster.unwrap();
+        assert!(seeds.iter().all(|s| s.tls.is_some()));
+        let c = Config::parse("upstream = \"rediss-sentinel://s1.example.net:26379/mymaster\"")
+            .unwrap();
+        let s = c.sentinel.unwrap();
+        assert!(s.sentinels[0].tls.is_some());
+        let primary_tls = s.primary.tls.unwrap();
+        // The primary, named by IP address, is verified as the sentinel's host.
+        assert_eq!(primary_tls.name_for("10.0.0.9"), "s1.example.net");
+        let c = Config::parse("upstream = \"redis-cluster://127.0.0.1:7000\"").unwrap();
+        assert!(c.cluster.unwrap()[0].tls.is_none());
+    }
+
+    #[test]
     fn auth_checks() {
         let a = ClientAuth {
             requirepass: Some("pw".into()),
