@@ -121,8 +121,11 @@ impl TryWriteVectored for WriteHalf {
     }
 }
 
-/// Relay buffer size per direction: one TLS record's worth of plaintext.
-const RELAY_BUF: usize = 16 * 1024;
+/// Relay buffer per direction: small while a connection idles (most clients of a proxy do),
+/// doubled on every read that fills it, up to one TLS record's worth of plaintext, and back
+/// to small after a short read.
+const RELAY_BUF_MIN: usize = 1024;
+const RELAY_BUF_MAX: usize = 16 * 1024;
 
 /// Joins `remote` (an encrypted stream, already through its handshake) to a new Unix socket
 /// pair, relayed by a task on the current runtime, and returns the pair's other end. The relay
@@ -167,7 +170,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; RELAY_BUF];
+    let mut buf = vec![0u8; RELAY_BUF_MIN];
     loop {
         let n = rd.read(&mut buf).await?;
         if n == 0 {
@@ -175,5 +178,10 @@ where
         }
         wr.write_all(&buf[..n]).await?;
         wr.flush().await?;
+        if n == buf.len() && buf.len() < RELAY_BUF_MAX {
+            buf = vec![0u8; buf.len() * 2];
+        } else if n < RELAY_BUF_MIN && buf.len() > RELAY_BUF_MIN {
+            buf = vec![0u8; RELAY_BUF_MIN];
+        }
     }
 }
