@@ -542,7 +542,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
         let e = Config::parse(
             "upstream = \"rediss://h:1\"\n[tls.upstream]\ncert_file = \"/nonexistent/c.pem\"",
         )
