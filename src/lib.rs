@@ -2,7 +2,7 @@
 //! session providers prefix keys differently can share one namespace (or be isolated), with
 //! no change to the apps. See `README.md`.
 //!
-//! Layers, each importing only those below it (`tests/layers.rs` keeps it so):
+//! Layers, each importing only those below it (`tests/it/layers.rs` keeps it so):
 //!
 //! ```text
 //! server     wires the program: listeners, workers, admin HTTP, reload, Sentinel failover

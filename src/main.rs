@@ -49,12 +49,16 @@ fn load(cli: &Cli) -> Result<Config> {
             config.listeners.splice(0..0, plain.listeners);
         }
         if let Some(u) = &cli.upstream {
-            let mut url = Config::plain("127.0.0.1:0", u)?.upstream;
+            let mut target = Config::plain("127.0.0.1:0", u)?.upstream;
             // A `rediss://` override uses the file's `[tls.upstream]`, when it has one.
-            if let (Some(tls), Some(_)) = (&config.upstream.tls, &url.tls) {
-                url.tls = Some(tls.clone());
+            let file_tls = config.upstream.template().tls.clone();
+            if let (Some(tls), rekey::config::UpstreamTarget::Single(url)) = (file_tls, &mut target)
+            {
+                if url.tls.is_some() {
+                    url.tls = Some(tls);
+                }
             }
-            config.upstream = url;
+            config.upstream = target;
         }
     }
     Ok(config)

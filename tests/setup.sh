@@ -2,7 +2,7 @@
 # Installs what `cargo test` needs on a fresh Debian machine, and nothing when it is there:
 # redis-server and redis-tools (every test starts its own servers on free loopback ports),
 # prometheus (its `prometheus` and `promtool` check the shipped alert rules and dashboard),
-# systemd's systemd-analyze (tests/deploy.rs verifies the unit file; no running systemd
+# systemd's systemd-analyze (tests/it/deploy.rs verifies the unit file; no running systemd
 # needed), and Python with Flask, Flask-Session and redis-py for the end-to-end session test
 # and kubernetes-validate (it carries the Kubernetes schemas) for the manifests' test (into
 # target/pyenv when the system Python lacks them and refuses a global install).

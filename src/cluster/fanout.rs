@@ -251,8 +251,8 @@ pub fn combine(replies: &[Bytes], merge: &Merge) -> Bytes {
             .unwrap_or_else(bad),
         Merge::Sum => {
             let mut sum = 0i64;
-            for r in replies {
-                match reply::decode(r).as_ref().and_then(reply::as_int) {
+            for node in &nodes {
+                match node.as_int() {
                     Some(n) => sum += n,
                     None => return bad(),
                 }

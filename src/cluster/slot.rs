@@ -4,18 +4,6 @@
 
 pub const SLOTS: usize = 16384;
 
-/// The part of a key that is hashed: its hash tag, if it has a non-empty one.
-pub fn hash_part(key: &[u8]) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
-            if len > 0 {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
-    }
-    key
-}
-
 /// The cluster slot of a key (`redis_protocol`'s CRC16 with hash tags).
 pub fn slot_of(key: &[u8]) -> u16 {
     redis_protocol::redis_keyslot(key)
@@ -24,6 +12,19 @@ pub fn slot_of(key: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The part of a key that is hashed, by the spec's words: its hash tag, if it has a
+    /// non-empty one. The tests check `redis_keyslot` against it.
+    fn hash_part(key: &[u8]) -> &[u8] {
+        if let Some(open) = key.iter().position(|&b| b == b'{') {
+            if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
+                if len > 0 {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+        }
+        key
+    }
 
     #[test]
     fn slots_match_the_cluster_spec() {

@@ -2,7 +2,7 @@
 //! the same way Redis does (`getKeysUsingKeySpecs`), including movable keys (numkeys, STREAMS,
 //! KEYS) — and SORT's BY/GET patterns, which key specs leave out.
 
-use crate::protocol::request::parse_int;
+use crate::protocol::scan::parse_int;
 use crate::protocol::Request;
 use smallvec::SmallVec;
 

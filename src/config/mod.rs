@@ -115,12 +115,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Bearer token that `POST /reload` requires, when set.
     pub admin_token: Option<String>,
-    /// The upstream (for a cluster: its first seed node).
-    pub upstream: UpstreamUrl,
-    /// `redis-cluster://…`: the seed nodes rekey learns the cluster from.
-    pub cluster: Option<Vec<UpstreamUrl>>,
-    /// `redis-sentinel://…`: the sentinels and the primary's name.
-    pub sentinel: Option<SentinelConfig>,
+    /// Where the upstream is, as configured (the live address is the proxy's, see
+    /// [`UpstreamTarget`]).
+    pub upstream: UpstreamTarget,
     pub auth: ClientAuth,
     pub flush: FlushPolicy,
     pub limits: Limits,
@@ -134,6 +131,61 @@ pub struct Config {
     pub server_tls: Option<Arc<ServerTls>>,
     /// Distinct for every config validated in this process; prefix memories key on it.
     pub generation: u64,
+}
+
+/// The `upstream` setting: one Redis, a cluster's seeds, or the sentinels of a primary. This
+/// is configuration only; where rekey is connected now (the primary Sentinel named last, the
+/// cluster's nodes) lives in the proxy's live upstream and cluster map, in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// `redis://[user:pass@]host:port[/db]`.
+    Single(UpstreamUrl),
+    /// `redis-cluster://[user:pass@]host:port,host:port`: the nodes rekey learns the cluster
+    /// from.
+    Cluster { seeds: Vec<UpstreamUrl> },
+    /// `redis-sentinel://[user:pass@]host:port,…/primary[/db]`.
+    Sentinel(SentinelConfig),
+}
+
+impl UpstreamTarget {
+    /// The credentials and db of every data connection (a cluster's first seed; for Sentinel,
+    /// the primary's, on an address still to be asked for).
+    pub fn template(&self) -> &UpstreamUrl {
+        match self {
+            UpstreamTarget::Single(url) => url,
+            UpstreamTarget::Cluster { seeds } => &seeds[0],
+            UpstreamTarget::Sentinel(s) => &s.primary,
+        }
+    }
+
+    /// The db a new client starts in.
+    pub fn db(&self) -> u32 {
+        self.template().db
+    }
+
+    /// Whether a reload may move to another upstream of this kind without a restart.
+    pub fn reloadable(&self) -> bool {
+        matches!(self, UpstreamTarget::Single(_))
+    }
+}
+
+impl std::fmt::Display for UpstreamTarget {
+    /// As configured, with passwords hidden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts = |urls: &[UpstreamUrl]| {
+            urls.iter()
+                .map(UpstreamUrl::addr)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            UpstreamTarget::Single(url) => write!(f, "{url}"),
+            UpstreamTarget::Cluster { seeds } => write!(f, "redis-cluster://{}", hosts(seeds)),
+            UpstreamTarget::Sentinel(s) => {
+                write!(f, "redis-sentinel://{}/{}", hosts(&s.sentinels), s.master)
+            }
+        }
+    }
 }
 
 /// Where the sentinels are and which primary to follow.
@@ -283,16 +335,12 @@ impl Config {
             })?),
             None => None,
         };
-        let Upstreams {
-            upstream,
-            cluster,
-            sentinel,
-        } = parse_upstream(&file.upstream, upstream_tls.as_ref())?;
-        if upstream_tls.is_some() && upstream.tls.is_none() {
+        let upstream = parse_upstream(&file.upstream, upstream_tls.as_ref())?;
+        if upstream_tls.is_some() && upstream.template().tls.is_none() {
             return Err(ConfigError::Invalid(format!(
                 "[tls.upstream] is set but upstream {} is not TLS: use rediss://, \
                  rediss-cluster:// or rediss-sentinel://",
-                upstream
+                upstream.template()
             )));
         }
         validate_limits(&file.limits, &file.pool)?;
@@ -322,8 +370,6 @@ impl Config {
             admin,
             admin_token: file.admin_token.clone().filter(|t| !t.is_empty()),
             upstream,
-            cluster,
-            sentinel,
             auth: ClientAuth {
                 requirepass: file.requirepass.clone(),
                 users: file.users.clone(),
@@ -358,20 +404,11 @@ impl Config {
     }
 }
 
-/// The `upstream` setting, parsed.
-struct Upstreams {
-    /// The Redis (a cluster's first seed; a sentinel setup's first sentinel until the
-    /// sentinels name the primary at start).
-    upstream: UpstreamUrl,
-    cluster: Option<Vec<UpstreamUrl>>,
-    sentinel: Option<SentinelConfig>,
-}
-
 /// `redis://…` for one Redis, `redis-cluster://[user:pass@]host:port,host:port` for a cluster
 /// (its seeds), or `redis-sentinel://…` (see [`parse_sentinel`]); each with an `s` after
 /// `redis` (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`) for TLS to every node
 /// (and every sentinel), with `tls` (`[tls.upstream]`) or else the system roots.
-fn parse_upstream(s: &str, tls: Option<&UpstreamTls>) -> Result<Upstreams, UrlError> {
+fn parse_upstream(s: &str, tls: Option<&UpstreamTls>) -> Result<UpstreamTarget, UrlError> {
     let (s, secure) = match s.strip_prefix("rediss") {
         Some(rest) => (format!("redis{rest}"), true),
         None => (s.to_string(), false),
@@ -389,18 +426,10 @@ fn parse_upstream(s: &str, tls: Option<&UpstreamTls>) -> Result<Upstreams, UrlEr
         sentinel.primary.tls = tls
             .as_ref()
             .map(|t| t.verifying_as(&sentinel.sentinels[0].host));
-        return Ok(Upstreams {
-            upstream: sentinel.sentinels[0].clone(),
-            cluster: None,
-            sentinel: Some(sentinel),
-        });
+        return Ok(UpstreamTarget::Sentinel(sentinel));
     }
     let Some(rest) = s.strip_prefix("redis-cluster://") else {
-        return Ok(Upstreams {
-            upstream: with_tls(UpstreamUrl::parse(s)?),
-            cluster: None,
-            sentinel: None,
-        });
+        return Ok(UpstreamTarget::Single(with_tls(UpstreamUrl::parse(s)?)));
     };
     let (auth, hosts) = match rest.rfind('@') {
         Some(i) => (&rest[..=i], &rest[i + 1..]),
@@ -411,11 +440,7 @@ fn parse_upstream(s: &str, tls: Option<&UpstreamTls>) -> Result<Upstreams, UrlEr
         .split(',')
         .map(|h| UpstreamUrl::parse(&format!("redis://{auth}{}", h.trim())).map(with_tls))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Upstreams {
-        upstream: seeds[0].clone(),
-        cluster: Some(seeds),
-        sentinel: None,
-    })
+    Ok(UpstreamTarget::Cluster { seeds })
 }
 
 /// `redis-sentinel://[user:pass@]host:port,host:port/mastername[/db]`: credentials and db are
@@ -502,7 +527,45 @@ mod tests {
                 .unwrap();
         let cfg = Config::parse(&text).unwrap();
         assert_eq!(cfg.listeners[0].addr.port(), 6380);
-        assert_eq!(cfg.upstream.port, 6379);
+        assert_eq!(cfg.upstream.template().port, 6379);
+    }
+
+    #[test]
+    fn upstream_kinds_parse_into_one_target() {
+        let target = |u: &str| {
+            Config::parse(&format!("upstream = \"{u}\""))
+                .unwrap()
+                .upstream
+        };
+        let single = target("redis://:pw@10.0.0.1:6390/3");
+        assert!(matches!(&single, UpstreamTarget::Single(u) if u.port == 6390));
+        assert_eq!(single.db(), 3);
+        assert!(single.reloadable());
+        assert_eq!(single.to_string(), "redis://***@10.0.0.1:6390/3");
+        let cluster = target("redis-cluster://u:pw@127.0.0.1:7000,127.0.0.1:7001");
+        let UpstreamTarget::Cluster { seeds } = &cluster else {
+            panic!("{cluster}")
+        };
+        assert_eq!(seeds.len(), 2);
+        assert_eq!(
+            seeds[1].user.as_deref(),
+            Some("u"),
+            "every seed has the credentials"
+        );
+        assert_eq!(cluster.template().port, 7000);
+        assert!(!cluster.reloadable());
+        assert_eq!(
+            cluster.to_string(),
+            "redis-cluster://127.0.0.1:7000,127.0.0.1:7001"
+        );
+        let sentinel = target("redis-sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/mymaster/2");
+        let UpstreamTarget::Sentinel(s) = &sentinel else {
+            panic!("{sentinel}")
+        };
+        assert_eq!((s.master.as_str(), s.sentinels.len()), ("mymaster", 2));
+        assert_eq!(sentinel.db(), 2, "the primary's db");
+        assert_eq!(sentinel.template().pass.as_deref(), Some("pw"));
+        assert!(!sentinel.to_string().contains("pw"), "{sentinel}");
     }
 
     #[test]
@@ -557,21 +620,28 @@ mod tests {
     #[test]
     fn tls_upstream_schemes() {
         let c = Config::parse("upstream = \"rediss://:pw@cache.example.net:6380\"").unwrap();
-        assert!(c.upstream.tls.is_some());
-        assert_eq!(c.upstream.port, 6380);
+        let UpstreamTarget::Single(u) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert!(u.tls.is_some());
+        assert_eq!(u.port, 6380);
         let c = Config::parse("upstream = \"rediss-cluster://cfg.example.net:7000,10.0.0.2:7000\"")
             .unwrap();
-        let seeds = c.cluster.unwrap();
+        let UpstreamTarget::Cluster { seeds } = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
         assert!(seeds.iter().all(|s| s.tls.is_some()));
         let c = Config::parse("upstream = \"rediss-sentinel://s1.example.net:26379/mymaster\"")
             .unwrap();
-        let s = c.sentinel.unwrap();
+        let UpstreamTarget::Sentinel(s) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
         assert!(s.sentinels[0].tls.is_some());
-        let primary_tls = s.primary.tls.unwrap();
+        let primary_tls = s.primary.tls.clone().unwrap();
         // The primary, named by IP address, is verified as the sentinel's host.
         assert_eq!(primary_tls.name_for("10.0.0.9"), "s1.example.net");
         let c = Config::parse("upstream = \"redis-cluster://127.0.0.1:7000\"").unwrap();
-        assert!(c.cluster.unwrap()[0].tls.is_none());
+        assert!(c.upstream.template().tls.is_none());
     }
 
     #[test]

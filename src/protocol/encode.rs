@@ -1,6 +1,8 @@
 //! Replies that rekey writes itself (errors, PONG, HELLO, emulated CLIENT commands), in the
 //! client's protocol version: RESP3 types where the client said `HELLO 3`, their RESP2
-//! equivalents otherwise, exactly as Redis would send them.
+//! equivalents otherwise, exactly as Redis would send them. [`push_header`] is the one writer of
+//! `<kind><n>\r\n` headers, for these replies, for requests rekey builds and for re-encoded
+//! reply trees.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -46,8 +48,14 @@ impl Encoder {
     }
 
     fn header(&mut self, kind: u8, n: i64) -> &mut Self {
-        let mut digits = itoa::Buffer::new();
-        self.line(kind, digits.format(n).as_bytes())
+        match usize::try_from(n) {
+            Ok(n) => push_header(&mut self.buf, kind, n),
+            Err(_) => {
+                let mut digits = itoa::Buffer::new();
+                self.line(kind, digits.format(n).as_bytes());
+            }
+        }
+        self
     }
 
     pub fn simple(&mut self, s: &str) -> &mut Self {
@@ -128,6 +136,31 @@ pub fn simple(s: &'static str) -> Bytes {
     let mut e = Encoder::new(Proto::Resp2);
     e.simple(s);
     e.finish()
+}
+
+/// Length of `<kind><n>\r\n`.
+pub fn header_len(n: usize) -> usize {
+    3 + match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        _ => n.ilog10() as usize + 1,
+    }
+}
+
+/// Appends `<kind><n>\r\n`: one copy for the short lengths nearly every request has.
+pub fn push_header(buf: &mut BytesMut, kind: u8, n: usize) {
+    let digit = |v: usize| b'0' + (v % 10) as u8;
+    match n {
+        0..=9 => buf.extend_from_slice(&[kind, digit(n), b'\r', b'\n']),
+        10..=99 => buf.extend_from_slice(&[kind, digit(n / 10), digit(n), b'\r', b'\n']),
+        _ => {
+            let mut digits = itoa::Buffer::new();
+            buf.extend_from_slice(&[kind]);
+            buf.extend_from_slice(digits.format(n).as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 #[cfg(test)]

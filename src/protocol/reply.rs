@@ -5,6 +5,7 @@
 //! counter and no allocation. When rekey must look inside a reply (pub/sub messages, key names to
 //! map back) it decodes that one frame with redis-protocol's zero-copy `BytesFrame`.
 
+use crate::protocol::scan::{find_crlf, parse_int, quick_len};
 use bytes::Bytes;
 use redis_protocol::resp3::types::BytesFrame;
 
@@ -97,7 +98,7 @@ impl FrameScanner {
 fn quick_frame(buf: &[u8]) -> Option<usize> {
     match buf.first()? {
         b'$' => {
-            let (n, start) = crate::protocol::request::quick_len(buf, 1)?;
+            let (n, start) = quick_len(buf, 1)?;
             let end = start + n + 2;
             (buf.len() >= end).then_some(end)
         }
@@ -106,20 +107,8 @@ fn quick_frame(buf: &[u8]) -> Option<usize> {
     }
 }
 
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    loop {
-        let cr = at + memchr::memchr(b'\r', buf.get(at..)?)?;
-        match buf.get(cr + 1) {
-            Some(b'\n') => return Some(cr),
-            Some(_) => at = cr + 1,
-            None => return None,
-        }
-    }
-}
-
 fn header_int(line: &[u8], at: usize) -> Result<i64, FrameError> {
-    crate::protocol::request::parse_int(line).ok_or(FrameError {
+    parse_int(line).ok_or(FrameError {
         at,
         what: "bad length",
     })

@@ -1,8 +1,15 @@
-//! A reply frame as a small tree, for the few replies whose key names must be changed (KEYS,
-//! SCAN, BLPOP, XREAD, pub/sub messages). Decoding and re-encoding are exact for both RESP2 and
-//! RESP3: every frame keeps its type byte, and untouched subframes keep their original bytes,
-//! so only the strings that change are re-encoded.
+//! A reply frame as a small tree, for the few replies whose bytes rekey changes: key names
+//! mapped back (KEYS, SCAN, BLPOP, XREAD, pub/sub messages) and replies merged from cluster
+//! nodes. Decoding and re-encoding are exact for both RESP2 and RESP3: every frame keeps its
+//! type byte, and untouched subframes keep their original bytes, so only the strings that
+//! change are re-encoded. This is the one reply type for replies that are re-encoded;
+//! redis-protocol's `BytesFrame` ([`super::reply::decode`]) is used where a reply is only read
+//! (cluster slots, Sentinel, INFO: replies rekey asks for itself), because its RESP3 decoder
+//! cannot read RESP2's nulls, which clients' replies carry (see the test
+//! `redis_protocol_cannot_carry_resp2_replies`).
 
+use crate::protocol::encode::push_header;
+use crate::protocol::scan::{line, parse_int};
 use bytes::{BufMut, Bytes, BytesMut};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +38,7 @@ impl Node {
                 out.put_slice(b"\r\n");
             }
             Node::Str { kind, data } => {
-                out.put_u8(*kind);
-                out.put_slice(itoa::Buffer::new().format(data.len()).as_bytes());
-                out.put_slice(b"\r\n");
+                push_header(out, *kind, data.len());
                 out.put_slice(data);
                 out.put_slice(b"\r\n");
             }
@@ -43,9 +48,7 @@ impl Node {
                 } else {
                     items.len()
                 };
-                out.put_u8(*kind);
-                out.put_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.put_slice(b"\r\n");
+                push_header(out, *kind, n);
                 for i in items {
                     i.encode(out);
                 }
@@ -63,6 +66,19 @@ impl Node {
     pub fn as_str(&self) -> Option<&Bytes> {
         match self {
             Node::Str { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The value of an integer frame (`:n`).
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Node::Raw(b) if b.first() == Some(&b':') => {
+                std::str::from_utf8(b.get(1..b.len().saturating_sub(2))?)
+                    .ok()?
+                    .parse()
+                    .ok()
+            }
             _ => None,
         }
     }
@@ -100,12 +116,6 @@ impl Node {
 
 const MAX_DEPTH: usize = 64;
 
-fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
-    let rest = buf.get(from..)?;
-    let i = memchr::memmem::find(rest, b"\r\n")?;
-    Some((&rest[..i], from + i + 2))
-}
-
 fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Option<(Node, usize)> {
     if depth > MAX_DEPTH {
         return None;
@@ -121,7 +131,7 @@ fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Option<(Node, usize)> {
             next,
         )),
         b'$' | b'=' => {
-            let n = crate::protocol::request::parse_int(head)?;
+            let n = parse_int(head)?;
             if n < 0 {
                 return Some((Node::Raw(buf.slice(pos..next)), next));
             }
@@ -138,7 +148,7 @@ fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Option<(Node, usize)> {
             ))
         }
         b'*' | b'>' | b'~' | b'%' => {
-            let n = crate::protocol::request::parse_int(head)?;
+            let n = parse_int(head)?;
             if n < 0 {
                 return Some((Node::Raw(buf.slice(pos..next)), next));
             }
@@ -180,6 +190,37 @@ mod tests {
             let b = Bytes::copy_from_slice(f);
             let n = Node::decode(&b).unwrap();
             assert_eq!(n.to_bytes(), b);
+        }
+    }
+
+    /// Why replies that rekey changes go through this tree and not redis-protocol's
+    /// `BytesFrame`: its RESP3 decoder refuses RESP2's nulls (`$-1`, `*-1`) outright, which
+    /// RESP2 clients get in every KEYS/SCAN/BLPOP/XREAD-shaped reply; the tree reads both
+    /// protocols and keeps every frame it does not change as its original bytes.
+    #[test]
+    fn redis_protocol_cannot_carry_resp2_replies() {
+        use redis_protocol::resp3::decode::complete::decode_bytes;
+        for raw in [
+            &b"*2\r\n$1\r\na\r\n*-1\r\n"[..],
+            b"*2\r\n$1\r\na\r\n$-1\r\n",
+        ] {
+            let raw = Bytes::copy_from_slice(raw);
+            assert!(decode_bytes(&raw).is_err(), "redis-protocol cannot read it");
+            assert_eq!(Node::decode(&raw).unwrap().to_bytes(), raw, "the tree can");
+        }
+    }
+
+    #[test]
+    fn integers_read_as_numbers() {
+        for (raw, n) in [
+            (&b":5\r\n"[..], Some(5)),
+            (b":-12\r\n", Some(-12)),
+            (b"+5\r\n", None),
+        ] {
+            assert_eq!(
+                Node::decode(&Bytes::copy_from_slice(raw)).unwrap().as_int(),
+                n
+            );
         }
     }
 

@@ -1,21 +1,19 @@
-//! The request path, top to bottom: [`listener`] accepts clients (bounded by `max_clients`)
-//! and runs one [`session`] task per client. The session parses requests
-//! ([`crate::protocol::request`]), looks each up in the command table ([`crate::commands`]),
-//! and either answers it itself ([`local`]: AUTH, HELLO, SELECT, CLIENT…, with the live
-//! clients in [`clients`]), or forwards it to a
-//! shared or pinned upstream connection ([`crate::upstream`]); runs of plain data commands
-//! take the short [`lane`] straight into the upstream batch. Replies come back through
-//! [`replies`], which restores request order, and are written back in batches.
+//! The request path, top to bottom: [`accept`] takes clients (bounded by `max_clients`) and
+//! hands each to a worker thread ([`workers`]), which runs one [`session`] task per client.
+//! The session parses requests ([`crate::protocol::parser`]), looks each up in the command
+//! table ([`crate::commands`]), and either answers it itself (its `local` part: AUTH, HELLO,
+//! SELECT, CLIENT…, with the live clients in [`clients`]), or forwards it to a shared or
+//! pinned upstream connection ([`crate::upstream`]); runs of plain data commands take the
+//! session's short `lane` straight into the upstream batch. Replies come back through
+//! [`session::replies`], which restores request order, and are written back in batches.
+//!
+//! This layer is sockets and sessions only: the rewrite engine is [`crate::rules`], command
+//! semantics [`crate::commands`], and the program's wiring (admin, reload, failover) is
+//! [`crate::server`], which this layer never imports.
 
 pub mod accept;
 pub mod clients;
-pub mod cluster_route;
-pub mod flush;
-pub mod lane;
-pub mod local;
-pub mod replies;
 pub mod session;
-pub mod streams;
 pub mod workers;
 
 use crate::cluster::Cluster;
@@ -29,12 +27,12 @@ use std::sync::Arc;
 /// What every session shares: the current config, the upstream pools, and facts about the
 /// upstream learned at start.
 pub struct Proxy {
-    pub config: ArcSwap<Config>,
-    /// Bumped after every swap of `config`: sessions refresh their cached copy when it moves.
-    pub config_gen: AtomicU64,
-    /// Swapped when a reload changes the upstream; the old pools drain and close.
-    pub upstream: ArcSwap<Upstream>,
-    pub upstream_gen: AtomicU64,
+    /// The config in force. Sessions keep an `arc_swap::Cache` of it: one pointer compare per
+    /// command tells them whether a reload swapped it.
+    pub config: Arc<ArcSwap<Config>>,
+    /// Swapped when a reload changes the upstream (or Sentinel names a new primary); the old
+    /// pools drain and close. Sessions notice the swap through their `Cache` of it.
+    pub upstream: Arc<ArcSwap<Upstream>>,
     /// Set when the upstream is a Redis Cluster: slot map and per-node pools.
     pub cluster: Option<Arc<Cluster>>,
     pub next_client_id: AtomicU64,
@@ -52,8 +50,6 @@ impl Proxy {
     pub fn swap_upstream(&self, config: &Config, url: crate::upstream::UpstreamUrl) {
         self.upstream
             .store(Upstream::new(config.upstream_settings(url)));
-        self.upstream_gen
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -2,19 +2,29 @@
 //! `GET /healthz` (200 when the upstream is reachable), `GET /status` (JSON: config generation
 //! and file, last reload, rules with hit counts, upstream pool state, clients), and
 //! `POST /reload` (which needs `Authorization: Bearer <admin_token>` when `admin_token` is
-//! set). A deliberately small HTTP/1.1 server: one request per connection.
+//! set). HTTP/1.1 by hyper (keep-alive, pipelining and header parsing done right); this module
+//! only routes.
 
 use crate::proxy::Proxy;
 use crate::server::reload::{self, Reloader};
 use crate::server::status;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-/// Largest request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send a request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one admin connection may stay open (a scraper opens a new one after).
+const CONNECTION_LIMIT: Duration = Duration::from_secs(120);
 
 /// Binds the admin listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -30,126 +40,103 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, reloader: Arc<Reloa
         };
         let (proxy, reloader) = (proxy.clone(), reloader.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, proxy, reloader))
-                .await;
+            let service = service_fn(move |req| {
+                let (proxy, reloader) = (proxy.clone(), reloader.clone());
+                async move { Ok::<_, Infallible>(handle(req, &proxy, &reloader).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
         });
     }
 }
 
-struct Response {
-    status: &'static str,
-    content_type: &'static str,
-    body: String,
+type Response = hyper::Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<String>) -> Response {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body.into())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
 }
 
-fn respond(status: &'static str, content_type: &'static str, body: impl Into<String>) -> Response {
-    Response {
-        status,
-        content_type,
-        body: body.into(),
-    }
-}
-
-async fn handle(
-    mut stream: TcpStream,
-    proxy: Arc<Proxy>,
-    reloader: Arc<Reloader>,
-) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() > MAX_HEAD {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let resp = if method == "POST" && !authorized(&head, &proxy) {
-        respond(
-            "401 Unauthorized",
+async fn handle(req: Request<Incoming>, proxy: &Arc<Proxy>, reloader: &Reloader) -> Response {
+    if req.method() == Method::POST && !authorized(&req, proxy) {
+        return respond(
+            StatusCode::UNAUTHORIZED,
             "text/plain",
             "POST needs the admin token: Authorization: Bearer <admin_token>\n",
-        )
-    } else {
-        route(method, path, &proxy, &reloader).await
-    };
-    let out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        resp.status,
-        resp.content_type,
-        resp.body.len(),
-        resp.body
-    );
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
+        );
+    }
+    route(req.method(), req.uri().path(), proxy, reloader).await
 }
 
 /// Whether the request carries the configured admin token (always, when none is set).
-fn authorized(head: &str, proxy: &Proxy) -> bool {
+fn authorized(req: &Request<Incoming>, proxy: &Proxy) -> bool {
     let config = proxy.config.load();
     let Some(token) = &config.admin_token else {
         return true;
     };
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
-        .filter_map(|(_, value)| value.trim().strip_prefix("Bearer "))
+    req.headers()
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.trim().strip_prefix("Bearer "))
         .any(|given| crate::config::constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
-async fn route(method: &str, path: &str, proxy: &Arc<Proxy>, reloader: &Reloader) -> Response {
-    match (method, path) {
+async fn route(method: &Method, path: &str, proxy: &Arc<Proxy>, reloader: &Reloader) -> Response {
+    match (method.as_str(), path) {
         ("GET", "/metrics") => match &proxy.metrics {
             Some(h) => {
                 crate::stats::publish_key_counts();
                 let text = h.render() + "\n" + &crate::stats::stats().latency.render();
-                respond("200 OK", "text/plain; version=0.0.4", text)
+                respond(StatusCode::OK, "text/plain; version=0.0.4", text)
             }
             None => respond(
-                "503 Service Unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
                 "metrics recorder not installed\n",
             ),
         },
         ("GET", "/healthz") => {
             if proxy.upstream.load().reachable().await {
-                respond("200 OK", "text/plain", "ok\n")
+                respond(StatusCode::OK, "text/plain", "ok\n")
             } else {
                 respond(
-                    "503 Service Unavailable",
+                    StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     "upstream unreachable\n",
                 )
             }
         }
         ("GET", "/status") => respond(
-            "200 OK",
+            StatusCode::OK,
             "application/json",
             status::render(proxy, reloader),
         ),
         ("POST", "/reload") => match reload::reload(proxy, reloader).await {
             Ok(generation) => respond(
-                "200 OK",
+                StatusCode::OK,
                 "application/json",
                 format!("{{\"result\":\"ok\",\"generation\":{generation}}}\n"),
             ),
             Err(e) => respond(
-                "422 Unprocessable Entity",
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "application/json",
                 format!("{}\n", serde_json::json!({"result": "error", "error": e})),
             ),
         },
         (_, "/metrics" | "/healthz" | "/status" | "/reload") => respond(
-            "405 Method Not Allowed",
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n",
         ),
         _ => respond(
-            "404 Not Found",
+            StatusCode::NOT_FOUND,
             "text/plain",
             "not found: try /metrics /healthz /status /reload\n",
         ),

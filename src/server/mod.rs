@@ -10,7 +10,7 @@ pub mod reload;
 pub mod status;
 
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, UpstreamTarget};
 use crate::protocol::reply;
 use crate::protocol::Request;
 use crate::proxy::accept::accept_loop;
@@ -49,7 +49,7 @@ pub struct ServeOptions {
     /// The Prometheus handle, if this process installed the recorder (`/metrics`).
     pub metrics: Option<PrometheusHandle>,
     /// `--upstream` from the command line, kept across reloads.
-    pub upstream_override: Option<UpstreamUrl>,
+    pub upstream_override: Option<UpstreamTarget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub enum BindError {
 
 impl Server {
     /// Binds every listener and prepares the upstream pools.
-    pub async fn bind(mut config: Config, options: ServeOptions) -> Result<Server, BindError> {
+    pub async fn bind(config: Config, options: ServeOptions) -> Result<Server, BindError> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let socket = TcpListener::bind(l.addr)
@@ -87,26 +87,29 @@ impl Server {
         stats().config_generation.set(config.generation as f64);
         warn_insecure(&config);
         crate::stats::publish_limits(config.limits.max_clients, config.pool.max_pinned);
-        if let Some(s) = &config.sentinel {
-            config.upstream = failover::resolve(s, config.limits.connect_timeout).await?;
-            tracing::info!(primary = %config.upstream, master = %s.master, "sentinel: primary found");
-        }
-        let settings = config.upstream_settings(config.upstream.clone());
-        let (upstream, cluster) = match &config.cluster {
-            None => (Upstream::new(settings), None),
-            Some(seeds) => {
+        // The live address: the one configured, or the primary the sentinels name now.
+        let live = match &config.upstream {
+            UpstreamTarget::Sentinel(s) => {
+                let primary = failover::resolve(s, config.limits.connect_timeout).await?;
+                tracing::info!(primary = %primary, master = %s.master, "sentinel: primary found");
+                primary
+            }
+            target => target.template().clone(),
+        };
+        let settings = config.upstream_settings(live.clone());
+        let (upstream, cluster) = match &config.upstream {
+            UpstreamTarget::Cluster { seeds } => {
                 let cluster = Cluster::start(seeds.clone(), settings).await;
-                let seed = cluster.node_for_addr(&config.upstream.addr());
+                let seed = cluster.node_for_addr(&live.addr());
                 (seed.upstream.clone(), Some(cluster))
             }
+            _ => (Upstream::new(settings), None),
         };
-        let upstream_info = learn_upstream(&config).await;
+        let upstream_info = learn_upstream(&config, &live).await;
         let config_source = config.source.clone();
         let proxy = Arc::new(Proxy {
-            config: ArcSwap::from_pointee(config),
-            config_gen: AtomicU64::new(0),
-            upstream: ArcSwap::new(upstream),
-            upstream_gen: AtomicU64::new(0),
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            upstream: Arc::new(ArcSwap::new(upstream)),
             cluster,
             next_client_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
@@ -172,8 +175,11 @@ impl Server {
             self.proxy.clone(),
             self.reloader.clone(),
         )));
-        if let Some(s) = self.proxy.config.load().sentinel.clone() {
-            tasks.push(tokio::spawn(failover::follow(self.proxy.clone(), s)));
+        if let UpstreamTarget::Sentinel(s) = &self.proxy.config.load().upstream {
+            tasks.push(tokio::spawn(failover::follow(
+                self.proxy.clone(),
+                s.clone(),
+            )));
         }
         if let Some(cluster) = &self.proxy.cluster {
             tasks.push(tokio::spawn(cluster.clone().keep_fresh()));
@@ -212,9 +218,15 @@ impl Server {
 
 /// `[tls.upstream] insecure_skip_verify` is for tests: said loudly at every start and reload.
 pub fn warn_insecure(config: &Config) {
-    let insecure = std::iter::once(&config.upstream)
-        .chain(config.cluster.iter().flatten())
-        .chain(config.sentinel.iter().flat_map(|s| &s.sentinels))
+    let urls: Vec<&UpstreamUrl> = match &config.upstream {
+        crate::config::UpstreamTarget::Single(u) => vec![u],
+        crate::config::UpstreamTarget::Cluster { seeds } => seeds.iter().collect(),
+        crate::config::UpstreamTarget::Sentinel(s) => {
+            s.sentinels.iter().chain([&s.primary]).collect()
+        }
+    };
+    let insecure = urls
+        .iter()
         .any(|u| u.tls.as_ref().is_some_and(|t| t.insecure()));
     if insecure {
         tracing::warn!(
@@ -241,10 +253,9 @@ fn warn_unreachable(url: &crate::upstream::UpstreamUrl, e: &conn::ConnError) {
 }
 
 /// Asks the upstream for its version and number of databases; defaults if it is down.
-async fn learn_upstream(config: &Config) -> UpstreamInfo {
+async fn learn_upstream(config: &Config, url: &UpstreamUrl) -> UpstreamInfo {
     let mut info = UpstreamInfo::default();
     let timeout = config.limits.connect_timeout;
-    let url = &config.upstream;
     match conn::query_once(url, &Request::from_args(["INFO", "server"]), timeout).await {
         Ok(frame) => {
             if let Some(text) = reply::decode(&frame).as_ref().and_then(reply::as_bytes) {

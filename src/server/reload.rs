@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::stats::stats;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -30,7 +29,7 @@ pub struct Reloader {
     /// The config file, when rekey was started with one.
     pub source: Option<PathBuf>,
     /// `--upstream` given on the command line wins over the file, at start and on reload.
-    pub upstream_override: Option<crate::upstream::UpstreamUrl>,
+    pub upstream_override: Option<crate::config::UpstreamTarget>,
     status: Mutex<ReloadStatus>,
     /// Serializes reloads.
     running: tokio::sync::Mutex<()>,
@@ -39,7 +38,7 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(
         source: Option<PathBuf>,
-        upstream_override: Option<crate::upstream::UpstreamUrl>,
+        upstream_override: Option<crate::config::UpstreamTarget>,
     ) -> Reloader {
         Reloader {
             source,
@@ -99,12 +98,11 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
     }
     if upstream_changed(&old, &new) {
         tracing::info!(upstream = %new.upstream, "upstream changed: new pools; the old ones drain");
-        proxy.swap_upstream(&new, new.upstream.clone());
+        proxy.swap_upstream(&new, new.upstream.template().clone());
     }
     let generation = new.generation;
     crate::stats::publish_limits(new.limits.max_clients, new.pool.max_pinned);
     proxy.config.store(Arc::new(new));
-    proxy.config_gen.fetch_add(1, Ordering::AcqRel);
     stats().reloads_ok.increment(1);
     stats().config_generation.set(generation as f64);
     tracing::info!(generation, "config reloaded");
@@ -127,24 +125,19 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push("admin".to_string());
         new.admin = old.admin;
     }
-    if old.sentinel.is_some() || new.sentinel.is_some() {
-        if old.sentinel != new.sentinel {
-            changed.push("upstream (sentinel)".to_string());
-            new.sentinel = old.sentinel.clone();
-        }
-        new.upstream = old.upstream.clone(); // the primary the sentinels named
-    }
-    if (old.cluster.is_some() || new.cluster.is_some()) && old.cluster != new.cluster {
-        changed.push("upstream (cluster)".to_string());
-        new.cluster = old.cluster.clone();
+    // One Redis can be swapped live; a cluster's seeds or a Sentinel setup, or a move to or
+    // from one, needs a restart.
+    let live = old.upstream.reloadable() && new.upstream.reloadable();
+    if !live && old.upstream != new.upstream {
+        changed.push(format!("upstream ({})", new.upstream));
         new.upstream = old.upstream.clone();
     }
     changed
 }
 
 fn upstream_changed(old: &Config, new: &Config) -> bool {
-    if new.cluster.is_some() || new.sentinel.is_some() {
-        return false; // cluster nodes' pools are the cluster's; a change needs a restart
+    if !new.upstream.reloadable() {
+        return false; // cluster nodes' pools are the cluster's; Sentinel's primary is followed
     }
     old.upstream != new.upstream
         || old.pool.connections != new.pool.connections

@@ -38,7 +38,8 @@ pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
         },
         "rules": rules,
         "upstream": {
-            "url": config.upstream.to_string(),
+            "url": upstream.url().to_string(),
+            "configured": config.upstream.to_string(),
             "healthy": upstream.healthy(),
             "shared_pools": upstream.pool_states(),
             "pinned_connections": upstream.pinned_total(),
@@ -46,7 +47,7 @@ pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
                 "time_unix": at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
                 "error": why,
             })),
-            "tls": config.upstream.tls.is_some(),
+            "tls": config.upstream.template().tls.is_some(),
         },
         "clients": proxy.clients.load(Ordering::Relaxed),
         "listeners": config.listeners.iter().map(|l| json!({"addr": l.addr.to_string(), "app": l.app})).collect::<Vec<_>>(),

@@ -7,7 +7,7 @@
 use crate::commands::secrets::{self, Verdict};
 use crate::commands::{Local, ReplyKeys};
 use crate::protocol::encode::{self, Encoder, Proto};
-use crate::protocol::request::parse_int;
+use crate::protocol::scan::parse_int;
 use crate::protocol::Request;
 use crate::proxy::clients::{flag, KillFilter, Kind};
 use crate::proxy::session::{ReplyMode, Session};
@@ -46,7 +46,7 @@ impl Session {
             Local::Auth => self.auth(&req),
             Local::Hello => self.hello(&req),
             Local::Select => self.select(&req),
-            Local::Ping | Local::Echo if self.pin.is_some() => {
+            Local::Ping | Local::Echo if self.lease.pin.is_some() => {
                 self.forward(req.raw().clone(), false)
             }
             Local::Ping => self.ping(&req),
@@ -57,7 +57,7 @@ impl Session {
             Local::Client => self.client(req).await,
             Local::ReadOnly => self.readonly(&req),
             Local::Quit => {
-                self.reply_mode = ReplyMode::On;
+                self.conn.reply_mode = ReplyMode::On;
                 self.reply(encode::simple("OK"));
                 self.closing = true;
             }
@@ -88,7 +88,7 @@ impl Session {
     /// a transaction the client holds its own connection, so it goes to Redis, which queues it
     /// or rejects it exactly as it would.
     pub(super) fn refuse(&mut self, msg: &'static str, req: Request) {
-        if self.in_multi && self.pin.is_some() {
+        if self.lease.in_multi && self.lease.pin.is_some() {
             return self.forward(req.into_raw(), false);
         }
         self.reply(encode::error(msg));
@@ -98,7 +98,7 @@ impl Session {
     /// fail at EXEC (`-EXECABORT`), as when Redis rejects a command while queueing. An unknown
     /// command is such a rejection, with no other effect; its reply is dropped.
     fn abort_transaction(&self) {
-        if let Some(conn) = self.pin.as_ref().filter(|_| self.in_multi) {
+        if let Some(conn) = self.lease.pin.as_ref().filter(|_| self.lease.in_multi) {
             conn.send_quiet(&Request::from_args([""]));
         }
     }
@@ -109,20 +109,20 @@ impl Session {
         let users = !self.cfg.auth.users.is_empty();
         self.app
             .clone()
-            .or_else(|| self.user.clone().filter(|_| users))
+            .or_else(|| self.conn.user.clone().filter(|_| users))
     }
 
     /// Publishes this client's connection state to the registry (after a local command).
     pub(super) fn publish(&self) {
         let identity = self.viewer();
         self.client.update(|d| {
-            d.name = self.name.clone();
-            d.user = self.user.clone();
+            d.name = self.conn.name.clone();
+            d.user = self.conn.user.clone();
             d.identity = identity;
-            d.db = self.db;
-            d.resp = self.proto.number() as u8;
-            d.lib_name = self.lib_name.clone();
-            d.lib_ver = self.lib_ver.clone();
+            d.db = self.conn.db;
+            d.resp = self.conn.proto.number() as u8;
+            d.lib_name = self.conn.lib_name.clone();
+            d.lib_ver = self.conn.lib_ver.clone();
         });
     }
 
@@ -130,13 +130,13 @@ impl Session {
     /// turn of the session's loop).
     pub(super) fn publish_activity(&self) {
         let mut flags = 0;
-        if self.in_multi || self.cluster_multi {
+        if self.lease.in_multi || self.cluster_multi {
             flags |= flag::MULTI;
         }
-        if self.blocking > 0 {
+        if self.lease.blocking > 0 {
             flags |= flag::BLOCKED;
         }
-        if self.subs.active() {
+        if self.lease.subs.active() {
             flags |= flag::PUBSUB;
         }
         self.client
@@ -148,7 +148,7 @@ impl Session {
     /// waiting behind it (Redis reads nothing more from the connection running a script).
     async fn side_channel(&mut self, req: Request) {
         let upstream = self.proxy.upstream.load_full();
-        let frame = match upstream.side_query(&req, self.proto).await {
+        let frame = match upstream.side_query(&req, self.conn.proto).await {
             Ok(frame) => frame,
             Err(e) => encode::error(&format!("ERR rekey: upstream unavailable ({e})")),
         };
@@ -167,7 +167,7 @@ impl Session {
                 self.forward(req.raw().clone(), false);
             }
             Verdict::WhoAmI => {
-                let user = self.user.clone().unwrap_or_else(|| "default".into());
+                let user = self.conn.user.clone().unwrap_or_else(|| "default".into());
                 self.reply(bulk(user.as_bytes()));
             }
             Verdict::Refuse(msg) => {
@@ -206,14 +206,14 @@ impl Session {
                 "WRONGPASS invalid username-password pair or user is disabled.",
             ));
         }
-        self.authed = true;
-        self.user = user.map(|u| String::from_utf8_lossy(u).into_owned());
+        self.conn.authed = true;
+        self.conn.user = user.map(|u| String::from_utf8_lossy(u).into_owned());
         self.refresh_label();
         Ok(())
     }
 
     fn hello(&mut self, req: &Request) {
-        let mut proto = self.proto;
+        let mut proto = self.conn.proto;
         if let Some(v) = req.arg(1) {
             proto = match parse_int(v) {
                 Some(2) => Proto::Resp2,
@@ -246,7 +246,7 @@ impl Session {
                 )));
             }
         }
-        if !self.authed {
+        if !self.conn.authed {
             return self.reply(encode::error(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
             ));
@@ -257,12 +257,12 @@ impl Session {
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 ));
             }
-            self.name = (!n.is_empty()).then_some(n);
+            self.conn.name = (!n.is_empty()).then_some(n);
         }
-        if proto != self.proto {
-            self.proto = proto;
+        if proto != self.conn.proto {
+            self.conn.proto = proto;
             self.switch_pool();
-            if let Some(conn) = &self.pin {
+            if let Some(conn) = &self.lease.pin {
                 conn.send_quiet(&Request::from_args([
                     "HELLO".to_string(),
                     proto.number().to_string(),
@@ -275,11 +275,11 @@ impl Session {
 
     fn hello_reply(&self) -> Bytes {
         let info = &self.proxy.upstream_info;
-        let mut e = Encoder::new(self.proto);
+        let mut e = Encoder::new(self.conn.proto);
         e.map(7);
         e.bulk(b"server").bulk(b"redis");
         e.bulk(b"version").bulk(info.version.as_bytes());
-        e.bulk(b"proto").int(self.proto.number());
+        e.bulk(b"proto").int(self.conn.proto.number());
         e.bulk(b"id").int(self.id as i64);
         e.bulk(b"mode").bulk(b"standalone");
         e.bulk(b"role").bulk(b"master");
@@ -297,9 +297,9 @@ impl Session {
         if n < 0 || n >= self.proxy.upstream_info.databases as i64 {
             return self.reply(encode::error("ERR DB index is out of range"));
         }
-        self.db = n as u32;
+        self.conn.db = n as u32;
         self.switch_pool();
-        match self.pin.is_some() {
+        match self.lease.pin.is_some() {
             true => self.forward(req.raw().clone(), false),
             false => self.reply(encode::simple("OK")),
         }
@@ -321,32 +321,32 @@ impl Session {
                         "ERR Client names cannot contain spaces, newlines or special characters.",
                     ));
                 }
-                if let Some(conn) = &self.pin {
+                if let Some(conn) = &self.lease.pin {
                     conn.send_quiet(&req);
                 }
-                self.name = (!n.is_empty()).then_some(n);
+                self.conn.name = (!n.is_empty()).then_some(n);
                 self.reply(encode::simple("OK"));
             }
             b"GETNAME" if req.len() == 2 => {
-                let frame = match &self.name {
+                let frame = match &self.conn.name {
                     Some(n) => bulk(n),
-                    None => null(self.proto),
+                    None => null(self.conn.proto),
                 };
                 self.reply(frame);
             }
             b"SETINFO" if req.len() == 4 => {
                 let value = req.arg_bytes(3);
                 if req.arg_is(2, "LIB-NAME") {
-                    self.lib_name = value;
+                    self.conn.lib_name = value;
                 } else if req.arg_is(2, "LIB-VER") {
-                    self.lib_ver = value;
+                    self.conn.lib_ver = value;
                 } else {
                     let opt = String::from_utf8_lossy(req.arg(2).unwrap_or_default()).into_owned();
                     return self.reply(encode::error(&format!("ERR Unrecognized option '{opt}'")));
                 }
                 self.reply(encode::simple("OK"));
             }
-            b"ID" if req.len() == 2 && self.pin.is_none() => self.reply(int(self.id as i64)),
+            b"ID" if req.len() == 2 && self.lease.pin.is_none() => self.reply(int(self.id as i64)),
             b"INFO" if req.len() == 2 => {
                 let line = self.client.line(Instant::now());
                 self.reply_text(&line);
@@ -358,10 +358,10 @@ impl Session {
             b"NO-EVICT" | b"NO-TOUCH" => self.client_flag(&lower, &req),
             b"TRACKING" if req.len() >= 3 => self.client_tracking(req).await,
             b"TRACKINGINFO" => {
-                self.pending_ctx = Some(crate::proxy::streams::tracking_info_ctx());
+                self.pending_ctx = Some(crate::proxy::session::streams::tracking_info_ctx());
                 self.forward(req.raw().clone(), false)
             }
-            b"CACHING" if self.pin.is_none() => self.reply(encode::error(
+            b"CACHING" if self.lease.pin.is_none() => self.reply(encode::error(
                 "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
             )),
             _ => self.forward(req.raw().clone(), false),
@@ -369,24 +369,20 @@ impl Session {
     }
 
     fn client_reply(&mut self, req: &Request) {
-        if req.arg_is(2, "ON") {
-            self.reply_mode = ReplyMode::On;
-            self.reply(encode::simple("OK"));
-        } else if req.arg_is(2, "OFF") {
-            self.reply_mode = ReplyMode::Off;
-        } else if req.arg_is(2, "SKIP") {
-            // SKIP itself gets no reply, nor does the next command.
-            if self.reply_mode == ReplyMode::On {
-                self.reply_mode = ReplyMode::Skip;
+        // OFF and SKIP get no reply themselves (SKIP: nor does the next command).
+        match req.arg(2) {
+            Some(word) if self.conn.set_reply_mode(word) => {
+                if self.conn.reply_mode == ReplyMode::On {
+                    self.reply(encode::simple("OK"));
+                }
             }
-        } else {
-            self.reply(encode::error("ERR syntax error"));
+            _ => self.reply(encode::error("ERR syntax error")),
         }
     }
 
     /// A text reply: verbatim in RESP3, bulk in RESP2 (CLIENT LIST/INFO).
     fn reply_text(&mut self, text: &str) {
-        let mut e = Encoder::new(self.proto);
+        let mut e = Encoder::new(self.conn.proto);
         e.verbatim(text.as_bytes());
         self.reply(e.finish());
     }
@@ -527,12 +523,8 @@ impl Session {
     fn reset(&mut self) {
         self.end_pin_on_close();
         let config = self.proxy.config.load();
-        self.proto = Proto::Resp2;
-        self.db = config.upstream.db;
-        self.name = None;
-        self.reply_mode = ReplyMode::On;
-        self.authed = !config.auth.required();
-        self.user = None;
+        self.conn
+            .reset(config.upstream.db(), !config.auth.required());
         self.refresh_label();
         self.client.update(|d| {
             d.no_evict = false;
@@ -546,7 +538,7 @@ impl Session {
     /// with a null channel), each with a count of 0.
     fn unsubscribe_idle(&mut self, req: &Request) {
         let kind = req.arg(0).unwrap_or_default().to_ascii_lowercase();
-        let mut e = Encoder::new(self.proto);
+        let mut e = Encoder::new(self.conn.proto);
         if req.len() == 1 {
             e.push(3).bulk(&kind).null().int(0);
         }

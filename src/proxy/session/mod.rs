@@ -7,37 +7,42 @@
 //! to write, or shutdown. Reading pauses (backpressure) while `max_pipeline` requests are
 //! unanswered or `max_output_bytes` wait to be written.
 
+mod cluster_route;
+mod conn;
+mod flush;
+mod lane;
+mod lease;
+mod local;
+mod outbox;
+pub mod replies;
+mod streams;
+
 use crate::commands::{self, Class, CommandSpec, Extra, Local, Pin};
 use crate::config::{Config, Limits};
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::reply;
 use crate::protocol::{Request, RequestParser};
-use crate::proxy::cluster_route::opens_cluster_multi;
-use crate::proxy::replies::{Ready, ReplyQueue, SlotInfo};
-use crate::proxy::streams::Subscriptions;
+use crate::proxy::session::cluster_route::opens_cluster_multi;
+use crate::proxy::session::replies::{Ready, ReplyQueue, SlotInfo};
 use crate::proxy::Proxy;
 use crate::rules::memory::PrefixMemory;
 use crate::rules::rewrite::{self, ReplyCtx, Scope};
 use crate::stats;
 use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::upstream::conn::each_reply;
-use crate::upstream::{Delivery, Job, PinnedConn, ReplyTo, SharedPool, Sink};
+use crate::upstream::{Delivery, Job, ReplyTo, SharedPool, Sink, Upstream};
 use crate::wire::{reserve_read_from, WriteQueue};
+use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
+use conn::ConnState;
+pub use conn::ReplyMode;
+use lease::{AtExec, Ending, Lease};
+use outbox::{Batch, Outbox, Target, BATCH_BYTES};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// `CLIENT REPLY` mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyMode {
-    On,
-    Off,
-    /// Skip the reply to the next command only.
-    Skip,
-}
 
 /// Everything rekey knows about one client.
 pub struct Session {
@@ -56,43 +61,24 @@ pub struct Session {
     pub(super) parser: RequestParser,
     pub(super) lookups: commands::LookupCache,
     limits: Limits,
-    // Connection-scoped state, emulated per client.
-    pub(super) proto: Proto,
-    pub(super) db: u32,
-    pub(super) name: Option<Bytes>,
-    pub(super) lib_name: Option<Bytes>,
-    pub(super) lib_ver: Option<Bytes>,
-    pub(super) authed: bool,
-    pub(super) user: Option<String>,
-    pub(super) reply_mode: ReplyMode,
+    /// What Redis keeps per connection, emulated per client (see [`conn`]).
+    conn: ConnState,
     pub(super) shared: Arc<SharedPool>,
     pub(super) slot: usize,
-    /// The upstream generation `shared` belongs to; a reload with a new upstream bumps it.
-    pub(super) upstream_gen: u64,
-    // Pinned-connection state.
-    pub(super) pin: Option<PinnedConn>,
-    pub(super) in_multi: bool,
-    pub(super) watching: bool,
-    /// Subscriptions (see `streams`): set when a SUBSCRIBE-family command is sent, cleared
-    /// when Redis confirms none are left.
-    pub(super) subs: Subscriptions,
-    /// `CLIENT TRACKING ON` is in force on the pinned connection.
-    pub(super) tracking: bool,
-    pub(super) blocking: usize,
+    /// The upstream `shared` belongs to, and the proxy's live one (a reload with a new
+    /// upstream, or a Sentinel failover, swaps it): when the two differ, the session moves.
+    upstream: Arc<Upstream>,
+    upstream_live: Cache<Arc<ArcSwap<Upstream>>, Arc<Upstream>>,
+    /// The pinned connection and the state that lives on it (see [`lease`]).
+    lease: Lease,
     /// Requests went to one upstream connection and the next go to another (a pin was
     /// returned, the pool changed): before sending more, wait for what is in flight.
     pub(super) barrier: bool,
-    /// In MULTI: the reply contexts of the queued commands, for mapping EXEC's array back.
-    pub(super) queued: Vec<Option<Box<ReplyCtx>>>,
     /// The request being routed is one Redis queues (MULTI is open).
     queueing: bool,
-    /// What queued `SELECT` / `CLIENT SETNAME` change for the client once EXEC runs them.
-    pub(super) at_exec: AtExec,
     /// The EXEC that carries `at_exec` changes, by sequence number: applied when its reply
     /// says the transaction ran (an array, not `-EXECABORT` or a nil for a failed WATCH).
     exec_effects: Option<(u64, AtExec)>,
-    /// Give the pinned connection back once every request sent on it is answered.
-    pub(super) release_when_answered: bool,
     pub(super) closing: bool,
     // Rewriting state.
     pub(super) memory: PrefixMemory,
@@ -108,13 +94,10 @@ pub struct Session {
     /// The command counters of this client's `app` label (its identity, as the config names
     /// it), kept up to date by [`Session::refresh_label`].
     app_stats: Arc<stats::AppCommands>,
-    cfg_gen: u64,
+    /// The proxy's config as it is now (one pointer compare to check).
+    cfg_live: Cache<Arc<ArcSwap<Config>>, Arc<Config>>,
     /// Requests routed but not yet sent (see [`Session::forward`]).
-    batch: Option<Batch>,
-    pub(super) batch_buf: BytesMut,
-    batch_big: Option<Bytes>,
-    /// A rewritten request on its way into `batch_buf`.
-    scratch: BytesMut,
+    outbox: Outbox,
     // Cluster mode (see `cluster_route`).
     /// Shared pools of the cluster nodes this client has used, by node id.
     pub(super) node_pools: Vec<(u64, Arc<SharedPool>)>,
@@ -125,39 +108,6 @@ pub struct Session {
     /// This client's entry in the registry of live clients (CLIENT LIST/KILL).
     pub(super) client: crate::proxy::clients::Registered,
 }
-
-/// Connection state changed by commands queued in MULTI, applied at EXEC.
-#[derive(Debug, Default)]
-pub(super) struct AtExec {
-    pub(super) db: Option<u32>,
-    /// `Some(None)`: the name is cleared.
-    pub(super) name: Option<Option<Bytes>>,
-}
-
-impl AtExec {
-    fn is_empty(&self) -> bool {
-        self.db.is_none() && self.name.is_none()
-    }
-}
-
-/// Consecutive requests for one upstream connection, sent as one job.
-struct Batch {
-    target: Target,
-    first_seq: u64,
-    count: u32,
-}
-
-/// Where a batch goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Target {
-    /// The shared pool: the client's own (0), or a cluster node's (its id).
-    Shared(u64),
-    /// The client's pinned connection (its id).
-    Pinned(u64),
-}
-
-/// Batched request bytes are sent once they reach this size; a larger request goes alone.
-pub(super) const BATCH_BYTES: usize = 16 * 1024;
 
 impl Session {
     pub fn new(
@@ -170,14 +120,12 @@ impl Session {
     ) -> Session {
         let config = proxy.config.load();
         let limits = config.limits.clone();
-        let db = config.upstream.db;
+        let db = config.upstream.db();
         let authed = !config.auth.required();
         let (rd, wr) = stream.into_split();
         let (sink, inbox) = mpsc::unbounded_channel();
-        let upstream_gen = proxy
-            .upstream_gen
-            .load(std::sync::atomic::Ordering::Acquire);
-        let shared = proxy.upstream.load().shared(Proto::Resp2, db);
+        let upstream = proxy.upstream.load_full();
+        let shared = upstream.shared(Proto::Resp2, db);
         let slot = shared.pick();
         let id = proxy
             .next_client_id
@@ -207,29 +155,15 @@ impl Session {
             },
             lookups: commands::LookupCache::default(),
             limits,
-            proto: Proto::Resp2,
-            db,
-            name: None,
-            lib_name: None,
-            lib_ver: None,
-            authed,
-            user: None,
-            reply_mode: ReplyMode::On,
+            conn: ConnState::new(db, authed),
             shared,
             slot,
-            upstream_gen,
-            pin: None,
-            in_multi: false,
-            watching: false,
-            subs: Subscriptions::default(),
-            tracking: false,
-            blocking: 0,
+            upstream_live: Cache::new(Arc::clone(&proxy.upstream)),
+            upstream,
+            lease: Lease::default(),
             barrier: false,
-            queued: Vec::new(),
             queueing: false,
-            at_exec: AtExec::default(),
             exec_effects: None,
-            release_when_answered: false,
             closing: false,
             memory: PrefixMemory::default(),
             pending_ctx: None,
@@ -238,11 +172,8 @@ impl Session {
             current_start: Instant::now(),
             app_stats: stats::AppCommands::of(crate::rules::NO_LABEL),
             cfg: proxy.config.load_full(),
-            cfg_gen: proxy.config_gen.load(std::sync::atomic::Ordering::Acquire),
-            batch: None,
-            batch_buf: BytesMut::new(),
-            batch_big: None,
-            scratch: BytesMut::new(),
+            cfg_live: Cache::new(Arc::clone(&proxy.config)),
+            outbox: Outbox::default(),
             node_pools: Vec::new(),
             pin_hint: None,
             cluster_multi: false,
@@ -301,7 +232,7 @@ impl Session {
                     match r {
                         Ok(0) | Err(_) => {
                             self.closing = true;
-                            if self.blocking > 0 {
+                            if self.lease.blocking > 0 {
                                 // As Redis does: a client that leaves while blocked is gone at
                                 // once, and so is the connection blocked on its behalf.
                                 break;
@@ -327,7 +258,7 @@ impl Session {
                     self.closing = true;
                 }
                 _ = self.client.killed() => break,
-                _ = &mut idle_sleep, if idle.is_some() && !self.subs.active() && self.replies.is_empty() => break,
+                _ = &mut idle_sleep, if idle.is_some() && !self.lease.subs.active() && self.replies.is_empty() => break,
             }
         }
         self.end_pin_on_close();
@@ -338,9 +269,7 @@ impl Session {
         if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
             self.rbuf = BytesMut::new();
         }
-        if self.batch_buf.is_empty() && self.batch_buf.capacity() > 4 * BATCH_BYTES {
-            self.batch_buf = BytesMut::new();
-        }
+        self.outbox.shrink_idle();
     }
 
     /// Moves answered replies, in request order, to the write queue, counting each. Runs of
@@ -390,7 +319,7 @@ impl Session {
     fn slot_info(&mut self, blocking: bool) -> SlotInfo {
         SlotInfo {
             blocking,
-            silent: self.take_silent(),
+            silent: self.conn.take_silent(),
             ctx: self.pending_ctx.take(),
             cmd: self.current_cmd,
             started: self.current_start,
@@ -407,13 +336,9 @@ impl Session {
 
     /// Picks up a reloaded config (one atomic load when nothing changed).
     pub(super) fn refresh_config(&mut self) {
-        let current = self
-            .proxy
-            .config_gen
-            .load(std::sync::atomic::Ordering::Acquire);
-        if current != self.cfg_gen {
-            self.cfg = self.proxy.config.load_full();
-            self.cfg_gen = current;
+        let live = self.cfg_live.load();
+        if !Arc::ptr_eq(live, &self.cfg) {
+            self.cfg = Arc::clone(live);
             self.refresh_label();
         }
     }
@@ -443,14 +368,14 @@ impl Session {
 
     /// The client's identity for rules: its listener's app, else its AUTH user name.
     pub(super) fn identity(&self) -> Option<&str> {
-        self.app.as_deref().or(self.user.as_deref())
+        self.app.as_deref().or(self.conn.user.as_deref())
     }
 
     pub(super) fn scope<'a>(&'a mut self, config: &'a Config) -> Scope<'a> {
         self.memory.sync_generation(config.generation);
         Scope {
             rules: &config.rules,
-            app: self.app.as_deref().or(self.user.as_deref()),
+            app: self.app.as_deref().or(self.conn.user.as_deref()),
             memory: &mut self.memory,
         }
     }
@@ -487,7 +412,7 @@ impl Session {
                 Err(e) => {
                     tracing::debug!(client = self.id, peer = %self.peer, error = %e, "protocol error");
                     stats::stats().protocol_errors.increment(1);
-                    self.reply_mode = ReplyMode::On;
+                    self.conn.reply_mode = ReplyMode::On;
                     self.current_cmd = 0;
                     self.reply(encode::error(&format!("ERR Protocol error: {e}")));
                     self.closing = true;
@@ -501,7 +426,7 @@ impl Session {
     async fn dispatch(&mut self, req: Request) {
         let spec = self.lookups.lookup(&req);
         self.current_cmd = spec.id;
-        if !self.authed
+        if !self.conn.authed
             && !matches!(
                 spec.class,
                 Class::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
@@ -509,24 +434,19 @@ impl Session {
         {
             return self.reply(encode::error("NOAUTH Authentication required."));
         }
-        if self.pin.as_ref().is_some_and(|p| p.is_closed()) {
+        if self.lease.pin.as_ref().is_some_and(|p| p.is_closed()) {
             return self.pinned_conn_lost();
         }
         // A reply rekey makes waits for frames still owed on the subscribed connection.
         let local = match spec.class {
-            Class::Local(Local::Ping | Local::Echo) => self.pin.is_none(),
+            Class::Local(Local::Ping | Local::Echo) => self.lease.pin.is_none(),
             Class::Local(_) | Class::Refuse(_) => true,
             _ => false,
         };
-        if self.barrier || (local && self.subs.waiting()) {
+        if self.barrier || (local && self.lease.subs.waiting()) {
             self.settle().await;
         }
-        if self.upstream_gen
-            != self
-                .proxy
-                .upstream_gen
-                .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.upstream_moved() {
             self.switch_pool();
         }
         // The config is borrowed, not cloned: no reference-count traffic per command.
@@ -549,14 +469,14 @@ impl Session {
     /// any other comes back for [`Session::route`].
     fn apply_rules(&mut self, spec: &'static CommandSpec, req: Request) -> Option<Request> {
         let direct = spec.class == Class::Forward
-            && !self.in_multi
-            && !self.pipe_mode()
+            && !self.lease.in_multi
+            && !self.lease.pipe_mode(self.conn.proto)
             && self.proxy.cluster.is_none();
         let config = self.snapshot.as_ref().unwrap_or(&self.cfg);
         self.memory.sync_generation(config.generation);
         let mut scope = Scope {
             rules: &config.rules,
-            app: self.app.as_deref().or(self.user.as_deref()),
+            app: self.app.as_deref().or(self.conn.user.as_deref()),
             memory: &mut self.memory,
         };
         // Encoded into `scratch` only when it can go straight into the batch.
@@ -565,7 +485,7 @@ impl Session {
             &mut scope,
             spec,
             &req,
-            direct.then_some(&mut self.scratch),
+            direct.then_some(&mut self.outbox.scratch),
             BATCH_BYTES,
         );
         self.pending_ctx = ctx;
@@ -581,19 +501,19 @@ impl Session {
 
     async fn route(&mut self, spec: &'static CommandSpec, req: Request) {
         // RESP2 in subscribe mode: the pinned connection is a transparent pipe.
-        if self.pipe_mode() && !always_local(spec.class, &req) {
+        if self.lease.pipe_mode(self.conn.proto) && !always_local(spec.class, &req) {
             return self.forward_stream(req);
         }
         if spec.class != Class::Forward {
             self.flush_batch();
         }
-        if spec.class == Class::Local(Local::Unsubscribe) && self.subs.active() {
+        if spec.class == Class::Local(Local::Unsubscribe) && self.lease.subs.active() {
             return self.forward_stream(req);
         }
-        if self.cluster_multi && self.pin.is_none() && opens_cluster_multi(spec.class) {
+        if self.cluster_multi && self.lease.pin.is_none() && opens_cluster_multi(spec.class) {
             self.start_cluster_multi(spec, &req).await;
         }
-        if self.in_multi && queued_in_multi(spec.class) {
+        if self.lease.in_multi && queued_in_multi(spec.class) {
             return self.queue_in_multi(spec, req).await;
         }
         match spec.class {
@@ -607,16 +527,16 @@ impl Session {
     }
 
     async fn pinned(&mut self, pin: Pin, req: Request) {
-        if let Some(name) = transaction_arity_error(pin, &req).filter(|_| !self.in_multi) {
-            if self.subs.waiting() {
+        if let Some(name) = transaction_arity_error(pin, &req).filter(|_| !self.lease.in_multi) {
+            if self.lease.subs.waiting() {
                 self.settle().await;
             }
             return self.reply(encode::error(&format!(
                 "ERR wrong number of arguments for '{name}' command"
             )));
         }
-        if self.proxy.cluster.is_some() && self.pin.is_none() {
-            if pin == Pin::Multi && !self.in_multi {
+        if self.proxy.cluster.is_some() && self.lease.pin.is_none() {
+            if pin == Pin::Multi && !self.lease.in_multi {
                 return self.defer_cluster_multi();
             }
             if matches!(pin, Pin::Exec | Pin::Discard) && self.cluster_multi {
@@ -627,21 +547,21 @@ impl Session {
         match pin {
             Pin::Multi => {
                 if self.ensure_pinned().await {
-                    if !self.in_multi {
+                    if !self.lease.in_multi {
                         self.snapshot = Some(self.proxy.config.load_full());
                     }
-                    self.in_multi = true;
+                    self.lease.in_multi = true;
                     self.forward(req.raw().clone(), false);
                 }
             }
             Pin::Exec | Pin::Discard => {
-                if self.pin.is_none() {
+                if self.lease.pin.is_none() {
                     let name = if pin == Pin::Exec { "EXEC" } else { "DISCARD" };
                     return self.reply(encode::error(&format!("ERR {name} without MULTI")));
                 }
-                let queued = std::mem::take(&mut self.queued);
-                let at_exec = std::mem::take(&mut self.at_exec);
-                let effects = pin == Pin::Exec && self.in_multi && !at_exec.is_empty();
+                let queued = std::mem::take(&mut self.lease.queued);
+                let at_exec = std::mem::take(&mut self.lease.at_exec);
+                let effects = pin == Pin::Exec && self.lease.in_multi && !at_exec.is_empty();
                 if pin == Pin::Exec && (effects || !self.cfg.rules.is_empty()) {
                     // A context also keeps the reply out of plain runs: it passes `fill`.
                     self.pending_ctx = Some(Box::new(ReplyCtx {
@@ -655,28 +575,28 @@ impl Session {
                     self.barrier = true;
                 }
                 self.forward(req.raw().clone(), false);
-                if self.in_multi {
-                    self.in_multi = false;
-                    self.watching = false;
+                if self.lease.in_multi {
+                    self.lease.in_multi = false;
+                    self.lease.watching = false;
                     self.snapshot = None;
                 }
                 self.release_if_idle();
             }
             Pin::Watch => {
-                if self.in_multi || self.ensure_pinned().await {
-                    if !self.in_multi {
-                        self.watching = true;
+                if self.lease.in_multi || self.ensure_pinned().await {
+                    if !self.lease.in_multi {
+                        self.lease.watching = true;
                     }
                     self.forward(req.raw().clone(), false);
                 }
             }
             Pin::Unwatch => {
-                if self.pin.is_none() {
+                if self.lease.pin.is_none() {
                     return self.reply(encode::simple("OK"));
                 }
                 self.forward(req.raw().clone(), false);
-                if !self.in_multi {
-                    self.watching = false;
+                if !self.lease.in_multi {
+                    self.lease.watching = false;
                     self.release_if_idle();
                 }
             }
@@ -694,11 +614,11 @@ impl Session {
 
     /// A blocking command runs on a pinned connection, so it blocks nobody else.
     async fn forward_blocking(&mut self, req: Request) {
-        if self.in_multi {
+        if self.lease.in_multi {
             return self.forward(req.raw().clone(), false); // does not block inside MULTI
         }
         if self.ensure_pinned().await {
-            self.blocking += 1;
+            self.lease.blocking += 1;
             self.forward(req.raw().clone(), true);
         }
     }
@@ -707,7 +627,7 @@ impl Session {
     /// none can be had.
     pub(super) async fn ensure_pinned(&mut self) -> bool {
         self.flush_batch();
-        if self.pin.is_some() {
+        if self.lease.pin.is_some() {
             return true;
         }
         // What went on the shared connection runs before anything on the pinned one.
@@ -716,17 +636,17 @@ impl Session {
             Some(node) => node,
             None => self.proxy.upstream.load_full(),
         };
-        match upstream.pin(self.proto, self.db).await {
+        match upstream.pin(self.conn.proto, self.conn.db).await {
             Ok(conn) => {
                 // Frames that answer no request (pushes, messages) come to this client.
                 conn.send(Job::Send {
                     payload: Bytes::new(),
                     reply: ReplyTo::Stream(self.sink.clone()),
                 });
-                if let Some(name) = &self.name {
+                if let Some(name) = &self.conn.name {
                     conn.send_quiet(&Request::from_args([&b"CLIENT"[..], b"SETNAME", name]));
                 }
-                self.pin = Some(conn);
+                self.lease.pin = Some(conn);
                 true
             }
             Err(msg) => {
@@ -739,10 +659,10 @@ impl Session {
     /// Gives the pinned connection back once no state needs it.
     pub(super) fn release_if_idle(&mut self) {
         self.flush_batch();
-        if self.needs_pin() {
+        if self.lease.needs_pin() {
             return;
         }
-        if let Some(conn) = self.pin.take() {
+        if let Some(conn) = self.lease.pin.take() {
             conn.release();
             self.barrier = true;
         }
@@ -752,23 +672,12 @@ impl Session {
     /// effect when EXEC runs them.
     fn apply_at_exec(&mut self, at_exec: AtExec) {
         if let Some(name) = at_exec.name {
-            self.name = name;
+            self.conn.name = name;
         }
         if let Some(db) = at_exec.db {
-            self.db = db;
+            self.conn.db = db;
             self.switch_pool();
         }
-    }
-
-    /// True while some connection state lives on the pinned connection.
-    fn needs_pin(&self) -> bool {
-        self.in_multi || self.watching || self.subs.active() || self.tracking || self.blocking > 0
-    }
-
-    /// RESP2 with subscriptions: Redis answers only (un)subscribe, PING, QUIT and RESET, in
-    /// frames that look like messages, so the pinned connection is relayed as a stream.
-    pub(super) fn pipe_mode(&self) -> bool {
-        self.subs.active() && self.proto == Proto::Resp2
     }
 
     /// Waits until every request already sent upstream is answered. Redis runs one
@@ -776,7 +685,7 @@ impl Session {
     /// go on another connection (a pin taken or returned) must not overtake them.
     pub(super) async fn settle(&mut self) {
         self.flush_batch();
-        while self.replies.has_unanswered() || self.subs.waiting() {
+        while self.replies.has_unanswered() || self.lease.subs.waiting() {
             match self.inbox.recv().await {
                 Some(d) => self.on_delivery(d),
                 None => break,
@@ -800,9 +709,9 @@ impl Session {
                 self.forward(req.into_raw(), false)
             }
             Class::Local(Local::Select) => {
-                let db = req.arg(1).and_then(crate::protocol::request::parse_int);
+                let db = req.arg(1).and_then(crate::protocol::scan::parse_int);
                 if let Some(db) = db.filter(|&n| n >= 0 && req.len() == 2) {
-                    self.at_exec.db = Some(db as u32);
+                    self.lease.at_exec.db = Some(db as u32);
                 }
                 self.forward(req.into_raw(), false)
             }
@@ -815,32 +724,19 @@ impl Session {
     /// closed (Redis unblocks it); any other is `RESET` and reused.
     pub(super) fn end_pin_on_close(&mut self) {
         self.flush_batch();
-        if let Some(conn) = self.pin.take() {
-            if self.blocking > 0 {
-                conn.close();
-            } else {
-                conn.release();
-            }
+        match self.lease.end() {
+            Ending::Nothing => {}
+            Ending::Release(conn) => conn.release(),
+            Ending::Close(conn) => conn.close(),
         }
-        self.in_multi = false;
-        self.watching = false;
-        self.subs = Subscriptions::default();
-        self.tracking = false;
-        self.blocking = 0;
         self.snapshot = None;
-        self.queued.clear();
-        self.at_exec = AtExec::default();
     }
 
     fn pinned_conn_lost(&mut self) {
         self.flush_batch();
-        self.pin = None;
-        self.in_multi = false;
-        self.watching = false;
-        self.subs = Subscriptions::default();
-        self.tracking = false;
-        self.blocking = 0;
-        self.queued.clear();
+        // The connection is gone: dropped, neither reused nor closed again.
+        drop(self.lease.end());
+        self.snapshot = None;
         self.reply(encode::error(
             "ERR rekey: the upstream connection holding this client's state was lost",
         ));
@@ -856,15 +752,15 @@ impl Session {
 
     /// [`Session::forward`] to cluster node `node` (its id; 0 is the client's own pool).
     pub(super) fn forward_on(&mut self, payload: Bytes, blocking: bool, node: u64) {
-        let resend = (node != 0 && self.pin.is_none()).then(|| payload.clone()); // a cluster may redirect it
+        let resend = (node != 0 && self.lease.pin.is_none()).then(|| payload.clone()); // a cluster may redirect it
         let big = payload.len() >= BATCH_BYTES;
         self.open_request(blocking, node, big, resend);
         if big {
-            self.batch_big = Some(payload); // large: sent as is, never copied
+            self.outbox.set_big(payload); // large: sent as is, never copied
             self.flush_batch();
             return;
         }
-        self.batch_buf.extend_from_slice(&payload);
+        self.outbox.buf.extend_from_slice(&payload);
         self.close_request();
     }
 
@@ -872,7 +768,8 @@ impl Session {
     /// than a batch).
     fn forward_scratch(&mut self) {
         self.open_request(false, 0, false, None);
-        self.batch_buf.extend_from_slice(&self.scratch);
+        let Outbox { buf, scratch, .. } = &mut self.outbox;
+        buf.extend_from_slice(scratch);
         self.close_request();
     }
 
@@ -882,9 +779,9 @@ impl Session {
         let mut info = self.slot_info(blocking);
         info.resend = resend;
         if std::mem::take(&mut self.queueing) {
-            self.queued.push(info.ctx.take()); // its reply is +QUEUED; EXEC's carries it
+            self.lease.queued.push(info.ctx.take()); // its reply is +QUEUED; EXEC's carries it
         }
-        let target = match &self.pin {
+        let target = match &self.lease.pin {
             Some(c) => Target::Pinned(c.id),
             None => Target::Shared(node),
         };
@@ -895,18 +792,8 @@ impl Session {
     /// Adds request `seq` for `target` to the batch, first sending the batch if the request
     /// cannot join it (another connection, or `big`: it goes alone).
     fn join_batch(&mut self, target: Target, seq: u64, big: bool) {
-        match &mut self.batch {
-            Some(b) if !big && b.target == target && b.first_seq + b.count as u64 == seq => {
-                b.count += 1
-            }
-            _ => {
-                self.flush_batch();
-                self.batch = Some(Batch {
-                    target,
-                    first_seq: seq,
-                    count: 1,
-                });
-            }
+        if let Some((batch, payload)) = self.outbox.join(target, seq, big) {
+            self.send_batch(batch, payload);
         }
     }
 
@@ -921,18 +808,19 @@ impl Session {
 
     /// Sends the batch once it is large enough.
     fn close_request(&mut self) {
-        if self.batch_buf.len() >= BATCH_BYTES {
+        if self.outbox.full() {
             self.flush_batch();
         }
     }
 
     /// Sends the batched requests, if any, as one job.
     pub(super) fn flush_batch(&mut self) {
-        let Some(b) = self.batch.take() else { return };
-        let payload = match self.batch_big.take() {
-            Some(big) => big,
-            None => self.batch_buf.split().freeze(),
-        };
+        if let Some((batch, payload)) = self.outbox.take() {
+            self.send_batch(batch, payload);
+        }
+    }
+
+    fn send_batch(&mut self, b: Batch, payload: Bytes) {
         let job = Job::Send {
             payload,
             reply: ReplyTo::Client {
@@ -942,7 +830,7 @@ impl Session {
             },
         };
         match b.target {
-            Target::Pinned(_) => match &self.pin {
+            Target::Pinned(_) => match &self.lease.pin {
                 Some(conn) => conn.send(job),
                 None => self.shared.send(self.slot, job),
             },
@@ -955,15 +843,15 @@ impl Session {
     /// back is relayed in arrival order.
     pub(super) fn forward_stream(&mut self, req: Request) {
         self.flush_batch();
-        match &self.pin {
+        match &self.lease.pin {
             Some(conn) => conn.send(Job::Send {
                 payload: req.raw().clone(),
                 reply: ReplyTo::Stream(self.sink.clone()),
             }),
             None => return self.reply(encode::error("ERR rekey: no subscribe connection")),
         }
-        self.subs.sent(&req);
-        if !self.subs.active() {
+        self.lease.subs.sent(&req);
+        if !self.lease.subs.active() {
             // The last subscription gone. Frames still owed on the stream cannot be told
             // apart from replies to what follows: that waits for them (and the connection
             // goes back, if nothing else holds it).
@@ -976,17 +864,6 @@ impl Session {
     pub(super) fn reply(&mut self, frame: Bytes) {
         let info = self.slot_info(false);
         self.replies.local(frame, info);
-    }
-
-    fn take_silent(&mut self) -> bool {
-        match self.reply_mode {
-            ReplyMode::On => false,
-            ReplyMode::Off => true,
-            ReplyMode::Skip => {
-                self.reply_mode = ReplyMode::On;
-                true
-            }
-        }
     }
 
     fn on_delivery(&mut self, d: Delivery) {
@@ -1007,7 +884,7 @@ impl Session {
             }
             Delivery::Push { frame } => self.on_push(frame),
             Delivery::Lost => {
-                if self.pin.is_some() && self.needs_pin() {
+                if self.lease.pin.is_some() && self.lease.needs_pin() {
                     self.pinned_conn_lost();
                 }
             }
@@ -1045,26 +922,28 @@ impl Session {
         }
         if let Some(filled) = self.replies.fill(seq, frame) {
             if filled.blocking {
-                self.blocking -= 1;
+                self.lease.blocking -= 1;
                 self.release_if_idle();
             }
-            if self.release_when_answered && !self.replies.has_unanswered() {
-                self.release_when_answered = false;
+            if self.lease.release_when_answered && !self.replies.has_unanswered() {
+                self.lease.release_when_answered = false;
                 self.release_if_idle();
             }
         }
     }
 
-    /// Switches the shared pool after a change of protocol or db.
+    /// Whether the proxy's upstream was swapped since this session took its pool.
+    pub(super) fn upstream_moved(&mut self) -> bool {
+        !Arc::ptr_eq(self.upstream_live.load(), &self.upstream)
+    }
+
+    /// Switches the shared pool after a change of protocol or db, or of the upstream.
     pub(super) fn switch_pool(&mut self) {
         self.flush_batch();
         // A pinned client's requests keep going on its pinned connection, in order.
-        self.barrier |= self.pin.is_none();
-        self.upstream_gen = self
-            .proxy
-            .upstream_gen
-            .load(std::sync::atomic::Ordering::Acquire);
-        self.shared = self.proxy.upstream.load().shared(self.proto, self.db);
+        self.barrier |= self.lease.pin.is_none();
+        self.upstream = Arc::clone(self.upstream_live.load());
+        self.shared = self.upstream.shared(self.conn.proto, self.conn.db);
         self.slot = self.shared.pick();
     }
 }

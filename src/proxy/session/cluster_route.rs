@@ -45,7 +45,7 @@ fn key_slots(spec: &CommandSpec, req: &Request) -> SmallVec<[(usize, u16); 8]> {
 impl Session {
     /// Routes a forwarded request to its node (or nodes).
     pub(super) fn cluster_forward(&mut self, spec: &'static CommandSpec, req: Request) {
-        if self.pin.is_some() {
+        if self.lease.pin.is_some() {
             return self.forward(req.into_raw(), false);
         }
         let Some(cluster) = self.proxy.cluster.clone() else {
@@ -137,7 +137,14 @@ impl Session {
         let info = self.slot_info_for_local();
         let seq = self.replies.expect(info);
         if let Some(cluster) = self.proxy.cluster.clone() {
-            fanout::run(parts, merge, self.sink.clone(), seq, cluster, self.proto);
+            fanout::run(
+                parts,
+                merge,
+                self.sink.clone(),
+                seq,
+                cluster,
+                self.conn.proto,
+            );
         }
     }
 
@@ -146,7 +153,7 @@ impl Session {
         if let Some((_, pool)) = self.node_pools.iter().find(|(id, _)| *id == node.id) {
             return pool.clone();
         }
-        let pool = node.upstream.shared(self.proto, 0);
+        let pool = node.upstream.shared(self.conn.proto, 0);
         self.node_pools.push((node.id, pool.clone()));
         pool
     }
@@ -223,7 +230,7 @@ impl Session {
 
     /// MULTI with a cluster upstream: answered now, sent once a queued command names a node.
     pub(super) fn defer_cluster_multi(&mut self) {
-        self.in_multi = true;
+        self.lease.in_multi = true;
         self.cluster_multi = true;
         self.begin_snapshot();
         self.reply(encode::simple("OK"));
@@ -235,7 +242,7 @@ impl Session {
         self.cluster_multi = false;
         self.hint_pin_node(spec, req);
         if self.ensure_pinned().await {
-            if let Some(conn) = &self.pin {
+            if let Some(conn) = &self.lease.pin {
                 conn.send(Job::Send {
                     payload: Bytes::from_static(MULTI),
                     reply: ReplyTo::Discard,
@@ -247,7 +254,7 @@ impl Session {
     /// EXEC or DISCARD of a deferred MULTI that queued nothing.
     pub(super) fn end_empty_cluster_multi(&mut self, pin: Pin) {
         self.cluster_multi = false;
-        self.in_multi = false;
+        self.lease.in_multi = false;
         self.end_snapshot();
         let frame = if pin == Pin::Exec {
             Bytes::from_static(b"*0\r\n")

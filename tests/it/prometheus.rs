@@ -9,9 +9,7 @@
 //!
 //! Missing `promtool`/`prometheus` fails (run `tests/setup.sh`); nothing is skipped.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -5,9 +5,7 @@
 //! `REKEY_SOAK_SECS` sets the length (default 60 s, what CI runs); `tests/soak.sh [SECS]`
 //! runs it longer on a release build.
 
-mod common;
-
-use common::{rss_kib, RedisServer, Rekey};
+use crate::common::{rss_kib, RedisServer, Rekey};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,9 +1,7 @@
 //! Rules through a real rekey: the command table against the live Redis, reverse mapping of
 //! every kind of reply that carries keys, client identity, FLUSHDB policy, and the CLI.
 
-mod common;
-
-use common::{free_port, RedisServer, Rekey};
+use crate::common::{free_port, RedisServer, Rekey};
 use redis::{cmd, Commands, Value};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -256,8 +254,11 @@ fn long_mixed_pipelines_splice_keys_across_batches() {
     let mget = (0..3000).step_by(500).filter(app).count();
     let (_, text) = rekey.admin("GET", "/metrics");
     let series = "rekey_keys_rewritten_total{rule=\"sessions\",direction=\"forward\",app=\"-\"}";
-    assert_eq!(common::metric(&text, series) as usize, rewritten + mget);
-    let missed = common::metric(&text, "rekey_keys_unmatched_total") as usize;
+    assert_eq!(
+        crate::common::metric(&text, series) as usize,
+        rewritten + mget
+    );
+    let missed = crate::common::metric(&text, "rekey_keys_unmatched_total") as usize;
     assert_eq!(missed, unmatched + 2 * 6 - mget, "{text}");
 }
 
@@ -441,7 +442,7 @@ fn cli_check_and_rewrite() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let dir = common::scratch_dir("cli");
+    let dir = crate::common::scratch_dir("cli");
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,

@@ -27,7 +27,7 @@ impl Session {
         let mut result = Ok(0);
         for url in self.flush_targets() {
             let cluster = self.proxy.cluster.is_some();
-            result = scoped_flush(&url, timeout, self.db, &prefixes, cluster).await;
+            result = scoped_flush(&url, timeout, self.conn.db, &prefixes, cluster).await;
             tracing::debug!(upstream = %url, result = ?result, "scoped flush");
             if result.is_err() {
                 break;

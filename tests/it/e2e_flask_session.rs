@@ -2,9 +2,7 @@
 //! with different key prefixes, both through rekey. A login on the first is seen, with the same
 //! cookie, by the second. `tests/setup.sh` (the README's test command) installs flask, flask-session and redis.
 
-mod common;
-
-use common::{free_port, RedisServer, Rekey, Variant};
+use crate::common::{free_port, RedisServer, Rekey, Variant};
 use redis::Commands;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,9 +3,7 @@
 //! port (every request gets its reply or an error, nothing is retried behind the client's back,
 //! every acknowledged write survives, with a Redis that runs AOF).
 
-mod common;
-
-use common::{RedisServer, Rekey};
+use crate::common::{RedisServer, Rekey};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,11 +1,9 @@
 //! TLS on both sides (issue #16): `rediss://` upstreams (a real `redis-server` with its TLS
 //! port only), `tls_listen` for clients, mutual TLS, clear handshake errors, certificate
-//! rotation without dropping connections, and a Redis Cluster over TLS. Certificates are
+//! rotation without dropping connections, a Redis Cluster and a Sentinel over TLS. Certificates are
 //! generated here with `rcgen`.
 
-mod common;
-
-use common::{free_port, metric, parse_resp, scratch_dir, Rekey, Resp};
+use crate::common::{self, free_port, metric, parse_resp, scratch_dir, Rekey, Resp};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{Read, Write};

@@ -2,13 +2,11 @@
 //! from clients, the admin token; and limits: max clients, upstream reply timeout, a slow
 //! reader that never reads its replies.
 
-mod common;
-
-use common::{http_with, rss_kib, RedisServer, Rekey};
+use crate::common::{http_with, rss_kib, RedisServer, Rekey};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn raw_reply(c: &mut common::RawClient, args: &[&str]) -> String {
+fn raw_reply(c: &mut crate::common::RawClient, args: &[&str]) -> String {
     c.cmd(args);
     let mut buf = vec![0u8; 64 * 1024];
     let n = std::io::Read::read(&mut c.s, &mut buf).unwrap();
@@ -150,6 +148,45 @@ fn reload_needs_the_admin_token_when_one_is_set() {
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(rekey.admin("GET", "/status").0, 200, "reads need no token");
+}
+
+/// The admin listener speaks HTTP/1.1 as clients expect (hyper): two requests on one
+/// keep-alive connection are both answered, and a garbled request gets a 400, not a hang.
+#[test]
+fn admin_http_keeps_alive_and_refuses_garbage() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", rekey.admin_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for path in ["/healthz", "/status"] {
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+    }
+    let mut bad = std::net::TcpStream::connect(("127.0.0.1", rekey.admin_port)).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let mut got = String::new();
+    let _ = bad.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+    assert_eq!(rekey.admin("GET", "/nope").0, 404);
+    assert_eq!(rekey.admin("DELETE", "/reload").0, 405);
 }
 
 #[test]

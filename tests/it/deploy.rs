@@ -4,9 +4,7 @@
 //! (`kubernetes-validate`, which carries them offline) and agree with the rekey config they
 //! mount; `config/deploy/rekey.service` passes `systemd-analyze verify`.
 
-mod common;
-
-use common::{free_port, http, scratch_dir, RedisServer, Rekey};
+use crate::common::{free_port, http, scratch_dir, RedisServer, Rekey};
 use redis::Commands;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

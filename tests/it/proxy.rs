@@ -1,9 +1,7 @@
 //! rekey as a transparent Redis: real redis-server behind a real rekey process, driven by the
 //! `redis` client crate and by raw RESP bytes.
 
-mod common;
-
-use common::{RedisServer, Rekey};
+use crate::common::{RedisServer, Rekey};
 use redis::Commands;
 use std::time::Duration;
 

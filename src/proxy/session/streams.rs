@@ -154,7 +154,7 @@ impl Session {
     pub(super) fn on_push(&mut self, frame: Bytes) {
         // Frames reach the session only from its own pinned connection, up to the `RESET`
         // that ends the lease: even after the session let go of it, they are the client's.
-        self.subs.arrived(&frame);
+        self.lease.subs.arrived(&frame);
         let config = self.config();
         let frame = match config.rules.is_empty() || reply::is_error(&frame) {
             true => frame,
@@ -172,15 +172,15 @@ impl Session {
             }
             let req = self.rewrite_tracking(req);
             self.forward(req.into_raw(), false);
-            self.tracking = true;
-        } else if self.pin.is_some() {
+            self.lease.tracking = true;
+        } else if self.lease.pin.is_some() {
             self.forward(req.raw().clone(), false);
             if req.arg_is(2, "OFF") {
                 // The connection goes back once this is answered: Redis may still send
                 // invalidations it owes (BCAST ones go out after the commands of its turn),
                 // and a `RESET` right behind would cut them off.
-                self.tracking = false;
-                self.release_when_answered = true;
+                self.lease.tracking = false;
+                self.lease.release_when_answered = true;
             }
         } else if req.arg_is(2, "OFF") {
             self.reply(encode::simple("OK"));
@@ -195,14 +195,14 @@ impl Session {
     /// new name is the client's from EXEC on.
     pub(super) fn client_queued(&mut self, req: Request) -> Request {
         if req.arg_is(1, "TRACKING") && req.arg_is(2, "ON") {
-            self.tracking = true;
+            self.lease.tracking = true;
             return self.rewrite_tracking(req);
         }
         // Switched off in a transaction, tracking may still be on (EXEC can abort): the
         // pinned connection stays until the client leaves or switches it off outside MULTI.
         if req.arg_is(1, "SETNAME") && req.len() == 3 {
             let name = req.arg_bytes(2).filter(|n| !n.is_empty());
-            self.at_exec.name = Some(name);
+            self.lease.at_exec.name = Some(name);
         }
         if req.arg_is(1, "TRACKINGINFO") {
             self.pending_ctx = Some(tracking_info_ctx());

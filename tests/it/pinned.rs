@@ -9,9 +9,7 @@
 //! a new client must still work, and values must be where the client's db says (checked on a
 //! direct connection to Redis).
 
-mod common;
-
-use common::{bulk, Auth, Protocol, RawClient, RedisServer, Rekey, Resp, Variant};
+use crate::common::{bulk, Auth, Protocol, RawClient, RedisServer, Rekey, Resp, Variant};
 use redis::Connection;
 use std::time::{Duration, Instant};
 
@@ -533,7 +531,7 @@ fn upstream_variants_are_what_they_claim() {
         let mut direct = redis.direct();
         let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut direct).unwrap();
         let expected = if variant.auth == Auth::AclUser {
-            common::UPSTREAM_USER
+            crate::common::UPSTREAM_USER
         } else {
             "default"
         };
@@ -541,7 +539,7 @@ fn upstream_variants_are_what_they_claim() {
         if variant.auth == Auth::AclUser {
             let err = redis::cmd("AUTH")
                 .arg("default")
-                .arg(common::UPSTREAM_PASSWORD)
+                .arg(crate::common::UPSTREAM_PASSWORD)
                 .query::<()>(&mut anonymous)
                 .unwrap_err();
             assert!(err.to_string().contains("WRONGPASS"), "{variant}: {err}");

@@ -4,9 +4,7 @@
 //! keyless commands cover the whole cluster, and a slot migration in the middle of load is
 //! followed through `-ASK` and `-MOVED` without a failed request.
 
-mod common;
-
-use common::{RedisServer, Rekey};
+use crate::common::{RedisServer, Rekey};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

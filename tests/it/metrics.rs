@@ -2,9 +2,7 @@
 //! `app` (the `[[apps]]` listener or the `[[users]]` AUTH user, `-` for none), and the opt-in
 //! per-command latency histogram.
 
-mod common;
-
-use common::{free_port, metric, RedisServer, Rekey};
+use crate::common::{free_port, metric, RedisServer, Rekey};
 use redis::Commands;
 
 const RULE: &str = "[[rules]]\nname = \"s\"\nmatch = '^AppA_'\nreplace = 'shared_'\n";

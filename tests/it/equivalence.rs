@@ -4,9 +4,7 @@
 //! reply bytes in the same order, in RESP2 and RESP3. One regression test per difference
 //! found (issue #19); the randomized differential test is `tests/differential.rs`.
 
-mod common;
-
-use common::{RedisServer, Rekey};
+use crate::common::{RedisServer, Rekey};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

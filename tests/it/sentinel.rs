@@ -2,9 +2,7 @@
 //! sentinel on loopback ports. rekey finds the primary through the sentinel, and after a
 //! failover it follows the new primary by itself.
 
-mod common;
-
-use common::{free_port, scratch_dir, RedisServer, Rekey};
+use crate::common::{free_port, scratch_dir, RedisServer, Rekey};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,7 @@
 //! through one rekey: a session created by one is read, locked, refreshed and deleted by the
 //! other, and lives upstream under the shared prefix.
 
-mod common;
-
-use common::{RedisServer, Rekey, Variant};
+use crate::common::{RedisServer, Rekey, Variant};
 use redis::{cmd, Connection, Value};
 
 fn preset(name: &str) -> String {

@@ -3,9 +3,7 @@
 //! queued behind the script), a slow command on a live Redis is waited for however long it
 //! takes, and only an upstream that does not answer a probe is given up.
 
-mod common;
-
-use common::{metric, RedisServer, Rekey, Variant};
+use crate::common::{metric, RedisServer, Rekey, Variant};
 use std::time::{Duration, Instant};
 
 /// A script that spins for up to 15 seconds (it is killed long before).

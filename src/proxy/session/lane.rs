@@ -15,11 +15,12 @@
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
 use crate::commands::Class;
-use crate::protocol::request::{splice_head, Peeked};
-use crate::proxy::session::{ReplyMode, Session, BATCH_BYTES};
+use crate::protocol::parser::Peeked;
+use crate::protocol::request::splice_head;
+use crate::proxy::session::outbox::BATCH_BYTES;
+use crate::proxy::session::{ReplyMode, Session};
 use crate::rules::rewrite::{self, RuleTally, Scope};
 use bytes::Buf;
-use std::sync::atomic::Ordering;
 
 impl Session {
     /// Forwards the leading requests of the read buffer that the lane can take, and leaves
@@ -52,31 +53,31 @@ impl Session {
                 }
             }
             taken += req.len;
-            if self.batch_buf.len() + (taken - copied) >= BATCH_BYTES {
-                self.batch_buf.extend_from_slice(&self.rbuf[copied..taken]);
+            if self.outbox.buf.len() + (taken - copied) >= BATCH_BYTES {
+                self.outbox.buf.extend_from_slice(&self.rbuf[copied..taken]);
                 copied = taken;
                 self.flush_batch();
             }
         }
-        self.batch_buf.extend_from_slice(&self.rbuf[copied..taken]);
+        self.outbox.buf.extend_from_slice(&self.rbuf[copied..taken]);
         self.rbuf.advance(taken);
         tally.flush(
             &self.cfg.rules,
-            self.app.as_deref().or(self.user.as_deref()),
+            self.app.as_deref().or(self.conn.user.as_deref()),
         );
     }
 
     /// True when no connection state routes this client's requests anywhere but its shared
     /// connection, so the lane may run; the config in force is refreshed.
     fn lane_open(&mut self) -> bool {
-        let stateless = self.authed
-            && self.pin.is_none()
+        let stateless = self.conn.authed
+            && self.lease.pin.is_none()
             && !self.barrier
             && self.snapshot.is_none()
             && !self.cluster_multi
-            && self.reply_mode == ReplyMode::On
+            && self.conn.reply_mode == ReplyMode::On
             && self.proxy.cluster.is_none()
-            && self.upstream_gen == self.proxy.upstream_gen.load(Ordering::Acquire);
+            && !self.upstream_moved();
         if stateless {
             self.refresh_config();
         }
@@ -112,7 +113,7 @@ impl Session {
         let key = req.arg1(raw)?;
         let mut scope = Scope {
             rules: &self.cfg.rules,
-            app: self.app.as_deref().or(self.user.as_deref()),
+            app: self.app.as_deref().or(self.conn.user.as_deref()),
             memory: &mut self.memory,
         };
         let rw = rewrite::sole_key_rewrite(&mut scope, key, tally)?;
@@ -125,7 +126,7 @@ impl Session {
             arg,
             rw.prefix_len,
             to,
-            &mut self.batch_buf,
+            &mut self.outbox.buf,
         ))
     }
 }

@@ -2,9 +2,7 @@
 //! redis-server and to rekey in front of it: edge inputs of the protocol, CLIENT LIST/INFO/KILL
 //! on rekey's own clients, READONLY against a plain Redis, refused commands inside MULTI.
 
-mod common;
-
-use common::{free_port, RawClient, RedisServer, Rekey};
+use crate::common::{free_port, RawClient, RedisServer, Rekey};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;

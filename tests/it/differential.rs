@@ -23,9 +23,7 @@
 //!   example per difference class, fail at the end.
 //! - `REKEY_DIFF_VERBOSE=1`: print every sequence.
 
-mod common;
-
-use common::{RedisServer, Rekey};
+use crate::common::{RedisServer, Rekey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;

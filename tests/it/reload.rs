@@ -2,9 +2,7 @@
 //! bad configs refused while the old rules serve; transaction snapshots; metrics and the
 //! Grafana dashboard's queries against a live /metrics.
 
-mod common;
-
-use common::{metric, RedisServer, Rekey};
+use crate::common::{metric, RedisServer, Rekey};
 use redis::{cmd, Commands};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -156,6 +154,31 @@ fn sighup_and_post_reload() {
     let mut con = rekey.client();
     let pong: String = cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
+}
+
+/// One Redis can be swapped by a reload; a move to a cluster (or Sentinel) cannot, and is
+/// reported as needing a restart while the old upstream keeps serving.
+#[test]
+fn a_move_to_a_cluster_needs_a_restart() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "");
+    let mut con = rekey.client();
+    let _: () = cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let text = std::fs::read_to_string(&rekey.config_path).unwrap();
+    std::fs::write(
+        &rekey.config_path,
+        text.replace(&redis.url(), "redis-cluster://127.0.0.1:1,127.0.0.1:2"),
+    )
+    .unwrap();
+    let (code, _) = rekey.admin("POST", "/reload");
+    assert_eq!(code, 200);
+    let (_, status) = rekey.admin("GET", "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let needs = status["reload"]["needs_restart"].to_string();
+    assert!(needs.contains("redis-cluster://127.0.0.1:1"), "{status}");
+    assert_eq!(status["upstream"]["url"], status["upstream"]["configured"]);
+    let v: String = cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v, "v", "the old upstream keeps serving");
 }
 
 #[test]

@@ -1,0 +1,143 @@
+//! The outbox: requests routed to one upstream connection and not yet sent. Consecutive
+//! requests for the same connection become one job (one channel send, one wake-up of the
+//! connection's task); a request for another connection, or one too large to copy, first sends
+//! what is there. The bytes live in one buffer reused between batches; a large request is
+//! never copied into it but sent as it is.
+
+use bytes::{Bytes, BytesMut};
+
+/// Batched request bytes are sent once they reach this size; a larger request goes alone.
+pub(super) const BATCH_BYTES: usize = 16 * 1024;
+
+/// Where a batch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// The shared pool: the client's own (0), or a cluster node's (its id).
+    Shared(u64),
+    /// The client's pinned connection (its id).
+    Pinned(u64),
+}
+
+/// Consecutive requests for one upstream connection, sent as one job: their reply slots are
+/// `first_seq .. first_seq + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Batch {
+    pub(super) target: Target,
+    pub(super) first_seq: u64,
+    pub(super) count: u32,
+}
+
+/// The batch being built and its bytes.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    batch: Option<Batch>,
+    /// The batch's request bytes (copied requests, or spliced rewritten ones).
+    pub(super) buf: BytesMut,
+    /// A request sent alone and uncopied (at least [`BATCH_BYTES`]).
+    big: Option<Bytes>,
+    /// A rewritten request on its way into `buf`.
+    pub(super) scratch: BytesMut,
+}
+
+impl Outbox {
+    /// Adds request `seq` for `target`. When it cannot join the batch (another connection, a
+    /// gap in the sequence, or `big`: it goes alone), the batch so far is returned to be sent
+    /// first, and a new one starts with this request.
+    #[must_use]
+    pub(super) fn join(&mut self, target: Target, seq: u64, big: bool) -> Option<(Batch, Bytes)> {
+        match &mut self.batch {
+            Some(b) if !big && b.target == target && b.first_seq + b.count as u64 == seq => {
+                b.count += 1;
+                None
+            }
+            _ => {
+                let before = self.take();
+                self.batch = Some(Batch {
+                    target,
+                    first_seq: seq,
+                    count: 1,
+                });
+                before
+            }
+        }
+    }
+
+    /// The request of the batch just joined with `big`: sent as it is.
+    pub(super) fn set_big(&mut self, payload: Bytes) {
+        self.big = Some(payload);
+    }
+
+    /// Whether the batch is large enough to be sent now.
+    pub(super) fn full(&self) -> bool {
+        self.buf.len() >= BATCH_BYTES
+    }
+
+    /// Takes the batch and its bytes, leaving the outbox empty.
+    pub(super) fn take(&mut self) -> Option<(Batch, Bytes)> {
+        let batch = self.batch.take()?;
+        let payload = match self.big.take() {
+            Some(big) => big,
+            None => self.buf.split().freeze(),
+        };
+        Some((batch, payload))
+    }
+
+    /// Gives back the memory of a burst once nothing is batched.
+    pub(super) fn shrink_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 4 * BATCH_BYTES {
+            self.buf = BytesMut::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_requests_for_one_connection_are_one_batch() {
+        let mut o = Outbox::default();
+        assert!(o.join(Target::Shared(0), 1, false).is_none());
+        o.buf.extend_from_slice(b"a");
+        assert!(o.join(Target::Shared(0), 2, false).is_none());
+        o.buf.extend_from_slice(b"b");
+        let (batch, bytes) = o.take().unwrap();
+        assert_eq!((batch.first_seq, batch.count), (1, 2));
+        assert_eq!(&bytes[..], b"ab");
+        assert!(o.take().is_none(), "taken once");
+    }
+
+    #[test]
+    fn another_connection_or_a_gap_sends_what_is_there_first() {
+        let mut o = Outbox::default();
+        assert!(o.join(Target::Shared(0), 1, false).is_none());
+        o.buf.extend_from_slice(b"shared");
+        let (first, bytes) = o.join(Target::Pinned(9), 2, false).unwrap();
+        assert_eq!(
+            (first.target, first.count, &bytes[..]),
+            (Target::Shared(0), 1, &b"shared"[..])
+        );
+        o.buf.extend_from_slice(b"pinned");
+        let (second, _) = o.join(Target::Pinned(9), 4, false).unwrap();
+        assert_eq!(
+            (second.first_seq, second.count),
+            (2, 1),
+            "seq 3 went elsewhere"
+        );
+    }
+
+    #[test]
+    fn a_big_request_goes_alone_and_uncopied() {
+        let mut o = Outbox::default();
+        assert!(o.join(Target::Shared(0), 1, false).is_none());
+        o.buf.extend_from_slice(b"small");
+        let big = Bytes::from(vec![b'x'; BATCH_BYTES]);
+        let (before, _) = o.join(Target::Shared(0), 2, true).unwrap();
+        assert_eq!(before.count, 1);
+        o.set_big(big.clone());
+        let (batch, payload) = o.take().unwrap();
+        assert_eq!((batch.first_seq, batch.count), (2, 1));
+        assert_eq!(payload.as_ptr(), big.as_ptr(), "the same bytes, not a copy");
+        assert!(o.buf.is_empty() && !o.full());
+    }
+}
