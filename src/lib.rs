@@ -14,7 +14,10 @@
 //! upstream   connections to Redis: pooled, pinned, one "ready" handshake
 //! stats      the Prometheus metrics
 //! commands   the command table: key positions in and out, pinning class, secrets
-//! protocol   RESP: request parser, reply scanner, writer (and `wire`, buffered socket I/O)
+//! protocol   RESP: request parser, reply scanner, writer
+//! tls        rustls client and server configs, handshakes with a bounded failure reason
+//! transport  plain TCP or a relayed (TLS) stream, with the same readiness-based I/O
+//! wire       buffered, batched socket writes
 //! ```
 #![forbid(unsafe_code)]
 
@@ -27,5 +30,7 @@ pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod stats;
+pub mod tls;
+pub mod transport;
 pub mod upstream;
 pub mod wire;

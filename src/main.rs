@@ -76,11 +76,21 @@ fn load(cli: &Cli) -> Result<Config> {
     if cli.config.is_some() {
         if let Some(l) = &cli.listen {
             let plain = Config::plain(l, "redis://127.0.0.1:6379")?;
-            config.listeners.retain(|x| x.app.is_some());
+            // `--listen` replaces the plain listeners; apps' and TLS listeners stay.
+            config.listeners.retain(|x| x.app.is_some() || x.tls);
             config.listeners.splice(0..0, plain.listeners);
         }
         if let Some(u) = &cli.upstream {
-            config.upstream = Config::plain("127.0.0.1:0", u)?.upstream;
+            let mut target = Config::plain("127.0.0.1:0", u)?.upstream;
+            // A `rediss://` override uses the file's `[tls.upstream]`, when it has one.
+            let file_tls = config.upstream.template().tls.clone();
+            if let (Some(tls), rekey::config::UpstreamTarget::Single(url)) = (file_tls, &mut target)
+            {
+                if url.tls.is_some() {
+                    url.tls = Some(tls);
+                }
+            }
+            config.upstream = target;
         }
     }
     Ok(config)

@@ -129,6 +129,18 @@ impl Stats {
         }
     }
 
+    /// Counts a failed TLS handshake: `side` is `upstream` or `client`, `reason` one of the
+    /// bounded reasons `crate::tls` names (`unknown_ca`, `name_mismatch`, `timeout`, …).
+    pub fn tls_handshake_failure(&self, side: &'static str, reason: &'static str) {
+        counter!("rekey_tls_handshake_failures_total", "side" => side, "reason" => reason)
+            .increment(1);
+    }
+
+    /// Counts a finished TLS handshake (`side` as above).
+    pub fn tls_handshake_ok(&self, side: &'static str) {
+        counter!("rekey_tls_handshakes_total", "side" => side).increment(1);
+    }
+
     /// The latency histogram of the command with table id `id` (`metrics.command_latency`).
     pub fn command_latency(&self, id: u16) -> &Histogram {
         let id = (id as usize).min(self.command_latency.len() - 1);

@@ -16,6 +16,7 @@ command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || packages+=(redis-tools)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)   # benches/compare's TLS certificates
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   packages+=(prometheus)
 fi

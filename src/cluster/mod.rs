@@ -121,6 +121,9 @@ impl Cluster {
                     user: seed.user.clone(),
                     pass: seed.pass.clone(),
                     db: 0,
+                    // Nodes are announced by IP: verified against the seed's host name (or
+                    // `[tls.upstream] server_name`).
+                    tls: seed.tls.as_ref().map(|t| t.verifying_as(&seed.host)),
                 };
                 let settings = UpstreamSettings {
                     url,

@@ -4,6 +4,7 @@
 pub mod schema;
 
 use crate::rules::RuleSet;
+use crate::tls::{ServerTls, TlsError, UpstreamTls};
 use crate::upstream::url::{UpstreamUrl, UrlError};
 use crate::upstream::UpstreamSettings;
 use schema::{FileConfig, FlushPolicy, LimitsConfig, MetricsConfig, PoolConfig, UserConfig};
@@ -37,6 +38,11 @@ pub enum ConfigError {
     App { name: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("[tls.{section}]: {source}")]
+    Tls {
+        section: &'static str,
+        source: TlsError,
+    },
 }
 
 /// A listener and the app identity of clients arriving on it.
@@ -44,6 +50,8 @@ pub enum ConfigError {
 pub struct ListenerConfig {
     pub addr: SocketAddr,
     pub app: Option<String>,
+    /// A `tls_listen` address: clients do a TLS handshake first (`[tls.server]`).
+    pub tls: bool,
 }
 
 /// Client authentication at the proxy.
@@ -118,6 +126,9 @@ pub struct Config {
     /// Worker threads (resolved: at least 1).
     pub threads: usize,
     pub rules: Arc<RuleSet>,
+    /// `[tls.server]`, read and checked: what `tls_listen` listeners present. Reloaded with
+    /// the config (a new certificate serves new connections; open ones keep theirs).
+    pub server_tls: Option<Arc<ServerTls>>,
     /// Distinct for every config validated in this process; prefix memories key on it.
     pub generation: u64,
 }
@@ -238,10 +249,17 @@ impl Config {
 
     fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         let mut listeners = Vec::new();
-        for addr in file.listen.to_vec() {
+        let plain = file.listen.to_vec().into_iter().map(|a| (a, false));
+        let secure = file
+            .tls_listen
+            .iter()
+            .flat_map(|l| l.to_vec())
+            .map(|a| (a, true));
+        for (addr, tls) in plain.chain(secure) {
             listeners.push(ListenerConfig {
                 addr: parse_addr(&addr).map_err(|reason| ConfigError::Listen { addr, reason })?,
                 app: None,
+                tls,
             });
         }
         for app in &file.apps {
@@ -251,7 +269,17 @@ impl Config {
                     reason: "empty name".into(),
                 });
             }
-            for addr in app.listen.as_ref().map(|l| l.to_vec()).unwrap_or_default() {
+            let plain = app
+                .listen
+                .iter()
+                .flat_map(|l| l.to_vec())
+                .map(|a| (a, false));
+            let secure = app
+                .tls_listen
+                .iter()
+                .flat_map(|l| l.to_vec())
+                .map(|a| (a, true));
+            for (addr, tls) in plain.chain(secure) {
                 let a = parse_addr(&addr).map_err(|reason| ConfigError::Listen {
                     addr: addr.clone(),
                     reason,
@@ -259,6 +287,7 @@ impl Config {
                 listeners.push(ListenerConfig {
                     addr: a,
                     app: Some(app.name.clone()),
+                    tls,
                 });
             }
         }
@@ -270,6 +299,28 @@ impl Config {
                 });
             }
         }
+        if listeners.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no listener: set listen or tls_listen".into(),
+            ));
+        }
+        let server_tls = match &file.tls.server {
+            Some(t) => Some(Arc::new(ServerTls::load(t).map_err(|source| {
+                ConfigError::Tls {
+                    section: "server",
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        if server_tls.is_none() {
+            if let Some(l) = listeners.iter().find(|l| l.tls) {
+                return Err(ConfigError::Listen {
+                    addr: l.addr.to_string(),
+                    reason: "tls_listen needs [tls.server] cert_file and key_file".into(),
+                });
+            }
+        }
         let admin = match &file.admin {
             Some(a) => Some(parse_addr(a).map_err(|reason| ConfigError::Admin {
                 addr: a.clone(),
@@ -277,7 +328,21 @@ impl Config {
             })?),
             None => None,
         };
-        let upstream = parse_upstream(&file.upstream)?;
+        let upstream_tls = match &file.tls.upstream {
+            Some(t) => Some(UpstreamTls::load(t).map_err(|source| ConfigError::Tls {
+                section: "upstream",
+                source,
+            })?),
+            None => None,
+        };
+        let upstream = parse_upstream(&file.upstream, upstream_tls.as_ref())?;
+        if upstream_tls.is_some() && upstream.template().tls.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "[tls.upstream] is set but upstream {} is not TLS: use rediss://, \
+                 rediss-cluster:// or rediss-sentinel://",
+                upstream.template()
+            )));
+        }
         validate_limits(&file.limits, &file.pool)?;
         for u in &file.users {
             if u.name.is_empty() || u.name.contains(char::is_whitespace) {
@@ -333,19 +398,38 @@ impl Config {
                 n => n,
             },
             rules: Arc::new(rules),
+            server_tls,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
 
 /// `redis://…` for one Redis, `redis-cluster://[user:pass@]host:port,host:port` for a cluster
-/// (its seeds), or `redis-sentinel://…` (see [`parse_sentinel`]).
-fn parse_upstream(s: &str) -> Result<UpstreamTarget, UrlError> {
-    if let Some(sentinel) = parse_sentinel(s)? {
+/// (its seeds), or `redis-sentinel://…` (see [`parse_sentinel`]); each with an `s` after
+/// `redis` (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`) for TLS to every node
+/// (and every sentinel), with `tls` (`[tls.upstream]`) or else the system roots.
+fn parse_upstream(s: &str, tls: Option<&UpstreamTls>) -> Result<UpstreamTarget, UrlError> {
+    let (s, secure) = match s.strip_prefix("rediss") {
+        Some(rest) => (format!("redis{rest}"), true),
+        None => (s.to_string(), false),
+    };
+    let s = s.as_str();
+    let tls = secure.then(|| tls.cloned().unwrap_or_else(UpstreamTls::system));
+    let with_tls = |mut u: UpstreamUrl| {
+        u.tls = tls.clone();
+        u
+    };
+    if let Some(mut sentinel) = parse_sentinel(s)? {
+        sentinel.sentinels = sentinel.sentinels.into_iter().map(with_tls).collect();
+        // The primary is announced by IP address: verified against the first sentinel's
+        // host name (or `server_name`).
+        sentinel.primary.tls = tls
+            .as_ref()
+            .map(|t| t.verifying_as(&sentinel.sentinels[0].host));
         return Ok(UpstreamTarget::Sentinel(sentinel));
     }
     let Some(rest) = s.strip_prefix("redis-cluster://") else {
-        return Ok(UpstreamTarget::Single(UpstreamUrl::parse(s)?));
+        return Ok(UpstreamTarget::Single(with_tls(UpstreamUrl::parse(s)?)));
     };
     let (auth, hosts) = match rest.rfind('@') {
         Some(i) => (&rest[..=i], &rest[i + 1..]),
@@ -354,7 +438,7 @@ fn parse_upstream(s: &str) -> Result<UpstreamTarget, UrlError> {
     let hosts = hosts.trim_end_matches('/');
     let seeds = hosts
         .split(',')
-        .map(|h| UpstreamUrl::parse(&format!("redis://{auth}{}", h.trim())))
+        .map(|h| UpstreamUrl::parse(&format!("redis://{auth}{}", h.trim())).map(with_tls))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(UpstreamTarget::Cluster { seeds })
 }
@@ -502,6 +586,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pool.connections"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let e = Config::parse("tls_listen = \"127.0.0.1:0\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[tls.server]"), "{e}");
+        let e = Config::parse("listen = []").unwrap_err().to_string();
+        assert!(e.contains("tls_listen"), "{e}");
+        let e = Config::parse("[tls.upstream]\nserver_name = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rediss://"), "{e}");
+        let e = Config::parse(
+            "upstream = \"rediss://h:1\"\n[tls.upstream]\nca_file = \"/nonexistent/ca.pem\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "upstream = \"rediss://h:1\"\n[tls.upstream]\ncert_file = \"/nonexistent/c.pem\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cert_file"), "{e}");
+    }
+
+    #[test]
+    fn tls_upstream_schemes() {
+        let c = Config::parse("upstream = \"rediss://:pw@cache.example.net:6380\"").unwrap();
+        let UpstreamTarget::Single(u) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert!(u.tls.is_some());
+        assert_eq!(u.port, 6380);
+        let c = Config::parse("upstream = \"rediss-cluster://cfg.example.net:7000,10.0.0.2:7000\"")
+            .unwrap();
+        let UpstreamTarget::Cluster { seeds } = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert!(seeds.iter().all(|s| s.tls.is_some()));
+        let c = Config::parse("upstream = \"rediss-sentinel://s1.example.net:26379/mymaster\"")
+            .unwrap();
+        let UpstreamTarget::Sentinel(s) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert!(s.sentinels[0].tls.is_some());
+        let primary_tls = s.primary.tls.clone().unwrap();
+        // The primary, named by IP address, is verified as the sentinel's host.
+        assert_eq!(primary_tls.name_for("10.0.0.9"), "s1.example.net");
+        let c = Config::parse("upstream = \"redis-cluster://127.0.0.1:7000\"").unwrap();
+        assert!(c.upstream.template().tls.is_none());
     }
 
     #[test]

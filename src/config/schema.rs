@@ -24,6 +24,8 @@ impl OneOrMany {
 pub struct FileConfig {
     #[serde(default = "default_listen")]
     pub listen: OneOrMany,
+    /// TLS listeners (beside `listen`, which may then be empty), with `[tls.server]`.
+    pub tls_listen: Option<OneOrMany>,
     pub admin: Option<String>,
     /// When set, `POST /reload` needs `Authorization: Bearer <admin_token>`.
     pub admin_token: Option<String>,
@@ -47,7 +49,19 @@ pub struct FileConfig {
     pub apps: Vec<AppConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub tls: TlsSection,
 }
+
+/// `[tls.upstream]` (for `rediss://` upstreams) and `[tls.server]` (for `tls_listen`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub upstream: Option<UpstreamTlsConfig>,
+    pub server: Option<ServerTlsConfig>,
+}
+
+pub use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};
 
 pub fn default_listen() -> OneOrMany {
     OneOrMany::One("127.0.0.1:6380".into())
@@ -134,6 +148,7 @@ impl Default for PoolConfig {
 pub struct AppConfig {
     pub name: String,
     pub listen: Option<OneOrMany>,
+    pub tls_listen: Option<OneOrMany>,
 }
 
 /// `[[rules]]` entries are the rules layer's own type; the file format includes it as is.

@@ -8,12 +8,12 @@ use crate::protocol::reply::FrameScanner;
 use crate::protocol::scan::parse_int;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
+use crate::transport::Transport;
 use crate::upstream::conn;
 use crate::upstream::UpstreamUrl;
 use crate::wire::WriteQueue;
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// One reply, decoded (RESP2: the migration never asks for RESP3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ fn lossy(b: &[u8]) -> String {
 
 /// A connection to one node.
 pub struct Client {
-    stream: TcpStream,
+    stream: Transport,
     buf: BytesMut,
     scanner: FrameScanner,
     addr: String,

@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-/// Accepts clients arriving on `listener` (identified as `app`, when the listener names one)
-/// until the task is dropped.
+/// Accepts clients arriving on `listener` (identified as `app`, when the listener names one;
+/// TLS clients when `tls`) until the task is dropped.
 pub async fn accept_loop(
     listener: TcpListener,
     app: Option<String>,
+    tls: bool,
     proxy: Arc<Proxy>,
     workers: Arc<Workers>,
 ) {
@@ -40,6 +41,6 @@ pub async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        workers.assign(stream, peer, app.clone());
+        workers.assign(stream, peer, app.clone(), tls);
     }
 }

@@ -1,11 +1,14 @@
 //! Thread-per-core: `threads` worker threads, each running its own single-threaded tokio
 //! runtime. A client is handed to one worker for its whole life, and each worker keeps its own
 //! shared upstream pools, so a request and its reply never cross threads (no cross-core
-//! wakeups on the hot path) while every core does work.
+//! wakeups on the hot path) while every core does work. A client of a TLS listener does its
+//! handshake on the worker it is given (within `[tls.server] handshake_timeout_ms`), with the
+//! certificate of the config in force when it arrived.
 
 use crate::proxy::session::Session;
 use crate::proxy::Proxy;
 use crate::stats::stats;
+use crate::transport::Transport;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,11 +16,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a TLS client's relay may take to deliver the last replies once its session ended.
+const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A client to serve: its socket (not yet registered with any runtime), peer and app.
 struct NewClient {
     stream: std::net::TcpStream,
     peer: SocketAddr,
     app: Option<String>,
+    /// It came in on a TLS listener.
+    tls: bool,
 }
 
 /// Handles to the running workers.
@@ -61,12 +69,23 @@ impl Workers {
     }
 
     /// Hands a client to the next worker (round robin).
-    pub fn assign(&self, stream: tokio::net::TcpStream, peer: SocketAddr, app: Option<String>) {
+    pub fn assign(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        app: Option<String>,
+        tls: bool,
+    ) {
         let Ok(stream) = stream.into_std() else {
             return;
         };
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        let _ = self.senders[i].send(NewClient { stream, peer, app });
+        let _ = self.senders[i].send(NewClient {
+            stream,
+            peer,
+            app,
+            tls,
+        });
     }
 
     /// Stops the workers once their clients are gone.
@@ -95,12 +114,29 @@ async fn serve(
                         proxy.clients.fetch_sub(1, Ordering::AcqRel);
                         continue;
                     };
-                    let session = Session::new(proxy.clone(), stream, c.peer, c.app);
                     let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
-                    stats().clients.increment(1.0);
-                    stats().clients_total.increment(1);
+                    let (peer, app, tls) = (c.peer, c.app, c.tls);
                     sessions.spawn(tracker.track_future(async move {
+                        let local = stream.local_addr().unwrap_or(peer);
+                        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
+                        let (transport, relay) = match tls {
+                            false => (Transport::Tcp(stream), None),
+                            true => match handshake(&proxy, stream, peer).await {
+                                Some((t, relay)) => (t, Some(relay)),
+                                None => {
+                                    proxy.clients.fetch_sub(1, Ordering::AcqRel);
+                                    return;
+                                }
+                            },
+                        };
+                        let session = Session::new(proxy.clone(), transport, peer, local, fd, app);
+                        stats().clients.increment(1.0);
+                        stats().clients_total.increment(1);
                         session.run(shutdown).await;
+                        if let Some(relay) = relay {
+                            // The last replies cross the relay before the client counts as gone.
+                            let _ = tokio::time::timeout(RELAY_DRAIN, relay).await;
+                        }
                         proxy.clients.fetch_sub(1, Ordering::AcqRel);
                         stats().clients.decrement(1.0);
                     }));
@@ -111,4 +147,29 @@ async fn serve(
         }
     }
     while sessions.join_next().await.is_some() {}
+}
+
+/// The server side of a TLS client's handshake, with the certificate of the config in force;
+/// `None` (counted, logged at debug: a port scan or a plaintext client is not news) when it
+/// fails or times out. Only this client is affected.
+async fn handshake(
+    proxy: &Proxy,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(Transport, tokio::task::JoinHandle<()>)> {
+    let Some(tls) = proxy.config.load().server_tls.clone() else {
+        tracing::warn!(%peer, "TLS listener without [tls.server]: client closed");
+        return None;
+    };
+    match tls.accept(stream).await {
+        Ok(t) => {
+            stats().tls_handshake_ok("client");
+            Some(t)
+        }
+        Err(e) => {
+            stats().tls_handshake_failure("client", e.reason);
+            tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+            None
+        }
+    }
 }

@@ -38,7 +38,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     proxy: Arc<Proxy>,
     reloader: Arc<Reloader>,
-    listeners: Vec<(TcpListener, Option<String>)>,
+    /// Each listener, the app it names and whether it is a TLS listener.
+    listeners: Vec<(TcpListener, Option<String>, bool)>,
     admin: Option<TcpListener>,
 }
 
@@ -73,7 +74,7 @@ impl Server {
                     addr: l.addr,
                     source,
                 })?;
-            listeners.push((socket, l.app.clone()));
+            listeners.push((socket, l.app.clone(), l.tls));
         }
         let admin = match config.admin {
             Some(addr) => Some(
@@ -84,6 +85,7 @@ impl Server {
             None => None,
         };
         stats().config_generation.set(config.generation as f64);
+        warn_insecure(&config);
         crate::stats::publish_limits(config.limits.max_clients, config.pool.max_pinned);
         // The live address: the one configured, or the primary the sentinels name now.
         let live = match &config.upstream {
@@ -147,13 +149,14 @@ impl Server {
         };
         tracing::info!(threads, "worker threads started");
         let mut tasks = Vec::new();
-        for (listener, app) in self.listeners {
+        for (listener, app, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, app = app.as_deref().unwrap_or("-"), "listening");
+                tracing::info!(%addr, app = app.as_deref().unwrap_or("-"), tls, "listening");
             }
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 app,
+                tls,
                 self.proxy.clone(),
                 workers.clone(),
             )));
@@ -210,6 +213,26 @@ impl Server {
         if let Ok(workers) = Arc::try_unwrap(workers) {
             let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         }
+    }
+}
+
+/// `[tls.upstream] insecure_skip_verify` is for tests: said loudly at every start and reload.
+pub fn warn_insecure(config: &Config) {
+    let urls: Vec<&UpstreamUrl> = match &config.upstream {
+        crate::config::UpstreamTarget::Single(u) => vec![u],
+        crate::config::UpstreamTarget::Cluster { seeds } => seeds.iter().collect(),
+        crate::config::UpstreamTarget::Sentinel(s) => {
+            s.sentinels.iter().chain([&s.primary]).collect()
+        }
+    };
+    let insecure = urls
+        .iter()
+        .any(|u| u.tls.as_ref().is_some_and(|t| t.insecure()));
+    if insecure {
+        tracing::warn!(
+            "[tls.upstream] insecure_skip_verify = true: upstream certificates are NOT verified; \
+             anyone on the path can read and change the traffic. Use ca_file instead"
+        );
     }
 }
 

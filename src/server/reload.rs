@@ -90,6 +90,7 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
     if let Some(u) = &reloader.upstream_override {
         new.upstream = u.clone();
     }
+    crate::server::warn_insecure(&new);
     let old = proxy.config.load_full();
     let needs_restart = keep_fixed_settings(&old, &mut new);
     for what in &needs_restart {

@@ -43,6 +43,11 @@ pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
             "healthy": upstream.healthy(),
             "shared_pools": upstream.pool_states(),
             "pinned_connections": upstream.pinned_total(),
+            "last_error": upstream.last_error().map(|(at, why)| json!({
+                "time_unix": at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                "error": why,
+            })),
+            "tls": config.upstream.template().tls.is_some(),
         },
         "clients": proxy.clients.load(Ordering::Relaxed),
         "listeners": config.listeners.iter().map(|l| json!({"addr": l.addr.to_string(), "app": l.app})).collect::<Vec<_>>(),

@@ -1,4 +1,4 @@
-//! One upstream connection: connect, handshake (AUTH, HELLO, SELECT), then a single task that
+//! One upstream connection: connect (TCP, or TLS for `rediss://`), handshake (AUTH, HELLO, SELECT), then a single task that
 //! writes batched requests and reads replies, matching each reply to the oldest request still
 //! waiting (Redis answers in order). A reply is handed on as the original bytes.
 //!
@@ -8,6 +8,8 @@
 use crate::protocol::encode::{self, Proto};
 use crate::protocol::reply::{self, FrameScanner};
 use crate::protocol::Request;
+use crate::stats::stats;
+use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::upstream::pool::PinnedPool;
 use crate::upstream::PinnedConn;
 use crate::upstream::UpstreamUrl;
@@ -16,8 +18,6 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Weak;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -92,6 +92,11 @@ pub enum ConnError {
     },
     #[error("connect to {addr}: timed out")]
     ConnectTimeout { addr: String },
+    #[error("{addr}: {source}")]
+    Tls {
+        addr: String,
+        source: crate::tls::HandshakeError,
+    },
     #[error("handshake with {addr}: {reply}")]
     Handshake { addr: String, reply: String },
     #[error("{addr} answered an error: {reply}")]
@@ -108,13 +113,9 @@ pub enum ConnError {
     Unsolicited,
 }
 
-/// Opens a connection and runs the handshake for `proto` and `db`.
-pub async fn connect(
-    url: &UpstreamUrl,
-    proto: Proto,
-    db: u32,
-    timeout: Duration,
-) -> Result<TcpStream, ConnError> {
+/// Opens a connection (TCP, then TLS for `rediss://`), with no Redis handshake. A failed
+/// TLS handshake is counted in `rekey_tls_handshake_failures_total{side="upstream"}`.
+pub async fn open(url: &UpstreamUrl, timeout: Duration) -> Result<Transport, ConnError> {
     let addr = url.addr();
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
         Ok(Ok(s)) => s,
@@ -122,6 +123,30 @@ pub async fn connect(
         Err(_) => return Err(ConnError::ConnectTimeout { addr }),
     };
     stream.set_nodelay(true)?;
+    let Some(tls) = &url.tls else {
+        return Ok(Transport::Tcp(stream));
+    };
+    match tls.connect(stream, &url.host, timeout).await {
+        Ok(t) => {
+            stats().tls_handshake_ok("upstream");
+            Ok(t)
+        }
+        Err(source) => {
+            stats().tls_handshake_failure("upstream", source.reason);
+            Err(ConnError::Tls { addr, source })
+        }
+    }
+}
+
+/// Opens a connection and runs the handshake for `proto` and `db`.
+pub async fn connect(
+    url: &UpstreamUrl,
+    proto: Proto,
+    db: u32,
+    timeout: Duration,
+) -> Result<Transport, ConnError> {
+    let addr = url.addr();
+    let stream = open(url, timeout).await?;
     let setup = ready_commands(url, proto, db);
     if setup.is_empty() {
         return Ok(stream);
@@ -155,7 +180,7 @@ pub fn ready_commands(url: &UpstreamUrl, proto: Proto, db: u32) -> Vec<Request> 
     out
 }
 
-async fn handshake(stream: &TcpStream, setup: &[Request]) -> Result<(), ConnError> {
+async fn handshake(stream: &Transport, setup: &[Request]) -> Result<(), ConnError> {
     let mut out = WriteQueue::new();
     for r in setup {
         out.push(r.raw());
@@ -187,8 +212,8 @@ async fn handshake(stream: &TcpStream, setup: &[Request]) -> Result<(), ConnErro
 
 /// The state of one live connection's loop.
 pub struct Driver {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf,
+    wr: WriteHalf,
     pending: VecDeque<ReplyTo>,
     stream_sink: Option<Sink>,
     rbuf: BytesMut,
@@ -236,7 +261,7 @@ impl Driver {
     /// `shared`: a pooled connection, where an unmatched non-push frame means desync.
     /// `reply_timeout`: how long requests may wait with no reply before the connection is
     /// given up (pinned connections pass `None`: a blocking command may wait forever).
-    pub fn new(stream: TcpStream, shared: bool, reply_timeout: Option<Duration>) -> Driver {
+    pub fn new(stream: Transport, shared: bool, reply_timeout: Option<Duration>) -> Driver {
         let (rd, wr) = stream.into_split();
         Driver {
             rd,
@@ -519,10 +544,12 @@ fn fail_reply(reply: ReplyTo, err: &Bytes) {
 /// anything: `+PONG`, `-BUSY`, `-NOAUTH`…) within `wait`. No handshake: a busy Redis refuses
 /// most commands, but it still answers.
 pub async fn probe(url: &UpstreamUrl, connect_timeout: Duration, wait: Duration) -> bool {
-    let addr = url.addr();
-    let Ok(Ok(stream)) = tokio::time::timeout(connect_timeout, TcpStream::connect(&addr)).await
-    else {
-        return false;
+    let stream = match open(url, connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(upstream = %url, error = %e, "probe failed");
+            return false;
+        }
     };
     let ping = Request::from_args(["PING"]);
     let mut buf = BytesMut::new();
@@ -556,7 +583,7 @@ pub async fn query_once(
 
 /// Sends one request on a connection rekey owns alone and reads its reply.
 pub async fn roundtrip(
-    stream: &TcpStream,
+    stream: &Transport,
     req: &Request,
     buf: &mut BytesMut,
 ) -> Result<Bytes, ConnError> {
@@ -573,7 +600,7 @@ pub async fn roundtrip(
 }
 
 /// Writes all of `out` on a connection rekey owns alone (setup, one-off queries).
-pub async fn write_all(stream: &TcpStream, out: &mut WriteQueue) -> Result<(), ConnError> {
+pub async fn write_all(stream: &Transport, out: &mut WriteQueue) -> Result<(), ConnError> {
     while !out.is_empty() {
         stream.writable().await?;
         out.try_write(stream)?;
@@ -582,7 +609,7 @@ pub async fn write_all(stream: &TcpStream, out: &mut WriteQueue) -> Result<(), C
 }
 
 /// Waits for and appends the next bytes the peer sends; `Eof` when it closed.
-pub async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> Result<(), ConnError> {
+pub async fn read_more(stream: &Transport, buf: &mut BytesMut) -> Result<(), ConnError> {
     stream.readable().await?;
     reserve_read(buf);
     match stream.try_read_buf(buf) {

@@ -18,8 +18,22 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
+
+/// The last failure to connect or keep a connection (for `/status`): when, and why.
+#[derive(Debug, Clone, Default)]
+pub struct LastError(Arc<Mutex<Option<(SystemTime, String)>>>);
+
+impl LastError {
+    pub fn set(&self, why: &str) {
+        *self.0.lock().expect("last error poisoned") = Some((SystemTime::now(), why.to_string()));
+    }
+
+    pub fn get(&self) -> Option<(SystemTime, String)> {
+        self.0.lock().expect("last error poisoned").clone()
+    }
+}
 
 /// How to reach and size the upstream.
 #[derive(Debug, Clone)]
@@ -40,10 +54,12 @@ pub struct Upstream {
     /// Keyed by (worker thread, protocol, db): each worker has its own pools.
     shared: Mutex<HashMap<(usize, Proto, u32), Arc<SharedPool>>>,
     pinned: Arc<PinnedPool>,
+    last_error: LastError,
 }
 
 impl Upstream {
     pub fn new(settings: UpstreamSettings) -> Arc<Upstream> {
+        let last_error = LastError::default();
         let pinned = Arc::new(PinnedPool {
             url: settings.url.clone(),
             connect_timeout: settings.connect_timeout,
@@ -52,12 +68,19 @@ impl Upstream {
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             returned: Arc::new(Notify::new()),
+            last_error: last_error.clone(),
         });
         Arc::new(Upstream {
             settings,
             shared: Mutex::new(HashMap::new()),
             pinned,
+            last_error,
         })
+    }
+
+    /// The last connection failure (TLS handshake errors included), when there was one.
+    pub fn last_error(&self) -> Option<(SystemTime, String)> {
+        self.last_error.get()
     }
 
     pub fn url(&self) -> &UpstreamUrl {
@@ -71,7 +94,7 @@ impl Upstream {
         let worker = crate::upstream::worker::current();
         let mut map = self.shared.lock().expect("pool map poisoned");
         map.entry((worker, proto, db))
-            .or_insert_with(|| SharedPool::start(&self.settings, proto, db))
+            .or_insert_with(|| SharedPool::start(&self.settings, proto, db, &self.last_error))
             .clone()
     }
 
@@ -158,7 +181,12 @@ pub struct SharedPool {
 }
 
 impl SharedPool {
-    fn start(settings: &UpstreamSettings, proto: Proto, db: u32) -> Arc<SharedPool> {
+    fn start(
+        settings: &UpstreamSettings,
+        proto: Proto,
+        db: u32,
+        last_error: &LastError,
+    ) -> Arc<SharedPool> {
         let n = settings
             .connections
             .div_ceil(settings.workers.max(1))
@@ -174,6 +202,7 @@ impl SharedPool {
                 db,
                 rx,
                 flag.clone(),
+                last_error.clone(),
             ));
             slots.push(tx);
             up.push(flag);
@@ -211,6 +240,7 @@ async fn keep_connected(
     db: u32,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     up: Arc<AtomicBool>,
+    last_error: LastError,
 ) {
     let mut backoff = Duration::from_millis(50);
     // Failed connects in a row: the first is a warning, then one in every 30 (about a minute at
@@ -242,11 +272,13 @@ async fn keep_connected(
                     return; // the pool was dropped
                 }
                 stats().upstream_errors.increment(1);
+                last_error.set(&why);
                 tracing::warn!(upstream = %settings.url, error = %why, "shared upstream connection lost");
                 why
             }
             Err(e) => {
                 stats().upstream_errors.increment(1);
+                last_error.set(&e.to_string());
                 failures += 1;
                 if failures % 30 == 1 {
                     tracing::warn!(upstream = %settings.url, error = %e, attempts = failures, "cannot connect to upstream");
@@ -342,6 +374,7 @@ pub struct PinnedPool {
     next_id: AtomicU64,
     /// Signalled when a connection is given back or closed.
     returned: Arc<Notify>,
+    last_error: LastError,
 }
 
 enum OpenError {
@@ -404,6 +437,7 @@ impl PinnedPool {
             Ok(s) => s,
             Err(e) => {
                 self.total.fetch_sub(1, Ordering::AcqRel);
+                self.last_error.set(&e.to_string());
                 return Err(Failed(format!("ERR rekey: upstream unavailable ({e})")));
             }
         };

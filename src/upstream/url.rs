@@ -1,10 +1,12 @@
-//! `redis://[user:pass@]host:port[/db]`: where the upstream Redis is and how to log in.
+//! `redis://[user:pass@]host:port[/db]` (or `rediss://` for TLS): where the upstream Redis is,
+//! how to reach it and how to log in.
 
+use crate::tls::UpstreamTls;
 use std::fmt;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("upstream URL must start with redis:// (got {0:?})")]
+    #[error("upstream URL must start with redis:// or rediss:// (got {0:?})")]
     Scheme(String),
     #[error("upstream URL has no host")]
     NoHost,
@@ -22,13 +24,17 @@ pub struct UpstreamUrl {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub db: u32,
+    /// `rediss://`: connect with TLS, with these settings.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl UpstreamUrl {
     pub fn parse(s: &str) -> Result<UpstreamUrl, UrlError> {
-        let rest = s
-            .strip_prefix("redis://")
-            .ok_or_else(|| UrlError::Scheme(s.to_string()))?;
+        let (rest, tls) = match (s.strip_prefix("redis://"), s.strip_prefix("rediss://")) {
+            (Some(rest), _) => (rest, None),
+            (_, Some(rest)) => (rest, Some(UpstreamTls::system())),
+            _ => return Err(UrlError::Scheme(s.to_string())),
+        };
         let (auth, rest) = match rest.rfind('@') {
             Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
             None => (None, rest),
@@ -61,6 +67,7 @@ impl UpstreamUrl {
             user,
             pass,
             db,
+            tls,
         })
     }
 
@@ -81,7 +88,11 @@ impl fmt::Display for UpstreamUrl {
             (None, Some(_)) => "***@".to_string(),
             _ => String::new(),
         };
-        write!(f, "redis://{auth}{}/{}", self.addr(), self.db)
+        let scheme = match self.tls {
+            Some(_) => "rediss",
+            None => "redis",
+        };
+        write!(f, "{scheme}://{auth}{}/{}", self.addr(), self.db)
     }
 }
 
@@ -110,6 +121,9 @@ mod tests {
             (None, Some("pw"), 6379)
         );
         assert!(UpstreamUrl::parse("http://x").is_err());
+        let u = UpstreamUrl::parse("rediss://:k@cache.example.net:6380").unwrap();
+        assert!(u.tls.is_some());
+        assert_eq!(u.to_string(), "rediss://***@cache.example.net:6380/0");
         assert!(UpstreamUrl::parse("redis://h:notaport").is_err());
     }
 }

@@ -6,7 +6,17 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, lowest first.
 const LAYERS: &[&str] = &[
-    "wire", "protocol", "commands", "stats", "upstream", "cluster", "rules", "config", "proxy",
+    "wire",
+    "transport",
+    "tls",
+    "protocol",
+    "commands",
+    "stats",
+    "upstream",
+    "cluster",
+    "rules",
+    "config",
+    "proxy",
     "server",
     // A command of its own, above the server: it follows a Sentinel's primary with
     // `server::failover::resolve`, and nothing imports it (only `main.rs` runs it).

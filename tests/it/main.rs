@@ -26,3 +26,4 @@ mod robustness;
 mod rules;
 mod sentinel;
 mod soak;
+mod tls;

@@ -28,6 +28,7 @@ use crate::proxy::Proxy;
 use crate::rules::memory::PrefixMemory;
 use crate::rules::rewrite::{self, ReplyCtx, Scope};
 use crate::stats;
+use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::upstream::conn::each_reply;
 use crate::upstream::{Delivery, Job, ReplyTo, SharedPool, Sink, Upstream};
 use crate::wire::{reserve_read_from, WriteQueue};
@@ -40,9 +41,6 @@ use outbox::{Batch, Outbox, Target, BATCH_BYTES};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -52,8 +50,8 @@ pub struct Session {
     pub(super) peer: SocketAddr,
     pub(super) app: Option<String>,
     pub(super) proxy: Arc<Proxy>,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf,
+    wr: WriteHalf,
     pub(super) rbuf: BytesMut,
     need_input: bool,
     out: WriteQueue,
@@ -114,16 +112,16 @@ pub struct Session {
 impl Session {
     pub fn new(
         proxy: Arc<Proxy>,
-        stream: TcpStream,
+        stream: Transport,
         peer: SocketAddr,
+        local: SocketAddr,
+        fd: i64,
         app: Option<String>,
     ) -> Session {
         let config = proxy.config.load();
         let limits = config.limits.clone();
         let db = config.upstream.db();
         let authed = !config.auth.required();
-        let local = stream.local_addr().unwrap_or(peer);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
         let (rd, wr) = stream.into_split();
         let (sink, inbox) = mpsc::unbounded_channel();
         let upstream = proxy.upstream.load_full();
