@@ -240,7 +240,11 @@ pub fn warn_insecure(config: &Config) {
 /// start one (in a container, installing the package does not start the server).
 fn warn_unreachable(url: &crate::upstream::UpstreamUrl, e: &conn::ConnError) {
     let local = matches!(url.host.as_str(), "127.0.0.1" | "localhost" | "::1");
-    if local {
+    // The hint to start Redis fits only when nothing listens there (not a refused TLS
+    // certificate or password: their errors say what to fix).
+    let refused = matches!(e, conn::ConnError::Connect { source, .. }
+        if source.kind() == std::io::ErrorKind::ConnectionRefused);
+    if local && refused {
         tracing::warn!(upstream = %url, error = %e,
             "Redis is not answering at {}: clients get -ERR until it does (rekey keeps retrying). \
              Start it with `redis-server --daemonize yes --port {}` (apt-get install redis-server \
@@ -248,7 +252,7 @@ fn warn_unreachable(url: &crate::upstream::UpstreamUrl, e: &conn::ConnError) {
             url.addr(), url.port);
     } else {
         tracing::warn!(upstream = %url, error = %e,
-            "upstream not reachable at start; serving anyway (clients get -ERR until it answers), retrying");
+            "upstream not usable at start; serving anyway (clients get -ERR until it answers), retrying");
     }
 }
 

@@ -326,3 +326,33 @@ fn idle_clients_are_closed_but_subscribers_are_not() {
     assert_eq!(n, 1);
     sub.expect("*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
 }
+
+/// The quick start on a fresh container: Redis installed but not started. rekey serves anyway
+/// and says, at start, exactly how to start Redis at the address it was given.
+#[test]
+fn a_redis_not_started_gets_the_exact_hint() {
+    use std::io::BufRead;
+    let (port, closed) = (crate::common::free_port(), crate::common::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--upstream", &format!("redis://127.0.0.1:{closed}")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let hint = format!("redis-server --daemonize yes --port {closed}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains(&hint) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let seen = rx.recv_timeout(Duration::from_secs(20)).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "no start hint naming port {closed}");
+}

@@ -74,6 +74,26 @@ impl Pki {
         (c, k)
     }
 
+    /// Like [`Pki::issue`], but valid only in 2020: expired long ago.
+    fn issue_expired(&self, file: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, file.to_string());
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{file}.crt")),
+            self.dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
     /// The usual server certificate: `localhost` and `127.0.0.1`.
     fn server(&self) -> (PathBuf, PathBuf) {
         self.issue("server", &["localhost", "127.0.0.1"])
@@ -566,6 +586,51 @@ fn bad_upstream_certificate_is_a_clear_error() {
         text.contains("ca_file") && text.contains("/nonexistent/ca.pem"),
         "{text}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An upstream whose certificate expired: the error names the reason (`expired`), the metric
+/// counts it, and rekey keeps serving its other clients their errors without crashing.
+#[test]
+fn expired_upstream_certificate_is_named() {
+    let pki = Pki::new("expiry");
+    let port = free_redis_port();
+    let (cert, key) = pki.issue_expired(&format!("expired-{port}"));
+    let dir = scratch_dir("tls-expired");
+    let mut child = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", dir.to_str().unwrap()])
+        .args(["--tls-cert-file", &p(&cert), "--tls-key-file", &p(&key)])
+        .args([
+            "--tls-ca-cert-file",
+            &p(&pki.ca()),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    wait_port(port);
+    let rekey = Rekey::start_url(
+        &format!("rediss://127.0.0.1:{port}"),
+        &format!("[tls.upstream]\nca_file = \"{}\"\n", p(&pki.ca())),
+    );
+    for _ in 0..2 {
+        let reply = rekey.raw().call(&["GET", "k"]);
+        let Resp::Error(e) = &reply else {
+            panic!("expected an error, got {reply:?}")
+        };
+        assert!(e.contains("expired"), "{e}");
+    }
+    assert!(
+        failures(&rekey, "upstream", "expired") >= 1.0,
+        "{}",
+        metrics(&rekey)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
 
