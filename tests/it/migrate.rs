@@ -8,7 +8,8 @@
 //! shows the apps their sessions under their own names.
 
 use crate::common::cluster::RedisCluster;
-use crate::common::{free_port, scratch_dir, RedisServer, Rekey, Variant};
+use crate::common::sentinel::Sentinel;
+use crate::common::{scratch_dir, RedisServer, Rekey, Variant};
 use rekey::cluster::slot::slot_of;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -629,59 +630,6 @@ fn hundred_thousand_keys_on_a_cluster() {
     let mut app = rekey.client();
     assert_eq!(get(&mut app, "AppB_k12345").as_deref(), Some("12345"));
     assert!(pttl(&mut app, "AppB_k12345") > 7_000_000);
-}
-
-/// A sentinel watching one primary (no replica: enough for the migration to find it).
-struct Sentinel {
-    port: u16,
-    child: Child,
-}
-
-impl Sentinel {
-    fn start(master_port: u16) -> Sentinel {
-        let port = free_port();
-        let dir = scratch_dir("sentinel");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let asked = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| {
-                    redis::cmd("SENTINEL")
-                        .arg("get-master-addr-by-name")
-                        .arg("mymaster")
-                        .query::<Vec<String>>(&mut c)
-                });
-            if asked.is_ok_and(|a| a.len() == 2) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "sentinel did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Sentinel { port, child }
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -2,58 +2,9 @@
 //! sentinel on loopback ports. rekey finds the primary through the sentinel, and after a
 //! failover it follows the new primary by itself.
 
-use crate::common::{free_port, scratch_dir, RedisServer, Rekey};
-use std::process::{Child, Command, Stdio};
+use crate::common::sentinel::Sentinel;
+use crate::common::{RedisServer, Rekey};
 use std::time::{Duration, Instant};
-
-struct Sentinel {
-    port: u16,
-    child: Child,
-}
-
-impl Sentinel {
-    fn start(master_port: u16) -> Sentinel {
-        let port = free_port();
-        let dir = scratch_dir("sentinel");
-        let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let s = Sentinel { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while s.query(&["PING"]).is_err() {
-            assert!(Instant::now() < deadline, "sentinel did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let mut c =
-            redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()?;
-        redis::cmd(args[0]).arg(&args[1..]).query(&mut c)
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn role(server: &RedisServer) -> String {
     let info: String = redis::cmd("INFO")
