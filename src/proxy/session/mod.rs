@@ -31,7 +31,7 @@ use crate::stats;
 use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::upstream::conn::each_reply;
 use crate::upstream::{Delivery, Job, ReplyTo, SharedPool, Sink, Upstream};
-use crate::wire::{reserve_read_from, WriteQueue};
+use crate::wire::{reserve_read_from, ReadSize, WriteQueue};
 use arc_swap::{ArcSwap, Cache};
 use bytes::{Bytes, BytesMut};
 use conn::ConnState;
@@ -53,6 +53,8 @@ pub struct Session {
     rd: ReadHalf,
     wr: WriteHalf,
     pub(super) rbuf: BytesMut,
+    /// How much the next read of the client may take.
+    read_size: ReadSize,
     need_input: bool,
     out: WriteQueue,
     pub(super) replies: ReplyQueue,
@@ -144,6 +146,7 @@ impl Session {
             rd,
             wr,
             rbuf: BytesMut::new(),
+            read_size: ReadSize::default(),
             need_input: true,
             out: WriteQueue::new(),
             replies: ReplyQueue::default(),
@@ -213,9 +216,11 @@ impl Session {
                 break;
             }
             let read_ok = self.can_read();
+            let mut room = 0;
             if read_ok {
                 self.shrink_idle_buffers();
-                reserve_read_from(&mut self.rbuf, 4096);
+                reserve_read_from(&mut self.rbuf, self.read_size.want());
+                room = self.rbuf.capacity() - self.rbuf.len();
             }
             tokio::select! {
                 biased;
@@ -240,6 +245,7 @@ impl Session {
                         }
                         Ok(n) => {
                             stats::stats().bytes_in.increment(n as u64);
+                            self.read_size.after_read(room, n);
                             self.need_input = false;
                             self.current_start = Instant::now();
                         }
