@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::io::{self, BufRead, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::{tcp, TcpStream};
@@ -344,55 +345,67 @@ impl TlsConn {
         }
     }
 
-    /// Waits until a read may find something: the socket is readable, or rustls may hold
-    /// input already. Encrypted bytes waiting for the socket are flushed meanwhile.
-    pub async fn wait_read(&self) -> io::Result<()> {
+    /// Polls until a read may find something: the socket is readable, or rustls may hold
+    /// input already. Encrypted bytes waiting for the socket are flushed meanwhile (replies
+    /// the write queue already handed over: nobody else waits for them).
+    ///
+    /// Poll-based (`poll_read_ready`/`poll_write_ready`), not `readable()`/`writable()`
+    /// futures, so the read future of a [`ReadHalf`] stays as small as a plain socket's: the
+    /// plain path does not pay for TLS in the size of the futures it builds every turn. The
+    /// socket keeps one waker per direction, so one task must drive both halves (sessions
+    /// and upstream drivers do).
+    fn poll_wait_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let pending = {
                 let st = self.lock();
                 if st.look {
-                    return Ok(());
+                    return Poll::Ready(Ok(()));
                 }
                 st.conn.wants_write()
             };
-            if !pending {
-                return self.tcp.readable().await;
-            }
-            tokio::select! {
-                biased;
-                r = self.tcp.readable() => return r,
-                w = self.tcp.writable() => {
-                    w?;
+            if pending {
+                if let Poll::Ready(r) = self.tcp.poll_write_ready(cx) {
+                    r?;
                     let mut st = self.lock();
+                    // A full socket clears the readiness: the next poll waits.
                     self.flush(&mut st.conn)?;
+                    continue;
                 }
             }
+            return self.tcp.poll_read_ready(cx);
         }
+    }
+
+    /// Waits until a read may find something (see [`TlsConn::poll_wait_read`]).
+    pub async fn wait_read(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_wait_read(cx)).await
     }
 
     /// Waits for input and appends it to `buf`; `Ok(0)` at the end of the stream.
     pub async fn read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        loop {
+        std::future::poll_fn(|cx| loop {
             match self.try_read_buf(buf) {
-                Err(e) if would_block(&e) => self.wait_read().await?,
-                r => return r,
+                Err(e) if would_block(&e) => ready!(self.poll_wait_read(cx))?,
+                r => return Poll::Ready(r),
             }
-        }
+        })
+        .await
     }
 
     /// Waits until a write can take plaintext: at once unless encrypted bytes wait for the
     /// socket; then until the socket took some of them.
     pub async fn wait_write(&self) -> io::Result<()> {
-        loop {
+        std::future::poll_fn(|cx| loop {
             if !self.lock().conn.wants_write() {
-                return Ok(());
+                return Poll::Ready(Ok(()));
             }
-            self.tcp.writable().await?;
+            ready!(self.tcp.poll_write_ready(cx))?;
             let mut st = self.lock();
             if self.flush(&mut st.conn)? {
-                return Ok(());
+                return Poll::Ready(Ok(()));
             }
-        }
+        })
+        .await
     }
 
     /// Encrypts as much of `bufs` as fits under [`TLS_OUT_LIMIT`] and writes what the socket
