@@ -229,7 +229,7 @@ impl UpstreamTls {
                 Err(_) => return Err(timed_out(timeout)),
             };
         let (tcp, conn) = stream.into_inner();
-        Ok(TlsConn::new(tcp, rustls::Connection::Client(conn)))
+        Ok(TlsConn::transport(tcp, rustls::Connection::Client(conn)))
     }
 }
 
@@ -302,7 +302,7 @@ impl ServerTls {
                 Err(_) => return Err(timed_out(self.handshake_timeout)),
             };
         let (tcp, conn) = stream.into_inner();
-        Ok(TlsConn::new(tcp, rustls::Connection::Server(conn)))
+        Ok(TlsConn::transport(tcp, rustls::Connection::Server(conn)))
     }
 }
 

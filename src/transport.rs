@@ -206,9 +206,9 @@ impl io::Write for TryWriter<'_> {
 }
 
 impl TlsConn {
-    /// A connection whose handshake is done (by tokio-rustls), taken apart into its socket and
-    /// its rustls state.
-    pub fn new(tcp: TcpStream, mut conn: rustls::Connection) -> Transport {
+    /// The transport of a connection whose handshake is done (by tokio-rustls), taken apart
+    /// into its socket and its rustls state.
+    pub fn transport(tcp: TcpStream, mut conn: rustls::Connection) -> Transport {
         conn.set_buffer_limit(Some(TLS_OUT_LIMIT));
         Transport::Tls(Arc::new(TlsConn {
             tcp,
@@ -243,14 +243,14 @@ impl TlsConn {
     /// plaintext waits in rustls for readiness that will not come.
     pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
         let mut st = self.lock();
-        st.look = false;
+        let look = std::mem::replace(&mut st.look, false);
         let start = buf.len();
         let result = TLS_SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             if scratch.len() < TLS_READ_CHUNK {
                 scratch.resize(TLS_READ_CHUNK, 0);
             }
-            self.read_into(&mut st.conn, &mut scratch, buf)
+            self.read_into(&mut st.conn, look, &mut scratch, buf)
         });
         // Reading may have produced records to send (alerts, key updates, tickets).
         if st.conn.wants_write() {
@@ -278,11 +278,13 @@ impl TlsConn {
     fn read_into(
         &self,
         conn: &mut rustls::Connection,
+        look: bool,
         scratch: &mut [u8],
         buf: &mut BytesMut,
     ) -> io::Result<bool> {
-        // Records already in rustls (read with the handshake) come first.
-        if Self::decrypt(conn, &mut &[][..], buf)? {
+        // Records already in rustls (read with the handshake) come first. Otherwise rustls
+        // holds no complete record: every read processes all it fed in.
+        if look && Self::decrypt(conn, &mut &[][..], buf)? {
             return Ok(true);
         }
         loop {
