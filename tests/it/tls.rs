@@ -452,7 +452,7 @@ fn tls_clients_and_tls_upstream_at_once() {
     let mut publisher = TlsClient::connect(tls_port, &cfg).unwrap();
     let mut publish = || assert_eq!(publisher.call(&["PUBLISH", "news", "hello"]), Resp::Int(1));
     exercise(&mut client, &mut direct, &mut publish);
-    // A big value crosses both relays whole.
+    // A big value crosses both TLS sides whole.
     let big = "x".repeat(3 * 1024 * 1024 + 7);
     assert_eq!(client.call(&["SET", "AppA_big", &big]), ok());
     assert_eq!(client.call(&["GET", "AppB_big"]), b(&big));
