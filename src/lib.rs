@@ -16,7 +16,7 @@
 //! commands   the command table: key positions in and out, pinning class, secrets
 //! protocol   RESP: request parser, reply scanner, writer
 //! tls        rustls client and server configs, handshakes with a bounded failure reason
-//! transport  plain TCP or a relayed (TLS) stream, with the same readiness-based I/O
+//! transport  plain TCP or TLS (rustls driven over the socket), with the same readiness-based I/O
 //! wire       buffered, batched socket writes
 //! ```
 #![forbid(unsafe_code)]

@@ -2,13 +2,14 @@
 //! ([`UpstreamTls`]) and the server side for `tls_listen` ([`ServerTls`]).
 //!
 //! Certificates and keys are read when a config is validated, so a missing or bad file is
-//! refused like any bad config and the previous config keeps serving. A finished handshake
-//! hands the encrypted stream to a relay task ([`crate::transport::relay`]); the code above
-//! sees a [`Transport`] like any other. Handshake failures carry a short, bounded `reason`
+//! refused like any bad config and the previous config keeps serving. The handshake runs on
+//! tokio-rustls (with its timeout); the finished connection is then taken apart into its
+//! socket and its rustls state, which [`TlsConn`] drives directly (see `crate::transport`),
+//! so the code above sees a [`Transport`] like any other. Handshake failures carry a short, bounded `reason`
 //! (`unknown_ca`, `name_mismatch`, `expired`, `protocol`, …) for metrics, and the detail for
 //! logs.
 
-use crate::transport::{relay, Transport};
+use crate::transport::{TlsConn, Transport};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -23,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// `[tls.upstream]`: how rekey connects to `rediss://` upstreams.
@@ -210,7 +210,7 @@ impl UpstreamTls {
         out
     }
 
-    /// Runs the client handshake on `tcp` (to `host`) within `timeout`, then relays it.
+    /// Runs the client handshake on `tcp` (to `host`) within `timeout`.
     pub async fn connect(
         &self,
         tcp: TcpStream,
@@ -228,13 +228,8 @@ impl UpstreamTls {
                 Ok(Err(e)) => return Err(classify(&e, &format!("as {name:?}"))),
                 Err(_) => return Err(timed_out(timeout)),
             };
-        // The relay ends with the connection; nobody needs to wait for it.
-        relay(stream)
-            .map(|(transport, _)| transport)
-            .map_err(|e| HandshakeError {
-                reason: "io",
-                detail: format!("relay: {e}"),
-            })
+        let (tcp, conn) = stream.into_inner();
+        Ok(TlsConn::transport(tcp, rustls::Connection::Client(conn)))
     }
 }
 
@@ -296,23 +291,18 @@ impl ServerTls {
         })
     }
 
-    /// Runs the server handshake on a client's `tcp` within the handshake timeout, then
-    /// relays it. The handle ends when the relay has delivered what the session wrote (await
-    /// it after the session, so the last replies reach the client before shutdown).
-    pub async fn accept(
-        &self,
-        tcp: TcpStream,
-    ) -> Result<(Transport, JoinHandle<()>), HandshakeError> {
+    /// Runs the server handshake on a client's `tcp` within the handshake timeout. Close the
+    /// connection with [`TlsConn::close`] (`Transport::closer`) after the session, so the last
+    /// replies and `close_notify` reach the client.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<Transport, HandshakeError> {
         let stream =
             match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(classify(&e, "with client")),
                 Err(_) => return Err(timed_out(self.handshake_timeout)),
             };
-        relay(stream).map_err(|e| HandshakeError {
-            reason: "io",
-            detail: format!("relay: {e}"),
-        })
+        let (tcp, conn) = stream.into_inner();
+        Ok(TlsConn::transport(tcp, rustls::Connection::Server(conn)))
     }
 }
 

@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long a TLS client's relay may take to deliver the last replies once its session ended.
-const RELAY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a TLS client's last replies (and `close_notify`) may take to leave once its
+/// session ended.
+const TLS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A client to serve: its socket (not yet registered with any runtime), peer and app.
 struct NewClient {
@@ -119,23 +120,24 @@ async fn serve(
                     sessions.spawn(tracker.track_future(async move {
                         let local = stream.local_addr().unwrap_or(peer);
                         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
-                        let (transport, relay) = match tls {
-                            false => (Transport::Tcp(stream), None),
+                        let transport = match tls {
+                            false => Transport::Tcp(stream),
                             true => match handshake(&proxy, stream, peer).await {
-                                Some((t, relay)) => (t, Some(relay)),
+                                Some(t) => t,
                                 None => {
                                     proxy.clients.fetch_sub(1, Ordering::AcqRel);
                                     return;
                                 }
                             },
                         };
+                        let closer = transport.closer();
                         let session = Session::new(proxy.clone(), transport, peer, local, fd, app);
                         stats().clients.increment(1.0);
                         stats().clients_total.increment(1);
                         session.run(shutdown).await;
-                        if let Some(relay) = relay {
-                            // The last replies cross the relay before the client counts as gone.
-                            let _ = tokio::time::timeout(RELAY_DRAIN, relay).await;
+                        if let Some(tls) = closer {
+                            // The last replies leave before the client counts as gone.
+                            tls.close(TLS_DRAIN).await;
                         }
                         proxy.clients.fetch_sub(1, Ordering::AcqRel);
                         stats().clients.decrement(1.0);
@@ -156,7 +158,7 @@ async fn handshake(
     proxy: &Proxy,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-) -> Option<(Transport, tokio::task::JoinHandle<()>)> {
+) -> Option<Transport> {
     let Some(tls) = proxy.config.load().server_tls.clone() else {
         tracing::warn!(%peer, "TLS listener without [tls.server]: client closed");
         return None;
