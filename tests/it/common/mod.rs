@@ -14,13 +14,32 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A free loopback port (bound and released; good enough for tests).
+/// Ports handed out come from here, and a cluster node's bus port (port + 10000) from the
+/// range above it, which is never handed out: both below the kernel's ephemeral range (32768
+/// and up), so no outgoing connection takes one between the check and the server's bind.
+/// Each port is handed out once per process; the start depends on the process id, so two test
+/// runs on one machine start far apart.
+const PORTS: std::ops::Range<u16> = 12_000..22_000;
+/// What cluster nodes add to their port for the cluster bus.
+const BUS_OFFSET: u16 = 10_000;
+static NEXT_PORT: std::sync::OnceLock<std::sync::atomic::AtomicU16> = std::sync::OnceLock::new();
+
+/// A free loopback port: never handed out before in this process, and bindable now, as is
+/// its cluster bus port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let span = PORTS.end - PORTS.start;
+    let next = NEXT_PORT.get_or_init(|| {
+        let start = (std::process::id() as u64 * 7919 % span as u64) as u16;
+        std::sync::atomic::AtomicU16::new(start)
+    });
+    for _ in 0..span {
+        let port = PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
+        let bindable = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if bindable(port) && bindable(port + BUS_OFFSET) {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 /// A scratch directory unique to this test process and call.
