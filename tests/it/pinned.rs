@@ -506,6 +506,7 @@ flows_for!(requirepass, Variant::PASSWORD);
 flows_for!(acl_user, Variant::ACL_USER);
 flows_for!(db3, Variant::DB3);
 flows_for!(acl_user_db3, Variant::ACL_USER_DB3);
+flows_for!(tls_acl_user, Variant::TLS_ACL_USER);
 
 /// The harness's variants are what they claim: without credentials Redis refuses, the ACL
 /// variant logs in as its user with `default` disabled, `direct()` is in the variant's db.
@@ -550,6 +551,11 @@ fn upstream_variants_are_what_they_claim() {
             "{variant}: {info}"
         );
         assert!(redis.url().contains(&variant.userinfo()), "{variant}");
+        assert_eq!(
+            redis.url().starts_with("rediss://"),
+            variant.tls,
+            "{variant}"
+        );
     }
 }
 

@@ -547,3 +547,4 @@ presets_for!(requirepass, Variant::PASSWORD);
 presets_for!(acl_user, Variant::ACL_USER);
 presets_for!(db3, Variant::DB3);
 presets_for!(acl_user_db3, Variant::ACL_USER_DB3);
+presets_for!(tls_acl_user, Variant::TLS_ACL_USER);

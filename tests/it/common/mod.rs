@@ -42,6 +42,36 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {PORTS:?}");
 }
 
+/// A test CA and a server certificate it signs for `localhost` and `127.0.0.1` (`ca.crt`,
+/// `server.crt`, `server.key`), made once per process.
+pub fn test_pki() -> &'static PathBuf {
+    static PKI: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = scratch_dir("pki");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "rekey test CA");
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let mut server = rcgen::CertificateParams::new(names).unwrap();
+        server
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        dir
+    })
+}
+
 /// A scratch directory unique to this test process and call.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -78,45 +108,61 @@ pub const UPSTREAM_PASSWORD: &str = "up-pw-7f3a";
 /// The ACL user of the [`Auth::AclUser`] upstream.
 pub const UPSTREAM_USER: &str = "app";
 
-/// One upstream configuration the proxy must work against: how Redis authenticates, and the
-/// db rekey's clients start in (the `/db` of rekey's upstream URL).
+/// One upstream configuration the proxy must work against: how Redis authenticates, the db
+/// rekey's clients start in (the `/db` of rekey's upstream URL), and whether rekey reaches it
+/// over TLS (`rediss://`, as managed Redis requires; the test's own direct connections use
+/// the server's plain port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variant {
     pub auth: Auth,
     pub db: u8,
+    pub tls: bool,
 }
 
 impl Variant {
     pub const PLAIN: Variant = Variant {
         auth: Auth::None,
         db: 0,
+        tls: false,
     };
     pub const PASSWORD: Variant = Variant {
         auth: Auth::Password,
         db: 0,
+        tls: false,
     };
     pub const ACL_USER: Variant = Variant {
         auth: Auth::AclUser,
         db: 0,
+        tls: false,
     };
     pub const DB3: Variant = Variant {
         auth: Auth::None,
         db: 3,
+        tls: false,
     };
     /// An ACL user and db 3 together (the usual managed-Redis setup with a non-zero db).
     pub const ACL_USER_DB3: Variant = Variant {
         auth: Auth::AclUser,
         db: 3,
+        tls: false,
+    };
+
+    /// Managed Redis as ElastiCache and Redis Cloud run it: TLS, and an ACL user.
+    pub const TLS_ACL_USER: Variant = Variant {
+        auth: Auth::AclUser,
+        db: 0,
+        tls: true,
     };
 
     /// Every variant the suites run against.
-    pub fn all() -> [Variant; 5] {
+    pub fn all() -> [Variant; 6] {
         [
             Self::PLAIN,
             Self::PASSWORD,
             Self::ACL_USER,
             Self::DB3,
             Self::ACL_USER_DB3,
+            Self::TLS_ACL_USER,
         ]
     }
 
@@ -127,10 +173,11 @@ impl Variant {
             Auth::Password => "requirepass",
             Auth::AclUser => "acl-user",
         };
+        let tls = if self.tls { "tls-" } else { "" };
         if self.db == 0 {
-            auth.to_string()
+            format!("{tls}{auth}")
         } else {
-            format!("{auth}-db{}", self.db)
+            format!("{tls}{auth}-db{}", self.db)
         }
     }
 
@@ -172,14 +219,18 @@ impl Variant {
         }
     }
 
-    /// The URL of a Redis of this variant on `port`: credentials and db included.
+    /// The plain URL of a Redis of this variant on `port`: credentials and db included.
     pub fn url(self, port: u16) -> String {
+        self.url_scheme("redis", port)
+    }
+
+    fn url_scheme(self, scheme: &str, port: u16) -> String {
         let db = if self.db == 0 {
             String::new()
         } else {
             format!("/{}", self.db)
         };
-        format!("redis://{}127.0.0.1:{port}{db}", self.userinfo())
+        format!("{scheme}://{}127.0.0.1:{port}{db}", self.userinfo())
     }
 }
 
@@ -204,6 +255,8 @@ impl Protocol {
 
 pub struct RedisServer {
     pub port: u16,
+    /// The TLS port, for a TLS variant (rekey's way in; `port` stays plain for the tests).
+    pub tls_port: Option<u16>,
     pub variant: Variant,
     dir: PathBuf,
     child: Option<Child>,
@@ -231,14 +284,32 @@ impl RedisServer {
         let port = std::iter::repeat_with(free_port)
             .find(|&p| p < 55_000)
             .expect("a free port");
+        let tls_port = variant.tls.then(free_port);
+        let tls_args = tls_port.map(|p| {
+            let pki = test_pki();
+            [
+                "--tls-port".to_string(),
+                p.to_string(),
+                "--tls-cert-file".to_string(),
+                pki.join("server.crt").display().to_string(),
+                "--tls-key-file".to_string(),
+                pki.join("server.key").display().to_string(),
+                "--tls-ca-cert-file".to_string(),
+                pki.join("ca.crt").display().to_string(),
+                "--tls-auth-clients".to_string(),
+                "no".to_string(),
+            ]
+        });
         let mut s = RedisServer {
             port,
+            tls_port,
             variant,
             dir: scratch_dir("redis"),
             child: None,
             extra: variant
                 .server_args()
                 .into_iter()
+                .chain(tls_args.into_iter().flatten())
                 .chain(extra.iter().map(|s| s.to_string()))
                 .collect(),
         };
@@ -329,9 +400,24 @@ impl RedisServer {
     }
 
     /// The upstream URL for rekey: `redis://[user:pass@]127.0.0.1:port[/db]` as the variant
-    /// requires (`redis://127.0.0.1:port` for the plain one).
+    /// requires (`redis://127.0.0.1:port` for the plain one; `rediss://…` to the TLS port for
+    /// a TLS variant).
     pub fn url(&self) -> String {
-        self.variant.url(self.port)
+        match self.tls_port {
+            Some(tls) => self.variant.url_scheme("rediss", tls),
+            None => self.variant.url(self.port),
+        }
+    }
+
+    /// The config rekey needs besides the URL: for a TLS variant, the test CA.
+    pub fn rekey_settings(&self) -> String {
+        match self.tls_port {
+            Some(_) => format!(
+                "\n[tls.upstream]\nca_file = \"{}\"\n",
+                test_pki().join("ca.crt").display()
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -353,7 +439,7 @@ impl Rekey {
     /// Starts rekey in front of `redis` with `extra` TOML appended to a minimal config. The
     /// upstream URL is `redis.url()`: it carries the server variant's credentials and db.
     pub fn start(redis: &RedisServer, extra: &str) -> Rekey {
-        Self::start_url(&redis.url(), extra)
+        Self::start_url(&redis.url(), &format!("{extra}{}", redis.rekey_settings()))
     }
 
     /// Starts rekey in front of the upstream `upstream` (a `redis://` URL, credentials allowed).
