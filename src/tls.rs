@@ -42,6 +42,9 @@ pub struct UpstreamTlsConfig {
     /// Accept any server certificate. For tests only: logged as a warning at every start.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// With `rediss-sentinel://`: whether the sentinels too are reached over TLS (default
+    /// true, as managed Sentinel setups run it); `false`: only the data nodes are.
+    pub sentinels: Option<bool>,
 }
 
 /// `[tls.server]`: the certificate `tls_listen` listeners present to clients.
@@ -102,6 +105,7 @@ pub struct UpstreamTls {
     server_name: Option<String>,
     fingerprint: u64,
     insecure: bool,
+    sentinels: bool,
 }
 
 impl PartialEq for UpstreamTls {
@@ -109,6 +113,7 @@ impl PartialEq for UpstreamTls {
         self.fingerprint == other.fingerprint
             && self.server_name == other.server_name
             && self.insecure == other.insecure
+            && self.sentinels == other.sentinels
     }
 }
 
@@ -184,7 +189,13 @@ impl UpstreamTls {
             server_name: cfg.server_name.clone(),
             fingerprint: hasher.finish(),
             insecure: cfg.insecure_skip_verify,
+            sentinels: cfg.sentinels.unwrap_or(true),
         })
+    }
+
+    /// With `rediss-sentinel://`, whether the sentinels are reached over TLS too.
+    pub fn for_sentinels(&self) -> bool {
+        self.sentinels
     }
 
     /// True when certificates are not verified.

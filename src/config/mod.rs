@@ -420,7 +420,9 @@ fn parse_upstream(s: &str, tls: Option<&UpstreamTls>) -> Result<UpstreamTarget, 
         u
     };
     if let Some(mut sentinel) = parse_sentinel(s)? {
-        sentinel.sentinels = sentinel.sentinels.into_iter().map(with_tls).collect();
+        if tls.as_ref().is_some_and(UpstreamTls::for_sentinels) {
+            sentinel.sentinels = sentinel.sentinels.into_iter().map(with_tls).collect();
+        }
         // The primary is announced by IP address: verified against the first sentinel's
         // host name (or `server_name`).
         sentinel.primary.tls = tls

@@ -906,16 +906,32 @@ fn cluster_over_tls() {
 /// verified against the sentinel's host name; every certificate names `localhost` only).
 #[test]
 fn sentinel_over_tls() {
+    sentinel_with_tls(true);
+}
+
+/// `rediss-sentinel://` with `sentinels = false`: the sentinel speaks plain (it reaches the
+/// primary over TLS itself, `tls-replication yes`), the data connections are TLS.
+#[test]
+fn sentinel_plain_data_nodes_tls() {
+    sentinel_with_tls(false);
+}
+
+fn sentinel_with_tls(sentinels_tls: bool) {
     let pki = Pki::new("sentinel");
     let primary = TlsRedis::start_named(free_redis_port(), &pki, &["localhost"], &[]);
     let (cert, key) = pki.issue("sentinel", &["localhost"]);
     let port = free_port();
     let dir = scratch_dir("tls-sentinel");
     let conf = dir.join("sentinel.conf");
+    let listen = if sentinels_tls {
+        format!("port 0\ntls-port {port}\n")
+    } else {
+        format!("port {port}\n")
+    };
     std::fs::write(
         &conf,
         format!(
-            "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {}\n\
+            "{listen}bind 127.0.0.1\ndir {}\n\
              tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n\
              tls-replication yes\n\
              sentinel monitor mymaster 127.0.0.1 {} 1\n\
@@ -938,19 +954,38 @@ fn sentinel_over_tls() {
     let cfg = client_config(&pki.ca(), None);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let named = TlsClient::connect(port, &cfg).ok().and_then(|mut c| {
-            let r = c.call(&["SENTINEL", "get-master-addr-by-name", "mymaster"]);
-            r.items().map(|i| i.len() == 2)
-        });
+        let ask = ["SENTINEL", "get-master-addr-by-name", "mymaster"];
+        let named = if sentinels_tls {
+            TlsClient::connect(port, &cfg)
+                .ok()
+                .and_then(|mut c| c.call(&ask).items().map(|i| i.len() == 2))
+        } else {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .and_then(|s| {
+                    common::RawClient::from_stream(s)
+                        .call(&ask)
+                        .items()
+                        .map(|i| i.len() == 2)
+                })
+        };
         if named == Some(true) {
             break;
         }
         assert!(Instant::now() < deadline, "sentinel did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let sentinels = if sentinels_tls {
+        ""
+    } else {
+        "sentinels = false\n"
+    };
     let rekey = Rekey::start_url(
         &format!("rediss-sentinel://localhost:{port}/mymaster"),
-        &format!("[tls.upstream]\nca_file = \"{}\"\n{RULES}", p(&pki.ca())),
+        &format!(
+            "[tls.upstream]\nca_file = \"{}\"\n{sentinels}{RULES}",
+            p(&pki.ca())
+        ),
     );
     let mut c = rekey.raw();
     assert_eq!(c.call(&["SET", "AppA_x", "1"]), ok());
