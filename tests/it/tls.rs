@@ -426,12 +426,9 @@ fn tls_upstream_with_password_runs_rules_and_pinned_flows() {
     assert!(!status.to_string().contains(PASSWORD));
 }
 
-/// Clients on `tls_listen` (beside the plain listener) in front of a TLS upstream: the raw
-/// rustls client and `redis-cli --tls`.
-#[test]
-fn tls_clients_and_tls_upstream_at_once() {
-    let pki = Pki::new("both");
-    let redis = TlsRedis::start(&pki, &[]);
+/// rekey with TLS on both sides in front of `redis`: TLS clients on the returned port, the
+/// rules, and `pki`'s certificate for its clients.
+fn rekey_tls_both_sides(pki: &Pki, redis: &TlsRedis) -> (Rekey, u16) {
     let (cert, key) = pki.server();
     let tls_port = free_port();
     let rekey = Rekey::start_url(
@@ -446,6 +443,16 @@ fn tls_clients_and_tls_upstream_at_once() {
         ),
     );
     wait_port(tls_port);
+    (rekey, tls_port)
+}
+
+/// Clients on `tls_listen` (beside the plain listener) in front of a TLS upstream: the raw
+/// rustls client and `redis-cli --tls`.
+#[test]
+fn tls_clients_and_tls_upstream_at_once() {
+    let pki = Pki::new("both");
+    let redis = TlsRedis::start(&pki, &[]);
+    let (rekey, tls_port) = rekey_tls_both_sides(&pki, &redis);
     let cfg = client_config(&pki.ca(), None);
     let mut direct = redis.direct();
     let mut client = TlsClient::connect(tls_port, &cfg).unwrap();
@@ -1012,20 +1019,7 @@ fn sentinel_with_tls(sentinels_tls: bool) {
 fn tls_pipelines_and_large_values_through_both_sides() {
     let pki = Pki::new("pipe");
     let redis = TlsRedis::start(&pki, &[]);
-    let (cert, key) = pki.server();
-    let tls_port = free_port();
-    let _rekey = Rekey::start_url(
-        &format!("rediss://127.0.0.1:{}", redis.port),
-        &format!(
-            "tls_listen = \"127.0.0.1:{tls_port}\"\n\
-             [tls.upstream]\nca_file = \"{ca}\"\n\
-             [tls.server]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{RULES}",
-            p(&cert),
-            p(&key),
-            ca = p(&pki.ca())
-        ),
-    );
-    wait_port(tls_port);
+    let (_rekey, tls_port) = rekey_tls_both_sides(&pki, &redis);
     let cfg = client_config(&pki.ca(), None);
 
     // A request queued before the handshake ends leaves with the client's Finished.
