@@ -386,7 +386,7 @@ impl TlsConn {
         }
     }
 
-    /// Waits until a read may find something (see [`TlsConn::poll_wait_read`]).
+    /// Waits until a read may find something (see `TlsConn::poll_wait_read`).
     pub async fn wait_read(&self) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_wait_read(cx)).await
     }

@@ -3,6 +3,7 @@
 //! refused), where its keys are (from Redis's key specs, [`table`]), which other arguments name
 //! keys or channels, and which replies carry key names to map back. Looking a command up costs
 //! no allocation: the name is lowercased on the stack.
+//! It knows command semantics only: nothing of sockets, rules or connections.
 
 pub mod keys;
 pub mod secrets;

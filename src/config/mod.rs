@@ -1,5 +1,7 @@
 //! Configuration: the TOML schema ([`schema`]), and its validation into a [`Config`] that the
 //! proxy can run with. A config is validated whole; nothing half-valid is ever served.
+//! Load and validate only: applying a config (binding, reloading, swapping pools) is
+//! [`crate::server`]'s job.
 
 pub mod schema;
 

@@ -4,6 +4,7 @@
 //! or an inline command line) and replies from Redis (any RESP2 or RESP3 frame). Both are kept
 //! as the original bytes (`Bytes` slices of the read buffer) so that a request or reply nobody
 //! needs to change is forwarded without being copied or re-encoded.
+//! It knows nothing of what a command means (that is [`crate::commands`]).
 //!
 //! - [`request`]: one client request (its bytes and argument ranges) and the writers that
 //!   build or splice requests.

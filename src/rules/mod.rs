@@ -6,6 +6,9 @@
 //! Forward: `P + rest` becomes `R + rest` for the first rule that matches. Reverse: a reply key
 //! `R + rest` becomes `P + rest`, with the `P` the request used (or this client last used).
 //! A key no rule matches costs a regex scan and no allocation.
+//!
+//! No I/O here, and no knowledge of sockets or connections: the engine ([`rewrite`]) takes a
+//! request and a reply as bytes and says what they become, so it is tested and fuzzed alone.
 
 pub mod glob;
 pub mod memory;

@@ -6,6 +6,11 @@
 //! then wait for whichever comes first: more bytes from the client, a reply from upstream, room
 //! to write, or shutdown. Reading pauses (backpressure) while `max_pipeline` requests are
 //! unanswered or `max_output_bytes` wait to be written.
+//!
+//! Its parts: `conn` (what Redis keeps per connection), `lease` (the pinned connection),
+//! `outbox` (batching); its impl files: `lane`, `local`, `streams`, `flush`, `cluster_route`;
+//! [`replies`] restores request order. It must not know how keys are rewritten (that is
+//! [`crate::rules`]) or what a command's arguments mean (that is [`crate::commands`]).
 
 mod cluster_route;
 mod conn;
