@@ -418,7 +418,7 @@ impl TlsConn {
         .await
     }
 
-    /// Encrypts as much of `bufs` as fits under [`TLS_OUT_LIMIT`] and writes what the socket
+    /// Encrypts as much of `bufs` as fits under `TLS_OUT_LIMIT` and writes what the socket
     /// takes; `WouldBlock` when nothing fits.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut st = self.lock();
