@@ -3,6 +3,7 @@
 //! rotation without dropping connections, a Redis Cluster and a Sentinel over TLS. Certificates are
 //! generated here with `rcgen`.
 
+use crate::common::cluster::CLUSTER_NODE_ARGS;
 use crate::common::{self, free_port, metric, parse_resp, scratch_dir, Rekey, Resp};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -426,19 +427,23 @@ fn tls_upstream_with_password_runs_rules_and_pinned_flows() {
     assert!(!status.to_string().contains(PASSWORD));
 }
 
-/// rekey with TLS on both sides in front of `redis`: TLS clients on the returned port, the
-/// rules, and `pki`'s certificate for its clients.
-fn rekey_tls_both_sides(pki: &Pki, redis: &TlsRedis) -> (Rekey, u16) {
-    let (cert, key) = pki.server();
+/// rekey with TLS on both sides in front of `redis`: TLS clients on the returned port,
+/// presenting `cert`/`key`; `extra` follows in `[tls.server]` (more settings, then tables).
+fn rekey_tls_both_sides(
+    pki: &Pki,
+    redis: &TlsRedis,
+    (cert, key): (&Path, &Path),
+    extra: &str,
+) -> (Rekey, u16) {
     let tls_port = free_port();
     let rekey = Rekey::start_url(
         &format!("rediss://127.0.0.1:{}", redis.port),
         &format!(
             "tls_listen = \"127.0.0.1:{tls_port}\"\n\
              [tls.upstream]\nca_file = \"{ca}\"\n\
-             [tls.server]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{RULES}",
-            p(&cert),
-            p(&key),
+             [tls.server]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{extra}",
+            p(cert),
+            p(key),
             ca = p(&pki.ca())
         ),
     );
@@ -452,7 +457,8 @@ fn rekey_tls_both_sides(pki: &Pki, redis: &TlsRedis) -> (Rekey, u16) {
 fn tls_clients_and_tls_upstream_at_once() {
     let pki = Pki::new("both");
     let redis = TlsRedis::start(&pki, &[]);
-    let (rekey, tls_port) = rekey_tls_both_sides(&pki, &redis);
+    let (cert, key) = pki.server();
+    let (rekey, tls_port) = rekey_tls_both_sides(&pki, &redis, (&cert, &key), RULES);
     let cfg = client_config(&pki.ca(), None);
     let mut direct = redis.direct();
     let mut client = TlsClient::connect(tls_port, &cfg).unwrap();
@@ -648,19 +654,8 @@ fn bad_handshakes_affect_only_their_connection() {
     let pki = Pki::new("hs");
     let redis = TlsRedis::start(&pki, &[]);
     let (cert, key) = pki.server();
-    let tls_port = free_port();
-    let rekey = Rekey::start_url(
-        &format!("rediss://127.0.0.1:{}", redis.port),
-        &format!(
-            "tls_listen = \"127.0.0.1:{tls_port}\"\n\
-             [tls.upstream]\nca_file = \"{ca}\"\n\
-             [tls.server]\ncert_file = \"{}\"\nkey_file = \"{}\"\nhandshake_timeout_ms = 300\n",
-            p(&cert),
-            p(&key),
-            ca = p(&pki.ca())
-        ),
-    );
-    wait_port(tls_port);
+    let (rekey, tls_port) =
+        rekey_tls_both_sides(&pki, &redis, (&cert, &key), "handshake_timeout_ms = 300\n");
     let cfg = client_config(&pki.ca(), None);
     let mut good = TlsClient::connect(tls_port, &cfg).unwrap();
     assert_eq!(good.call(&["SET", "k", "1"]), ok());
@@ -718,19 +713,7 @@ fn certificate_rotation_keeps_connections() {
     let live_key = pki.dir.join("live.key");
     std::fs::copy(&first_cert, &live_cert).unwrap();
     std::fs::copy(&first_key, &live_key).unwrap();
-    let tls_port = free_port();
-    let rekey = Rekey::start_url(
-        &format!("rediss://127.0.0.1:{}", redis.port),
-        &format!(
-            "tls_listen = \"127.0.0.1:{tls_port}\"\n\
-             [tls.upstream]\nca_file = \"{ca}\"\n\
-             [tls.server]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            p(&live_cert),
-            p(&live_key),
-            ca = p(&pki.ca())
-        ),
-    );
-    wait_port(tls_port);
+    let (rekey, tls_port) = rekey_tls_both_sides(&pki, &redis, (&live_cert, &live_key), "");
     let cfg = client_config(&pki.ca(), None);
     let der = |path: &Path| CertificateDer::from_pem_file(path).unwrap().to_vec();
     assert_eq!(
@@ -825,17 +808,10 @@ fn cluster_over_tls() {
                 &pki,
                 &["localhost"],
                 &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--tls-cluster",
-                    "yes",
-                    "--tls-replication",
-                    "yes",
-                ],
+                    CLUSTER_NODE_ARGS,
+                    &["--tls-cluster", "yes", "--tls-replication", "yes"],
+                ]
+                .concat(),
             )
         })
         .collect();
@@ -1019,7 +995,8 @@ fn sentinel_with_tls(sentinels_tls: bool) {
 fn tls_pipelines_and_large_values_through_both_sides() {
     let pki = Pki::new("pipe");
     let redis = TlsRedis::start(&pki, &[]);
-    let (_rekey, tls_port) = rekey_tls_both_sides(&pki, &redis);
+    let (cert, key) = pki.server();
+    let (_rekey, tls_port) = rekey_tls_both_sides(&pki, &redis, (&cert, &key), RULES);
     let cfg = client_config(&pki.ca(), None);
 
     // A request queued before the handshake ends leaves with the client's Finished.

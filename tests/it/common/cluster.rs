@@ -6,6 +6,16 @@ use super::RedisServer;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// What makes a `redis-server` a cluster node here (quick failure detection).
+pub const CLUSTER_NODE_ARGS: &[&str] = &[
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+];
+
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
@@ -18,16 +28,7 @@ impl RedisCluster {
     /// Three primaries, each with `replicas` replicas.
     pub fn start_with_replicas(replicas: usize) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
-            .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
-            })
+            .map(|_| RedisServer::start_with(CLUSTER_NODE_ARGS))
             .collect();
         let addrs: Vec<String> = nodes
             .iter()
