@@ -140,42 +140,47 @@ impl Mover {
     /// Dry run: `EXISTS new` on the new name's node.
     async fn check(&mut self, moves: &[Move]) -> Result<Vec<Outcome>, MigrateError> {
         let mut out = vec![Outcome::Moved; moves.len()];
-        for (node, group) in
-            self.by_target_node(moves, &(0..moves.len()).collect::<Vec<_>>(), &mut out)
-        {
-            let reqs: Vec<Request> = group
-                .iter()
-                .map(|&i| Request::from_args([&b"EXISTS"[..], &moves[i].target]))
-                .collect();
-            let replies = self.client(node).await?.pipeline(&reqs).await?;
-            for (&i, r) in group.iter().zip(replies) {
-                out[i] = match r.int() {
-                    Some(0) => Outcome::Moved,
-                    Some(_) => Outcome::Collision,
-                    None => Outcome::Failed(format!("EXISTS answered {}", r.describe())),
-                };
-            }
+        let reqs = (0..moves.len())
+            .map(|i| (i, Request::from_args([&b"EXISTS"[..], &moves[i].target])))
+            .collect();
+        for (i, r) in self.on_new_names(moves, reqs, &mut out).await? {
+            out[i] = match r.int() {
+                Some(0) => Outcome::Moved,
+                Some(_) => Outcome::Collision,
+                None => Outcome::Failed(format!("EXISTS answered {}", r.describe())),
+            };
         }
         Ok(out)
     }
 
-    /// Groups moves by the node of their new name; a name whose slot no node serves fails.
-    fn by_target_node(
-        &self,
+    /// Sends each `(index, request)` to the node that serves move `index`'s new name, one
+    /// pipeline per node, and returns the replies by index. A name whose slot no node serves
+    /// fails its move and sends nothing.
+    async fn on_new_names(
+        &mut self,
         moves: &[Move],
-        which: &[usize],
+        reqs: Vec<(usize, Request)>,
         out: &mut [Outcome],
-    ) -> BTreeMap<usize, Vec<usize>> {
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for &i in which {
+    ) -> Result<Vec<(usize, Reply)>, MigrateError> {
+        let mut groups: BTreeMap<usize, (Vec<usize>, Vec<Request>)> = BTreeMap::new();
+        for (i, req) in reqs {
             match self.nodes.node_of(&moves[i].target) {
-                Some(node) => groups.entry(node).or_default().push(i),
+                Some(node) => {
+                    let (idx, reqs) = groups.entry(node).or_default();
+                    idx.push(i);
+                    reqs.push(req);
+                }
                 None => {
                     out[i] = Outcome::Failed("no cluster node serves the new name's slot".into())
                 }
             }
         }
-        groups
+        let mut replies = Vec::new();
+        for (node, (idx, reqs)) in groups {
+            let got = self.client(node).await?.pipeline(&reqs).await?;
+            replies.extend(idx.into_iter().zip(got));
+        }
+        Ok(replies)
     }
 
     async fn rename(
@@ -215,48 +220,39 @@ impl Mover {
         let restores: Vec<usize> = dumps.iter().map(|(i, _, _)| *i).collect();
         let payloads: BTreeMap<usize, (Bytes, i64)> =
             dumps.into_iter().map(|(i, p, e)| (i, (p, e))).collect();
-        for (node, group) in self.by_target_node(moves, &restores, out) {
-            let reqs: Vec<Request> = group
-                .iter()
-                .map(|i| {
-                    let (payload, expiry) = &payloads[i];
-                    self.restore_request(&moves[*i].target, payload, *expiry)
-                })
-                .collect();
-            let replies = self.client(node).await?.pipeline(&reqs).await?;
-            for (&i, r) in group.iter().zip(replies) {
-                let payload = payloads[&i].0.clone();
-                match &r {
-                    Reply::Str(_) => copied.push(Copied {
-                        index: i,
-                        payload,
-                        restored: true,
-                    }),
-                    Reply::Error(e) if e.starts_with("BUSYKEY") => busy.push((i, payload)),
-                    other => {
-                        out[i] = Outcome::Failed(format!("RESTORE answered {}", other.describe()))
-                    }
-                }
+        let reqs = restores
+            .iter()
+            .map(|&i| {
+                let (payload, expiry) = &payloads[&i];
+                (i, self.restore_request(&moves[i].target, payload, *expiry))
+            })
+            .collect();
+        for (i, r) in self.on_new_names(moves, reqs, out).await? {
+            let payload = payloads[&i].0.clone();
+            match &r {
+                Reply::Str(_) => copied.push(Copied {
+                    index: i,
+                    payload,
+                    restored: true,
+                }),
+                Reply::Error(e) if e.starts_with("BUSYKEY") => busy.push((i, payload)),
+                other => out[i] = Outcome::Failed(format!("RESTORE answered {}", other.describe())),
             }
         }
         // The new name exists: an interrupted run's copy (the same value) or a collision.
-        let busy_idx: Vec<usize> = busy.iter().map(|(i, _)| *i).collect();
-        for (node, group) in self.by_target_node(moves, &busy_idx, out) {
-            let reqs: Vec<Request> = group
-                .iter()
-                .map(|&i| Request::from_args([&b"DUMP"[..], &moves[i].target]))
-                .collect();
-            let replies = self.client(node).await?.pipeline(&reqs).await?;
-            for (&i, r) in group.iter().zip(replies) {
-                let payload = busy.iter().find(|(j, _)| *j == i).map(|(_, p)| p.clone());
-                match (r.bytes(), payload) {
-                    (Some(now), Some(p)) if *now == p => copied.push(Copied {
-                        index: i,
-                        payload: p,
-                        restored: false,
-                    }),
-                    _ => out[i] = Outcome::Collision,
-                }
+        let reqs = busy
+            .iter()
+            .map(|(i, _)| (*i, Request::from_args([&b"DUMP"[..], &moves[*i].target])))
+            .collect();
+        for (i, r) in self.on_new_names(moves, reqs, out).await? {
+            let payload = busy.iter().find(|(j, _)| *j == i).map(|(_, p)| p.clone());
+            match (r.bytes(), payload) {
+                (Some(now), Some(p)) if *now == p => copied.push(Copied {
+                    index: i,
+                    payload: p,
+                    restored: false,
+                }),
+                _ => out[i] = Outcome::Collision,
             }
         }
         self.delete_sources(src, moves, copied, out).await
@@ -383,13 +379,11 @@ impl Mover {
             };
         }
         // Take back copies of keys that changed meanwhile (only if the copy is untouched).
-        for (node, group) in self.by_target_node(moves, &undo, out) {
-            let reqs: Vec<Request> = group
-                .iter()
-                .map(|i| self.delete_request(&moves[*i].target, &undo_payloads[i]))
-                .collect();
-            self.client(node).await?.pipeline(&reqs).await?;
-        }
+        let reqs = undo
+            .iter()
+            .map(|&i| (i, self.delete_request(&moves[i].target, &undo_payloads[&i])))
+            .collect();
+        self.on_new_names(moves, reqs, out).await?;
         Ok(())
     }
 
