@@ -219,11 +219,9 @@ impl Server {
 /// `[tls.upstream] insecure_skip_verify` is for tests: said loudly at every start and reload.
 pub fn warn_insecure(config: &Config) {
     let urls: Vec<&UpstreamUrl> = match &config.upstream {
-        crate::config::UpstreamTarget::Single(u) => vec![u],
-        crate::config::UpstreamTarget::Cluster { seeds } => seeds.iter().collect(),
-        crate::config::UpstreamTarget::Sentinel(s) => {
-            s.sentinels.iter().chain([&s.primary]).collect()
-        }
+        UpstreamTarget::Single(u) => vec![u],
+        UpstreamTarget::Cluster { seeds } => seeds.iter().collect(),
+        UpstreamTarget::Sentinel(s) => s.sentinels.iter().chain([&s.primary]).collect(),
     };
     let insecure = urls
         .iter()
