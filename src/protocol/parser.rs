@@ -79,10 +79,54 @@ impl RequestParser {
     /// where its command name and first argument are, for the forwarding lane, which copies
     /// runs of requests as they are. `None` for anything else (incomplete, inline, malformed):
     /// [`RequestParser::parse`] deals with those.
+    #[inline]
     pub fn peek(&self, buf: &[u8]) -> Option<Peeked> {
         if buf.first() != Some(&b'*') {
             return None;
         }
+        if let Some(seen) = self.peek_short(buf) {
+            return Some(seen);
+        }
+        self.peek_general(buf)
+    }
+
+    /// [`RequestParser::peek`] for the shape nearly every request has: fewer than ten
+    /// arguments, each with a header of at most four digits. Anything else, complete or not,
+    /// is `None` here and left to the exact walk, which also produces the errors.
+    #[inline]
+    fn peek_short(&self, buf: &[u8]) -> Option<Peeked> {
+        let &[b'*', n, b'\r', b'\n', ..] = buf else {
+            return None;
+        };
+        let argc = n.wrapping_sub(b'0') as usize;
+        if argc == 0 || argc > 9 || argc > self.max_array {
+            return None;
+        }
+        let mut first = [0..0u32, 0..0u32];
+        let mut pos = 4;
+        for i in 0..argc {
+            let (len, start) = short_bulk_header(buf, pos)?;
+            if len > self.max_bulk {
+                return None;
+            }
+            let end = start + len;
+            if buf.get(end..end + 2)? != b"\r\n" {
+                return None;
+            }
+            if i < 2 {
+                first[i] = start as u32..end as u32;
+            }
+            pos = end + 2;
+        }
+        let [name, arg1] = first;
+        Some(Peeked {
+            len: pos,
+            name,
+            arg1: (argc > 1).then_some(arg1),
+        })
+    }
+
+    fn peek_general(&self, buf: &[u8]) -> Option<Peeked> {
         let mut first = [0..0, 0..0];
         let found = self.scan_array(buf, &mut 0, |i, r| {
             if i < 2 {
@@ -169,6 +213,33 @@ impl RequestParser {
         }
         Ok(Some((pos, count)))
     }
+}
+
+/// A bulk header `$<len>\r\n` at `pos` with one to four digits and no leading zero: its length
+/// and where its payload starts. (At most 9,999 bytes an argument and nine arguments: the
+/// offsets always fit [`Peeked`]'s `u32` ranges.)
+#[inline(always)]
+fn short_bulk_header(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let h = buf.get(pos..)?;
+    if h.first() != Some(&b'$') {
+        return None;
+    }
+    let digit = |i: usize| h.get(i).map(|b| b.wrapping_sub(b'0')).filter(|d| *d <= 9);
+    let mut len = digit(1)? as usize;
+    let mut i = 2;
+    if len != 0 {
+        while i < 5 {
+            match digit(i) {
+                Some(d) => len = len * 10 + d as usize,
+                None => break,
+            }
+            i += 1;
+        }
+    }
+    if h.get(i..i + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((len, pos + i + 2))
 }
 
 /// A complete request seen in place by [`RequestParser::peek`]: ranges are relative to the
@@ -498,6 +569,51 @@ mod tests {
         );
         assert!(p.peek(b"*1\r\n$x\r\n").is_none(), "malformed ones too");
         assert!(p.peek(b"*0\r\n").is_none(), "and empty ones");
+    }
+
+    #[test]
+    fn the_short_peek_agrees_with_the_exact_walk() {
+        let limits = [
+            RequestParser::default(),
+            RequestParser {
+                max_bulk: 3,
+                max_array: 2,
+            },
+        ];
+        let long = "v".repeat(1200);
+        let inputs: Vec<Vec<u8>> = vec![
+            b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000001\r\n".to_vec(),
+            format!(
+                "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n{long}\r\n",
+                long.len()
+            )
+            .into_bytes(),
+            b"*1\r\n$0\r\n\r\n".to_vec(),
+            b"*2\r\n$03\r\nGET\r\n$1\r\nk\r\n".to_vec(),
+            b"*2\r\n$3\r\nGET\r\n$-1\r\n".to_vec(),
+            b"*2\r\n$3\r\nGETX\r\n$1\r\nk\r\n".to_vec(),
+            b"*2\r\n$3\r\nGET\r\n:1\r\n".to_vec(),
+            b"*12\r\n$1\r\na\r\n".to_vec(),
+            b"*01\r\n$1\r\na\r\n".to_vec(),
+            b"*1\r\n$12345\r\n".to_vec(),
+            b"*1\r\n$4\n\rPING\r\n".to_vec(),
+        ];
+        assert!(limits[0].peek_short(&inputs[0]).is_some());
+        assert!(limits[0].peek_short(&inputs[1]).is_some());
+        for p in limits {
+            for input in &inputs {
+                for cut in 0..=input.len() {
+                    let buf = &input[..cut];
+                    let general = p.peek_general(buf).map(|s| (s.len, s.name, s.arg1));
+                    let short = p.peek_short(buf).map(|s| (s.len, s.name, s.arg1));
+                    if short.is_some() {
+                        assert_eq!(short, general, "{:?}", String::from_utf8_lossy(buf));
+                    }
+                    let seen = p.peek(buf).map(|s| (s.len, s.name, s.arg1));
+                    assert_eq!(seen, general, "{:?}", String::from_utf8_lossy(buf));
+                }
+            }
+        }
     }
 
     #[test]

@@ -42,12 +42,19 @@ impl Default for FrameScanner {
 impl FrameScanner {
     /// Continues scanning `buf` (which must start with the same bytes as on the previous call)
     /// and returns the frame's length once complete; the scanner is then reset for the next one.
+    #[inline]
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         if self.pos == 0 && self.remaining == 1 {
             if let Some(len) = quick_frame(buf) {
                 return Ok(Some(len));
             }
         }
+        self.walk(buf)
+    }
+
+    /// The general walk of [`FrameScanner::scan`], header by header.
+    #[inline(never)]
+    fn walk(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         while self.remaining > 0 {
             let pos = self.pos;
             let Some(&kind) = buf.get(pos) else {
@@ -95,14 +102,22 @@ impl FrameScanner {
 /// The size of the commonest complete frames in one step: a bulk string with a short
 /// canonical header, or a status, error or integer line. `None` leaves the rest (and any
 /// incomplete frame) to the general walk.
+#[inline(always)]
 fn quick_frame(buf: &[u8]) -> Option<usize> {
     match buf.first()? {
         b'$' => {
+            if let [_, b'-', b'1', b'\r', b'\n', ..] = *buf {
+                return Some(5); // nil
+            }
             let (n, start) = quick_len(buf, 1)?;
             let end = start + n + 2;
             (buf.len() >= end).then_some(end)
         }
         b'+' | b'-' | b':' => find_crlf(buf, 1).map(|cr| cr + 2),
+        b'*' => match *buf {
+            [_, b'-', b'1', b'\r', b'\n', ..] => Some(5),
+            _ => None,
+        },
         _ => None,
     }
 }

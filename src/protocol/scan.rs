@@ -30,6 +30,7 @@ pub fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
 /// The common case of the parser's header read in one pass: a complete, well-formed, non-negative
 /// length (no sign, no leading zero, at most 18 digits) followed by CRLF. `None` leaves every
 /// other case, incomplete or wrong, to the slower, exact read.
+#[inline]
 pub fn quick_len(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
     let bytes = buf.get(pos..)?;
     // One or two digits: nearly every header.

@@ -86,8 +86,9 @@ impl ClientHandle {
         self.active_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Resolves once someone killed this client (`CLIENT KILL`).
-    pub async fn killed(&self) {
+    /// Resolves once someone killed this client (`CLIENT KILL`). Owning its handle, the
+    /// future can live across the session's loop: it registers with the kill signal once.
+    pub async fn killed(self: Arc<Self>) {
         self.kill.notified().await
     }
 

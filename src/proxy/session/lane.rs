@@ -37,28 +37,38 @@ impl Session {
         // Bytes of the requests routed so far, and of those, the bytes already in the batch.
         let mut taken = 0;
         let mut copied = 0;
-        while self.can_read() {
+        // Requests taken whose reply slots are not open yet, all of `current_cmd`: a run of
+        // one command is opened at once, always before its bytes join the batch (opening may
+        // send the batch before it).
+        let mut unopened = 0;
+        while self.lane_room(unopened) {
             let Some(req) = self.parser.peek(&self.rbuf[taken..]) else {
                 break;
             };
-            if !self.lane_takes(&req, taken, rules) {
+            let Some(cmd) = self.lane_takes(&req, taken, rules) else {
                 break;
+            };
+            if cmd != self.current_cmd {
+                self.open_plain_requests(std::mem::take(&mut unopened));
+                self.current_cmd = cmd;
             }
-            // Opened before any byte of this request joins the batch: opening may send the
-            // batch before it.
-            self.open_plain_request();
+            unopened += 1;
             if rules {
+                // Splicing writes into the batch.
+                self.open_plain_requests(std::mem::take(&mut unopened));
                 if let Some(resume) = self.splice_key(&req, taken, copied, &mut tally) {
                     copied = resume;
                 }
             }
             taken += req.len;
             if self.outbox.buf.len() + (taken - copied) >= BATCH_BYTES {
+                self.open_plain_requests(std::mem::take(&mut unopened));
                 self.outbox.buf.extend_from_slice(&self.rbuf[copied..taken]);
                 copied = taken;
                 self.flush_batch();
             }
         }
+        self.open_plain_requests(unopened);
         self.outbox.buf.extend_from_slice(&self.rbuf[copied..taken]);
         self.rbuf.advance(taken);
         tally.flush(
@@ -84,19 +94,23 @@ impl Session {
         stateless
     }
 
-    /// True when `req` (at `offset` in the read buffer) is a plainly forwarded command whose
-    /// keys, if rules apply, are just its argument 1; records its command id.
-    fn lane_takes(&mut self, req: &Peeked, offset: usize, rules: bool) -> bool {
+    /// True while the pipeline has room for one more request besides `unopened` taken ones.
+    fn lane_room(&self, unopened: u32) -> bool {
+        self.can_read() && self.replies.len() + (unopened as usize) < self.limits.max_pipeline
+    }
+
+    /// The command id of `req` (at `offset` in the read buffer) when it is a plainly forwarded
+    /// command whose keys, if rules apply, are just its argument 1.
+    fn lane_takes(&mut self, req: &Peeked, offset: usize, rules: bool) -> Option<u16> {
         if req.len >= BATCH_BYTES {
-            return false; // a large request goes alone, uncopied
+            return None; // a large request goes alone, uncopied
         }
         let raw = &self.rbuf[offset..offset + req.len];
         let spec = self.lookups.lookup_parts(req.name(raw), req.arg1(raw));
         if spec.class != Class::Forward || (rules && !rewrite::has_sole_key(spec)) {
-            return false;
+            return None;
         }
-        self.current_cmd = spec.id;
-        true
+        Some(spec.id)
     }
 
     /// Applies the rules to the key of `req` (at `offset`), counting in `tally`; when one

@@ -200,7 +200,10 @@ impl Session {
         }
         let idle = self.limits.idle_timeout;
         let idle_sleep = tokio::time::sleep(idle.unwrap_or(std::time::Duration::from_secs(3600)));
-        tokio::pin!(idle_sleep);
+        // Made once, not per turn: each registers with its signal when first polled.
+        let cancelled = shutdown.cancelled();
+        let killed = Arc::clone(&self.client.handle).killed();
+        tokio::pin!(idle_sleep, cancelled, killed);
         loop {
             self.drain_ready();
             if !self.need_input && self.can_read() {
@@ -264,11 +267,11 @@ impl Session {
                         break;
                     }
                 }
-                _ = shutdown.cancelled(), if !stopping => {
+                _ = &mut cancelled, if !stopping => {
                     stopping = true;
                     self.closing = true;
                 }
-                _ = self.client.killed() => break,
+                _ = &mut killed => break,
                 _ = &mut idle_sleep, if idle.is_some() && !self.lease.subs.active() && self.replies.is_empty() => break,
             }
         }
@@ -808,13 +811,18 @@ impl Session {
         }
     }
 
-    /// [`Session::open_request`] for the lane: a plain request of `current_cmd` for the
+    /// [`Session::open_request`] for the lane: `n` plain requests of `current_cmd` for the
     /// client's shared connection (the lane runs only when nothing else is possible).
-    pub(super) fn open_plain_request(&mut self) {
+    pub(super) fn open_plain_requests(&mut self, n: u32) {
+        if n == 0 {
+            return;
+        }
         let seq = self
             .replies
-            .expect_plain(self.current_cmd, self.current_start);
-        self.join_batch(Target::Shared(0), seq, false);
+            .expect_plain_run(self.current_cmd, self.current_start, n);
+        if let Some((batch, payload)) = self.outbox.join_run(Target::Shared(0), seq, n, false) {
+            self.send_batch(batch, payload);
+        }
     }
 
     /// Sends the batch once it is large enough.

@@ -45,9 +45,21 @@ impl Outbox {
     /// first, and a new one starts with this request.
     #[must_use]
     pub(super) fn join(&mut self, target: Target, seq: u64, big: bool) -> Option<(Batch, Bytes)> {
+        self.join_run(target, seq, 1, big)
+    }
+
+    /// [`Outbox::join`] for `count` consecutive requests from `seq` on.
+    #[must_use]
+    pub(super) fn join_run(
+        &mut self,
+        target: Target,
+        seq: u64,
+        count: u32,
+        big: bool,
+    ) -> Option<(Batch, Bytes)> {
         match &mut self.batch {
             Some(b) if !big && b.target == target && b.first_seq + b.count as u64 == seq => {
-                b.count += 1;
+                b.count += count;
                 None
             }
             _ => {
@@ -55,7 +67,7 @@ impl Outbox {
                 self.batch = Some(Batch {
                     target,
                     first_seq: seq,
-                    count: 1,
+                    count,
                 });
                 before
             }

@@ -150,14 +150,24 @@ impl ReplyQueue {
     /// [`ReplyQueue::expect`] for a plain request (replied as it comes) of command `cmd`
     /// read at `started`: usually one more request in the back slot's run.
     pub fn expect_plain(&mut self, cmd: u16, started: Instant) -> u64 {
+        self.expect_plain_run(cmd, started, 1)
+    }
+
+    /// [`ReplyQueue::expect_plain`] for `n` consecutive requests at once; returns the first
+    /// one's sequence number.
+    pub fn expect_plain_run(&mut self, cmd: u16, started: Instant, n: u32) -> u64 {
         let seq = self.next_seq;
-        self.next_seq += 1;
-        self.entries += 1;
+        self.next_seq += n as u64;
+        self.entries += n as usize;
         match self.slots.back_mut() {
-            Some(run) if run.joins_plain(seq, cmd, started) => run.count += 1,
+            Some(run) if run.joins_plain(seq, cmd, started) && run.count <= u32::MAX - n => {
+                run.count += n
+            }
             _ => {
                 let info = SlotInfo::plain_for(cmd, started);
-                self.slots.push_back(Slot::single(seq, None, Some(info)));
+                let mut slot = Slot::single(seq, None, Some(info));
+                slot.count = n;
+                self.slots.push_back(slot);
             }
         }
         seq
