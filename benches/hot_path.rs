@@ -1,5 +1,5 @@
 //! Criterion benches for the functions every request and reply goes through: decoding a
-//! pipelined buffer of requests, applying rules (no rule matches / a rule matches), encoding
+//! pipelined buffer of requests, finding reply frame ends, applying rules (no rule matches / a rule matches), encoding
 //! replies, and mapping a SCAN reply back. Run with `cargo bench --bench hot_path`.
 
 use bytes::{Bytes, BytesMut};
@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rekey::commands::lookup;
 use rekey::config::schema::RuleConfig;
 use rekey::protocol::encode::{Encoder, Proto};
+use rekey::protocol::reply::FrameScanner;
 use rekey::protocol::{Request, RequestParser};
 use rekey::rules::memory::PrefixMemory;
 use rekey::rules::rewrite::{map_reply, rewrite_into, rewrite_request, Outcome, Scope};
@@ -51,6 +52,25 @@ fn decode(c: &mut Criterion) {
                 at += seen.len;
             }
             black_box(n)
+        })
+    });
+    // What the upstream connection does with Redis's replies: find where each frame ends
+    // (GET replies of 64 bytes, and misses).
+    let mut replies = Vec::new();
+    for i in 0..100 {
+        match i % 4 {
+            0 => replies.extend_from_slice(b"$-1\r\n"),
+            _ => replies.extend_from_slice(format!("$64\r\n{}\r\n", "v".repeat(64)).as_bytes()),
+        }
+    }
+    g.bench_function("frames_of_100_get_replies", |b| {
+        b.iter(|| {
+            let mut scanner = FrameScanner::default();
+            let mut at = 0;
+            while let Some(n) = scanner.scan(&replies[at..]).unwrap() {
+                at += n;
+            }
+            black_box(at)
         })
     });
     g.finish();
