@@ -399,12 +399,21 @@ impl LookupCache {
     /// [`LookupCache::lookup`] from the command name and its first argument.
     pub fn lookup_parts(&mut self, name: &[u8], sub: Option<&[u8]>) -> &'static CommandSpec {
         if let Some(spec) = self.spec {
-            if name == &self.name[..self.len] {
+            // Short names (nearly all) compare as one 8-byte word, without a memcmp call.
+            if name.len() == self.len && self.len <= 8 {
+                let mut word = [0u8; 8];
+                word[..name.len()].copy_from_slice(name);
+                let cached: [u8; 8] = self.name[..8].try_into().expect("8 of 16 bytes");
+                if u64::from_ne_bytes(word) == u64::from_ne_bytes(cached) {
+                    return spec;
+                }
+            } else if name == &self.name[..self.len] {
                 return spec;
             }
         }
         let (spec, by_name) = lookup_parts(name, sub);
         if by_name && name.len() <= CACHED_NAME {
+            self.name = [0; CACHED_NAME]; // zero-padded: compared as a word above
             self.name[..name.len()].copy_from_slice(name);
             self.len = name.len();
             self.spec = Some(spec);

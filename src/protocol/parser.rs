@@ -113,8 +113,8 @@ impl RequestParser {
             if buf.get(end..end + 2)? != b"\r\n" {
                 return None;
             }
-            if i < 2 {
-                first[i] = start as u32..end as u32;
+            if let Some(seen) = first.get_mut(i) {
+                *seen = start as u32..end as u32;
             }
             pos = end + 2;
         }
