@@ -149,7 +149,7 @@ pub struct ReadSize {
 }
 
 impl ReadSize {
-    pub const MIN: usize = 4 * 1024;
+    pub const MIN: usize = 1024;
     pub const MAX: usize = 64 * 1024;
 
     /// The room to reserve before the next read.

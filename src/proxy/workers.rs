@@ -122,7 +122,8 @@ async fn serve(
                         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream) as i64;
                         let transport = match tls {
                             false => Transport::Tcp(stream),
-                            true => match handshake(&proxy, stream, peer).await {
+                            // Boxed: its state is not kept for the client's lifetime.
+                            true => match Box::pin(handshake(&proxy, stream, peer)).await {
                                 Some(t) => t,
                                 None => {
                                     proxy.clients.fetch_sub(1, Ordering::AcqRel);
@@ -131,13 +132,15 @@ async fn serve(
                             },
                         };
                         let closer = transport.closer();
-                        let session = Session::new(proxy.clone(), transport, peer, local, fd, app);
                         stats().clients.increment(1.0);
                         stats().clients_total.increment(1);
+                        // On the heap, so that this task's own state stays small.
+                        let session =
+                            Box::new(Session::new(proxy.clone(), transport, peer, local, fd, app));
                         session.run(shutdown).await;
                         if let Some(tls) = closer {
                             // The last replies leave before the client counts as gone.
-                            tls.close(TLS_DRAIN).await;
+                            Box::pin(tls.close(TLS_DRAIN)).await;
                         }
                         proxy.clients.fetch_sub(1, Ordering::AcqRel);
                         stats().clients.decrement(1.0);
