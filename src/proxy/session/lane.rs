@@ -9,7 +9,9 @@
 //!
 //! The lane only skips work. It takes a request only when the general path would forward it
 //! unchanged, or with its one key rewritten, to the client's shared connection; the first
-//! request it cannot take ends the run and goes through [`Session::dispatch`] as before.
+//! request it cannot take ends the run and goes through [`Session::dispatch`] as before. With
+//! a cluster upstream the same requests take the cluster lane (in `cluster_route`), which
+//! sends each to its slot's node.
 //!
 //! [`Request`]: crate::protocol::Request
 //! [`Session::dispatch`]: crate::proxy::session::Session
@@ -28,6 +30,9 @@ impl Session {
     pub(super) fn forward_lane(&mut self) {
         if !self.lane_open() {
             return;
+        }
+        if self.proxy.cluster.is_some() {
+            return self.forward_cluster_lane();
         }
         let rules = !self.cfg.rules.is_empty();
         if rules {
@@ -86,7 +91,6 @@ impl Session {
             && self.snapshot.is_none()
             && !self.cluster_multi
             && self.conn.reply_mode == ReplyMode::On
-            && self.proxy.cluster.is_none()
             && !self.upstream_moved();
         if stateless {
             self.refresh_config();
@@ -101,7 +105,8 @@ impl Session {
 
     /// The command id of `req` (at `offset` in the read buffer) when it is a plainly forwarded
     /// command whose keys, if rules apply, are just its argument 1.
-    fn lane_takes(&mut self, req: &Peeked, offset: usize, rules: bool) -> Option<u16> {
+    #[inline(always)]
+    pub(super) fn lane_takes(&mut self, req: &Peeked, offset: usize, rules: bool) -> Option<u16> {
         if req.len >= BATCH_BYTES {
             return None; // a large request goes alone, uncopied
         }

@@ -9,6 +9,10 @@ use bytes::{Bytes, BytesMut};
 /// Batched request bytes are sent once they reach this size; a larger request goes alone.
 pub(super) const BATCH_BYTES: usize = 16 * 1024;
 
+/// Batches up to this size sent because the next request goes elsewhere are copied out of the
+/// batch buffer rather than split off it (see [`Outbox::take_with`]).
+const COPY_OUT_BYTES: usize = 4 * 1024;
+
 /// Where a batch goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Target {
@@ -63,7 +67,7 @@ impl Outbox {
                 None
             }
             _ => {
-                let before = self.take();
+                let before = self.take_with(true);
                 self.batch = Some(Batch {
                     target,
                     first_seq: seq,
@@ -86,9 +90,24 @@ impl Outbox {
 
     /// Takes the batch and its bytes, leaving the outbox empty.
     pub(super) fn take(&mut self) -> Option<(Batch, Bytes)> {
+        self.take_with(false)
+    }
+
+    /// [`Outbox::take`]; with `switching` (the next request goes to another connection, as
+    /// requests for different cluster nodes do all the time), a small batch is copied out and
+    /// the buffer kept: split off, it would still be shared with the batch in flight when the
+    /// next request arrives, which then needs a new buffer (two allocations and two frees a
+    /// batch instead of one each). At the end of a read the batch is split off: by the next
+    /// read it has been written and dropped, and the buffer is reused in place.
+    fn take_with(&mut self, switching: bool) -> Option<(Batch, Bytes)> {
         let batch = self.batch.take()?;
         let payload = match self.big.take() {
             Some(big) => big,
+            None if switching && self.buf.len() <= COPY_OUT_BYTES => {
+                let payload = Bytes::copy_from_slice(&self.buf);
+                self.buf.clear();
+                payload
+            }
             None => self.buf.split().freeze(),
         };
         Some((batch, payload))
