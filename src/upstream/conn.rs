@@ -410,47 +410,37 @@ impl Driver {
         while let Some(n) = self.scanner.scan(&self.rbuf[run.len..])? {
             let frame = &self.rbuf[run.len..run.len + n];
             let error = reply::is_error(frame);
-            let for_client = !reply::is_push(frame)
-                && matches!(self.pending.front(), Some(ReplyTo::Client { .. }));
-            if !for_client {
-                self.flush_run(&mut run);
-                let frame = self.rbuf.split_to(n).freeze();
-                self.deliver(frame)?;
-                continue;
-            }
             // The client's sink is cloned only when a new run starts.
-            if let Some(ReplyTo::Client { sink, seq, .. }) = self.pending.front() {
-                if !run.extends(sink, *seq) {
-                    let (sink, seq) = (sink.clone(), *seq);
-                    self.flush_run(&mut run);
-                    run.start(sink, seq);
+            let next_client = match self.pending.front_mut() {
+                Some(ReplyTo::Client { sink, seq, count }) if !reply::is_push(frame) => {
+                    let target = match run.extends(sink, *seq) {
+                        true => None,
+                        false => Some((sink.clone(), *seq)),
+                    };
+                    *seq += 1;
+                    *count -= 1;
+                    if *count == 0 {
+                        self.pending.pop_front();
+                    }
+                    Some(target)
                 }
-            }
-            run.count += 1;
-            run.errors += error as u32;
-            run.len += n;
-            let Some(ReplyTo::Client { seq, count, .. }) = self.pending.front_mut() else {
-                unreachable!("checked above");
+                _ => None,
             };
-            // This job's further replies that have arrived, in one tight loop.
-            let mut taken = 1;
-            while taken < *count {
-                let rest = &self.rbuf[run.len..];
-                if rest.first() == Some(&b'>') {
-                    break; // a push: the outer loop hands it on
+            match next_client {
+                Some(new_run) => {
+                    if let Some((sink, seq)) = new_run {
+                        self.flush_run(&mut run);
+                        run.start(sink, seq);
+                    }
+                    run.count += 1;
+                    run.errors += error as u32;
+                    run.len += n;
                 }
-                let Some(m) = self.scanner.scan(rest)? else {
-                    break;
-                };
-                run.errors += reply::is_error(rest) as u32;
-                run.len += m;
-                taken += 1;
-            }
-            run.count += taken - 1;
-            *seq += taken as u64;
-            *count -= taken;
-            if *count == 0 {
-                self.pending.pop_front();
+                None => {
+                    self.flush_run(&mut run);
+                    let frame = self.rbuf.split_to(n).freeze();
+                    self.deliver(frame)?;
+                }
             }
         }
         self.flush_run(&mut run);
