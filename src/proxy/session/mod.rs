@@ -814,13 +814,13 @@ impl Session {
             None => Target::Shared(node),
         };
         let seq = self.replies.expect(info);
-        self.join_batch(target, seq, big);
+        self.join_batch(target, seq, 1, big);
     }
 
-    /// Adds request `seq` for `target` to the batch, first sending the batch if the request
-    /// cannot join it (another connection, or `big`: it goes alone).
-    fn join_batch(&mut self, target: Target, seq: u64, big: bool) {
-        if let Some((batch, payload)) = self.outbox.join(target, seq, big) {
+    /// Adds the `count` requests from `seq` on for `target` to the batch, first sending the
+    /// batch if they cannot join it (another connection, or `big`: the request goes alone).
+    fn join_batch(&mut self, target: Target, seq: u64, count: u32, big: bool) {
+        if let Some((batch, payload)) = self.outbox.join(target, seq, count, big) {
             self.send_batch(batch, payload);
         }
     }
@@ -833,10 +833,8 @@ impl Session {
         }
         let seq = self
             .replies
-            .expect_plain_run(self.current_cmd, self.current_start, n);
-        if let Some((batch, payload)) = self.outbox.join_run(Target::Shared(0), seq, n, false) {
-            self.send_batch(batch, payload);
-        }
+            .expect_plain(self.current_cmd, self.current_start, n);
+        self.join_batch(Target::Shared(0), seq, n, false);
     }
 
     /// Sends the batch once it is large enough.

@@ -44,17 +44,11 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Adds request `seq` for `target`. When it cannot join the batch (another connection, a
-    /// gap in the sequence, or `big`: it goes alone), the batch so far is returned to be sent
-    /// first, and a new one starts with this request.
+    /// Adds the `count` consecutive requests from `seq` on for `target`. When they cannot join
+    /// the batch (another connection, a gap in the sequence, or `big`: the request goes alone),
+    /// the batch so far is returned to be sent first, and a new one starts with them.
     #[must_use]
-    pub(super) fn join(&mut self, target: Target, seq: u64, big: bool) -> Option<(Batch, Bytes)> {
-        self.join_run(target, seq, 1, big)
-    }
-
-    /// [`Outbox::join`] for `count` consecutive requests from `seq` on.
-    #[must_use]
-    pub(super) fn join_run(
+    pub(super) fn join(
         &mut self,
         target: Target,
         seq: u64,
@@ -128,9 +122,9 @@ mod tests {
     #[test]
     fn consecutive_requests_for_one_connection_are_one_batch() {
         let mut o = Outbox::default();
-        assert!(o.join(Target::Shared(0), 1, false).is_none());
+        assert!(o.join(Target::Shared(0), 1, 1, false).is_none());
         o.buf.extend_from_slice(b"a");
-        assert!(o.join(Target::Shared(0), 2, false).is_none());
+        assert!(o.join(Target::Shared(0), 2, 1, false).is_none());
         o.buf.extend_from_slice(b"b");
         let (batch, bytes) = o.take().unwrap();
         assert_eq!((batch.first_seq, batch.count), (1, 2));
@@ -141,15 +135,15 @@ mod tests {
     #[test]
     fn another_connection_or_a_gap_sends_what_is_there_first() {
         let mut o = Outbox::default();
-        assert!(o.join(Target::Shared(0), 1, false).is_none());
+        assert!(o.join(Target::Shared(0), 1, 1, false).is_none());
         o.buf.extend_from_slice(b"shared");
-        let (first, bytes) = o.join(Target::Pinned(9), 2, false).unwrap();
+        let (first, bytes) = o.join(Target::Pinned(9), 2, 1, false).unwrap();
         assert_eq!(
             (first.target, first.count, &bytes[..]),
             (Target::Shared(0), 1, &b"shared"[..])
         );
         o.buf.extend_from_slice(b"pinned");
-        let (second, _) = o.join(Target::Pinned(9), 4, false).unwrap();
+        let (second, _) = o.join(Target::Pinned(9), 4, 1, false).unwrap();
         assert_eq!(
             (second.first_seq, second.count),
             (2, 1),
@@ -160,10 +154,10 @@ mod tests {
     #[test]
     fn a_big_request_goes_alone_and_uncopied() {
         let mut o = Outbox::default();
-        assert!(o.join(Target::Shared(0), 1, false).is_none());
+        assert!(o.join(Target::Shared(0), 1, 1, false).is_none());
         o.buf.extend_from_slice(b"small");
         let big = Bytes::from(vec![b'x'; BATCH_BYTES]);
-        let (before, _) = o.join(Target::Shared(0), 2, true).unwrap();
+        let (before, _) = o.join(Target::Shared(0), 2, 1, true).unwrap();
         assert_eq!(before.count, 1);
         o.set_big(big.clone());
         let (batch, payload) = o.take().unwrap();

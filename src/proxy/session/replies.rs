@@ -147,15 +147,10 @@ impl ReplyQueue {
         seq
     }
 
-    /// [`ReplyQueue::expect`] for a plain request (replied as it comes) of command `cmd`
-    /// read at `started`: usually one more request in the back slot's run.
-    pub fn expect_plain(&mut self, cmd: u16, started: Instant) -> u64 {
-        self.expect_plain_run(cmd, started, 1)
-    }
-
-    /// [`ReplyQueue::expect_plain`] for `n` consecutive requests at once; returns the first
-    /// one's sequence number.
-    pub fn expect_plain_run(&mut self, cmd: u16, started: Instant, n: u32) -> u64 {
+    /// [`ReplyQueue::expect`] for `n` consecutive plain requests (replied as they come) of
+    /// command `cmd` read at `started`: usually more requests in the back slot's run. Returns
+    /// the first one's sequence number.
+    pub fn expect_plain(&mut self, cmd: u16, started: Instant, n: u32) -> u64 {
         let seq = self.next_seq;
         self.next_seq += n as u64;
         self.entries += n as usize;
@@ -515,11 +510,11 @@ mod tests {
     fn the_lanes_plain_requests_join_runs_like_any_other() {
         let mut q = ReplyQueue::default();
         let t = Instant::now();
-        let a = q.expect_plain(1, t);
+        let a = q.expect_plain(1, t, 1);
         q.expect(plain_at(1, t));
-        q.expect_plain(1, t);
+        q.expect_plain(1, t, 1);
         q.expect(info(false, true)); // silent: a slot of its own
-        q.expect_plain(1, t);
+        q.expect_plain(1, t, 1);
         assert_eq!((q.len(), q.slots.len()), (5, 3));
         let mut n = 0;
         assert!(q.take_plain_run(a, 3, |_, k| n += k));
