@@ -101,9 +101,7 @@ impl Session {
             };
             let old = &self.rbuf[key.clone()];
             let rw = rewrite::sole_key_rewrite(&mut scope, old, tally)?;
-            let mut new_key: SmallVec<[u8; 128]> = SmallVec::new();
-            new_key.extend_from_slice(&rw.to);
-            new_key.extend_from_slice(&old[rw.prefix_len..]);
+            let new_len = rw.to.len() + old.len() - rw.prefix_len;
             let mut bytes = BytesMut::with_capacity(req.len + rw.to.len());
             let resume = splice_head(
                 &self.rbuf,
@@ -113,8 +111,11 @@ impl Session {
                 &rw.to,
                 &mut bytes,
             );
+            // The new key starts with the new prefix splice_head just wrote.
+            let new_key = bytes.len() - rw.to.len();
             bytes.extend_from_slice(&self.rbuf[resume..req.len]);
-            Some((bytes.freeze(), slot_of(&new_key)))
+            let slot = slot_of(&bytes[new_key..new_key + new_len]);
+            Some((bytes.freeze(), slot))
         });
         match rewritten.flatten() {
             Some(done) => {
