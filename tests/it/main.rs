@@ -11,6 +11,7 @@ mod common;
 mod compat;
 mod deploy;
 mod differential;
+mod docs;
 mod e2e_flask_session;
 mod equivalence;
 mod faults;
