@@ -16,7 +16,8 @@ use crate::upstream::UpstreamUrl;
 use crate::wire::{reserve_read, WriteQueue};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::sync::Weak;
+use crate::upstream::silence::Silence;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -111,6 +112,22 @@ pub enum ConnError {
     ReplyTimeout(u64),
     #[error("upstream sent a reply nobody asked for")]
     Unsolicited,
+}
+
+impl ConnError {
+    /// Redis's own answer when it refused the handshake only because it is busy with a
+    /// script or loading its dataset: what any command sent now would get, so clients get
+    /// it as Redis says it (`-BUSY …`, `-LOADING …`), not as a connection failure.
+    pub fn redis_busy_reply(&self) -> Option<&str> {
+        match self {
+            ConnError::Handshake { reply, .. }
+                if reply.starts_with("BUSY ") || reply.starts_with("LOADING ") =>
+            {
+                Some(reply)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Opens a connection (TCP, then TLS for `rediss://`), with no Redis handshake. A failed
@@ -230,6 +247,8 @@ pub struct Driver {
     /// How to ask the upstream whether it is alive when this connection has been silent for
     /// the reply timeout (see [`Driver::with_probe`]).
     probe: Option<(UpstreamUrl, Duration)>,
+    /// Published for sessions (shared connections only, see [`Driver::with_silence`]).
+    silence: Option<Arc<Silence>>,
 }
 
 /// Consecutive replies for one client, not yet split off the read buffer.
@@ -276,7 +295,15 @@ impl Driver {
             last_progress: Instant::now(),
             fresh: false,
             probe: None,
+            silence: None,
         }
+    }
+
+    /// Publishes how long requests on this connection have waited with no reply.
+    pub fn with_silence(mut self, silence: Arc<Silence>) -> Driver {
+        silence.idle();
+        self.silence = Some(silence);
+        self
     }
 
     /// With a probe, a connection silent for the reply timeout is given up only when the
@@ -327,6 +354,12 @@ impl Driver {
                         self.last_progress = Instant::now();
                     }
                     self.deliver_all()?;
+                    if let Some(silence) = &self.silence {
+                        match self.pending.is_empty() {
+                            true => silence.idle(),
+                            false => silence.progress(std::time::Instant::now()),
+                        }
+                    }
                 }
                 job = jobs.recv(), if take_jobs && !draining => {
                     let Some(job) = job else {
@@ -371,6 +404,11 @@ impl Driver {
         alive
     }
 
+    /// Queues one job before the loop runs (the one a connection was opened for).
+    pub fn queue(&mut self, job: Job) {
+        self.accept(job);
+    }
+
     /// Queues the jobs already waiting in the channel, up to the high-water mark; false when
     /// one of them is `Close`.
     fn take_queued(&mut self, jobs: &mut mpsc::UnboundedReceiver<Job>) -> bool {
@@ -388,8 +426,13 @@ impl Driver {
         match job {
             Job::Close => false,
             Job::Send { payload, reply } => {
-                if self.pending.is_empty() && self.reply_timeout.is_some() {
-                    self.last_progress = Instant::now();
+                if self.pending.is_empty() {
+                    if self.reply_timeout.is_some() {
+                        self.last_progress = Instant::now();
+                    }
+                    if let Some(silence) = &self.silence {
+                        silence.progress(std::time::Instant::now());
+                    }
                 }
                 self.fresh = true;
                 self.out.push(&payload);
@@ -507,6 +550,9 @@ impl Driver {
     /// state is gone. Nothing is retried: the request may or may not have run.
     pub fn fail_pending(&mut self, why: &str) {
         let err = encode::error(&format!("ERR rekey: upstream {why}"));
+        if let Some(silence) = &self.silence {
+            silence.idle();
+        }
         for reply in self.pending.drain(..) {
             fail_reply(reply, &err);
         }

@@ -10,9 +10,11 @@
 //! - [`conn`]: one connection: handshake, the pipelined write/read loop, reply matching.
 //! - [`pool`]: shared pools per (protocol, db), created lazily, with reconnect and backoff;
 //!   and the bounded pool of pinned connections.
+//! - [`silence`]: how long a shared connection has waited with no reply (a stalled Redis).
 
 pub mod conn;
 pub mod pool;
+pub mod silence;
 pub mod url;
 pub mod worker;
 

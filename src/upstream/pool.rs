@@ -13,6 +13,7 @@ use crate::protocol::encode::{self, Proto};
 use crate::protocol::Request;
 use crate::stats::stats;
 use crate::upstream::conn::{self, fail_job, ConnError, Driver, Job, ReplyTo};
+use crate::upstream::silence::{Silence, STALLED_AFTER};
 use crate::upstream::UpstreamUrl;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
@@ -177,6 +178,7 @@ impl Upstream {
 pub struct SharedPool {
     slots: Vec<mpsc::UnboundedSender<Job>>,
     up: Vec<Arc<AtomicBool>>,
+    silence: Vec<Arc<Silence>>,
     next: AtomicUsize,
 }
 
@@ -193,23 +195,26 @@ impl SharedPool {
             .max(1);
         let mut slots = Vec::with_capacity(n);
         let mut up = Vec::with_capacity(n);
+        let mut silence = Vec::with_capacity(n);
         for _ in 0..n {
             let (tx, rx) = mpsc::unbounded_channel();
             let flag = Arc::new(AtomicBool::new(false));
+            let quiet = Arc::new(Silence::default());
             tokio::spawn(keep_connected(
                 settings.clone(),
-                proto,
-                db,
+                (proto, db),
                 rx,
-                flag.clone(),
+                (flag.clone(), quiet.clone()),
                 last_error.clone(),
             ));
             slots.push(tx);
             up.push(flag);
+            silence.push(quiet);
         }
         Arc::new(SharedPool {
             slots,
             up,
+            silence,
             next: AtomicUsize::new(0),
         })
     }
@@ -230,16 +235,23 @@ impl SharedPool {
     pub fn healthy(&self) -> bool {
         self.up.iter().all(|f| f.load(Ordering::Relaxed))
     }
+
+    /// True when the connection of `slot` has had requests waiting for longer than
+    /// [`STALLED_AFTER`] with no reply (a busy script, a Redis that stopped answering).
+    pub fn stalled(&self, slot: usize) -> bool {
+        self.silence[slot % self.silence.len()].stalled(STALLED_AFTER)
+    }
 }
 
 /// Owns one shared connection for its whole life: connect, serve, fail what was in flight,
-/// back off (answering new jobs with `-ERR` meanwhile), reconnect.
+/// back off (answering new jobs with `-ERR` meanwhile), reconnect. While Redis refuses the
+/// handshake because it is busy or loading, each job is answered with Redis's own words and
+/// the next job tries again.
 async fn keep_connected(
     settings: UpstreamSettings,
-    proto: Proto,
-    db: u32,
+    (proto, db): (Proto, u32),
     mut jobs: mpsc::UnboundedReceiver<Job>,
-    up: Arc<AtomicBool>,
+    (up, silence): (Arc<AtomicBool>, Arc<Silence>),
     last_error: LastError,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -247,6 +259,8 @@ async fn keep_connected(
     // the longest backoff), so an outage does not flood the log.
     let mut failures: u64 = 0;
     let mut connected_before = false;
+    // A job taken from the channel to try a connection for (Redis was busy): sent first.
+    let mut held: Option<Job> = None;
     loop {
         let why = match conn::connect(&settings.url, proto, db, settings.connect_timeout).await {
             Ok(stream) => {
@@ -259,7 +273,11 @@ async fn keep_connected(
                 backoff = Duration::from_millis(50);
                 failures = 0;
                 let mut driver = Driver::new(stream, true, settings.reply_timeout)
-                    .with_probe(settings.url.clone(), settings.connect_timeout);
+                    .with_probe(settings.url.clone(), settings.connect_timeout)
+                    .with_silence(silence.clone());
+                if let Some(job) = held.take() {
+                    driver.queue(job);
+                }
                 let result = driver.run(&mut jobs).await;
                 up.store(false, Ordering::Relaxed);
                 stats().upstream_pooled.decrement(1.0);
@@ -277,6 +295,17 @@ async fn keep_connected(
                 why
             }
             Err(e) => {
+                if let Some(reply) = e.redis_busy_reply() {
+                    let busy = encode::error(reply);
+                    if let Some(job) = held.take() {
+                        fail_job(job, &busy);
+                    }
+                    match next_job_within(&mut jobs, Duration::from_secs(1)).await {
+                        Ok(job) => held = job,
+                        Err(()) => return,
+                    }
+                    continue;
+                }
                 stats().upstream_errors.increment(1);
                 last_error.set(&e.to_string());
                 failures += 1;
@@ -289,18 +318,40 @@ async fn keep_connected(
             }
         };
         let err = encode::error(&format!("ERR rekey: upstream unavailable ({why})"));
-        let wait = tokio::time::sleep(backoff);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                job = jobs.recv() => match job {
-                    Some(job) => fail_job(job, &err),
-                    None => return,
-                },
-            }
+        if let Some(job) = held.take() {
+            fail_job(job, &err);
+        }
+        if !answer_until(&mut jobs, backoff, &err).await {
+            return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The next job, if one arrives within `wait`; `Err` when the pool is gone.
+async fn next_job_within(
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+    wait: Duration,
+) -> Result<Option<Job>, ()> {
+    match tokio::time::timeout(wait, jobs.recv()).await {
+        Ok(Some(job)) => Ok(Some(job)),
+        Ok(None) => Err(()),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Answers every job that arrives within `wait` with `err`; false when the pool is gone.
+async fn answer_until(jobs: &mut mpsc::UnboundedReceiver<Job>, wait: Duration, err: &Bytes) -> bool {
+    let wait = tokio::time::sleep(wait);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            _ = &mut wait => return true,
+            job = jobs.recv() => match job {
+                Some(job) => fail_job(job, err),
+                None => return false,
+            },
+        }
     }
 }
 

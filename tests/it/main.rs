@@ -15,6 +15,7 @@ mod docs;
 mod e2e_flask_session;
 mod equivalence;
 mod faults;
+mod fidelity;
 mod layers;
 mod metrics;
 mod migrate;

@@ -16,7 +16,7 @@
 //! [`Request`]: crate::protocol::Request
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
-use crate::commands::Class;
+use crate::commands::{Class, Local};
 use crate::protocol::parser::Peeked;
 use crate::protocol::request::splice_head;
 use crate::proxy::session::outbox::BATCH_BYTES;
@@ -112,10 +112,17 @@ impl Session {
         }
         let raw = &self.rbuf[offset..offset + req.len];
         let spec = self.lookups.lookup_parts(req.name(raw), req.arg1(raw));
-        if spec.class != Class::Forward || (rules && !rewrite::has_sole_key(spec)) {
-            return None;
+        let plain = spec.class == Class::Forward && (!rules || rewrite::has_sole_key(spec));
+        if plain || (!rules && self.lane_pings(spec.class)) {
+            return Some(spec.id);
         }
-        Some(spec.id)
+        None
+    }
+
+    /// PING and ECHO join the lane (Redis answers them) unless the shared connection is
+    /// stalled: then the general path decides where they go (see `local`).
+    fn lane_pings(&self, class: Class) -> bool {
+        matches!(class, Class::Local(Local::Ping | Local::Echo)) && !self.shared.stalled(self.slot)
     }
 
     /// Applies the rules to the key of `req` (at `offset`), counting in `tally`; when one

@@ -1,6 +1,7 @@
 //! Connection-scoped commands, answered or emulated per client so that a shared upstream
-//! connection's state never changes: AUTH, HELLO, SELECT, PING, ECHO, CLIENT …, READONLY,
-//! QUIT, RESET, UNSUBSCRIBE outside subscribe mode, and the credential guard on CONFIG/ACL. Replies match what Redis sends.
+//! connection's state never changes: AUTH, HELLO, SELECT, CLIENT …, READONLY, QUIT, RESET,
+//! UNSUBSCRIBE outside subscribe mode, and the credential guard on CONFIG/ACL. Replies match
+//! what Redis sends. PING and ECHO pass here only to pick their connection: Redis answers them.
 //! `CLIENT LIST`/`INFO`/`KILL` act on rekey's own clients ([`crate::proxy::clients`]), never
 //! on the upstream connections they share.
 
@@ -46,14 +47,7 @@ impl Session {
             Local::Auth => self.auth(&req),
             Local::Hello => self.hello(&req),
             Local::Select => self.select(&req),
-            Local::Ping | Local::Echo if self.lease.pin.is_some() => {
-                self.forward(req.raw().clone(), false)
-            }
-            Local::Ping => self.ping(&req),
-            Local::Echo => match req.arg(1) {
-                Some(msg) if req.len() == 2 => self.reply(bulk(msg)),
-                _ => self.reply(wrong_args("echo")),
-            },
+            Local::Ping | Local::Echo => self.ping(req).await,
             Local::Client => self.client(req).await,
             Local::ReadOnly => self.readonly(&req),
             Local::Quit => {
@@ -177,11 +171,20 @@ impl Session {
         }
     }
 
-    fn ping(&mut self, req: &Request) {
-        match req.len() {
-            1 => self.reply(encode::simple("PONG")),
-            2 => self.reply(bulk(req.arg(1).unwrap_or_default())),
-            _ => self.reply(wrong_args("ping")),
+    /// PING and ECHO: answered by Redis, in pipeline order, so the client hears what Redis
+    /// says (`+PONG`, `-BUSY`, `-LOADING`, or rekey's error when Redis cannot be reached).
+    /// A client with nothing else in flight whose shared connection is stalled behind another
+    /// client's busy script asks on a connection of its own, as it would reach Redis alone.
+    async fn ping(&mut self, req: Request) {
+        let alone = self.lease.pin.is_none()
+            && self.proxy.cluster.is_none()
+            && !self.replies.has_unanswered();
+        if alone && self.shared.stalled(self.slot) {
+            return self.side_channel(req).await;
+        }
+        match self.proxy.cluster.is_some() {
+            true => self.cluster_forward(crate::commands::lookup(&req), req),
+            false => self.forward(req.into_raw(), false),
         }
     }
 

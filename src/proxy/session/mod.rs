@@ -223,6 +223,13 @@ impl Session {
             if self.closing && self.replies.is_empty() && self.out.is_empty() {
                 break;
             }
+            if !self.need_input && self.can_read() {
+                // Requests wait in the read buffer and the pipeline has room again: replies
+                // rekey made itself filled it, and no delivery will come to wake the loop for
+                // them. Let the worker's other clients run, then go on parsing.
+                tokio::task::yield_now().await;
+                continue;
+            }
             let read_ok = self.can_read();
             let mut room = 0;
             if read_ok {
@@ -465,9 +472,10 @@ impl Session {
         if self.lease.pin.as_ref().is_some_and(|p| p.is_closed()) {
             return self.pinned_conn_lost();
         }
-        // A reply rekey makes waits for frames still owed on the subscribed connection.
+        // A reply rekey makes waits for frames still owed on the subscribed connection (PING
+        // and ECHO are Redis's to answer, in order on the client's connection).
         let local = match spec.class {
-            Class::Local(Local::Ping | Local::Echo) => self.lease.pin.is_none(),
+            Class::Local(Local::Ping | Local::Echo) => false,
             Class::Local(_) | Class::Refuse(_) => true,
             _ => false,
         };
@@ -532,7 +540,10 @@ impl Session {
         if self.lease.pipe_mode(self.conn.proto) && !always_local(spec.class, &req) {
             return self.forward_stream(req);
         }
-        if spec.class != Class::Forward {
+        if !matches!(
+            spec.class,
+            Class::Forward | Class::Local(Local::Ping | Local::Echo)
+        ) {
             self.flush_batch();
         }
         if spec.class == Class::Local(Local::Unsubscribe) && self.lease.subs.active() {

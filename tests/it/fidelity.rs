@@ -1,0 +1,255 @@
+//! The answers a client gets through rekey are the ones its own Redis gives, where they used
+//! to differ: `PING` and `ECHO` are Redis's to answer (`-BUSY` while a script runs, `-LOADING`
+//! while Redis loads, an error when Redis is gone, `-NOAUTH` before and after `RESET`), and
+//! long pipelines of commands rekey answers itself flow without the client sending more.
+//! Redis is the oracle: the same bytes go to a plain redis-server and through rekey.
+
+use crate::common::{Auth, RawClient, RedisServer, Rekey, Resp, Variant, UPSTREAM_PASSWORD, UPSTREAM_USER};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A script that spins for up to 15 seconds (it is killed long before).
+const SPIN: &str = "local t = redis.call('TIME')[1] + 0 \
+    while redis.call('TIME')[1] + 0 < t + 15 do end return 1";
+
+/// A raw connection straight to `redis`, logged in as the variant's user.
+fn direct(redis: &RedisServer) -> RawClient {
+    let s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut c = RawClient::from_stream(s);
+    let ok = match redis.variant.auth {
+        Auth::None => return c,
+        Auth::Password => c.call(&["AUTH", UPSTREAM_PASSWORD]),
+        Auth::AclUser => c.call(&["AUTH", UPSTREAM_USER, UPSTREAM_PASSWORD]),
+    };
+    assert_eq!(ok, Resp::Simple("OK".into()));
+    c
+}
+
+/// The replies of `PING`, `PING msg`, `ECHO msg` and a bad `ECHO`, in that order.
+fn pings(c: &mut RawClient) -> Vec<Resp> {
+    [
+        &["PING"][..],
+        &["PING", "hello"],
+        &["ECHO", "there"],
+        &["ECHO"],
+    ]
+    .iter()
+    .map(|args| c.call(args))
+    .collect()
+}
+
+/// Waits until a direct `PING` answers with an error starting with `prefix`.
+fn wait_for_error(redis: &RedisServer, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probe = direct(redis);
+    while Instant::now() < deadline {
+        if let Resp::Error(e) = probe.call(&["PING"]) {
+            if e.starts_with(prefix) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("Redis never answered PING with {prefix}");
+}
+
+fn is_error_starting(r: &Resp, prefix: &str) -> bool {
+    matches!(r, Resp::Error(e) if e.starts_with(prefix))
+}
+
+#[test]
+fn ping_and_echo_get_busy_while_a_script_runs_as_from_redis() {
+    for variant in [Variant::PLAIN, Variant::PASSWORD, Variant::ACL_USER_DB3] {
+        let redis = RedisServer::start_variant_with(variant, &["--busy-reply-threshold", "300"]);
+        let rekey = Rekey::start(&redis, "");
+        // Twice: the second round runs on the pooled connections the first one used.
+        for round in 0..2 {
+            // The script runs through rekey, on the shared connection the next clients use
+            // too (Redis's own test suite does the same with a deferred client).
+            let mut runner = rekey.raw();
+            runner.cmd(&["EVAL", SPIN, "0"]);
+            wait_for_error(&redis, "BUSY");
+            let want = pings(&mut direct(&redis));
+            assert!(is_error_starting(&want[0], "BUSY"), "{want:?}");
+            let got = pings(&mut rekey.raw());
+            assert_eq!(got, want, "{variant:?} round {round}");
+            // RESP3 too.
+            let mut c = rekey.raw_protocol(crate::common::Protocol::Resp3);
+            let r = c.call(&["PING"]);
+            assert!(is_error_starting(&r, "BUSY"), "{variant:?} {r:?}");
+            let killed = rekey.raw().call(&["SCRIPT", "KILL"]);
+            assert_eq!(killed, Resp::Simple("OK".into()));
+            assert!(is_error_starting(&runner.read_reply(), "ERR Script killed"));
+            assert_eq!(rekey.raw().call(&["PING"]), Resp::Simple("PONG".into()));
+            assert_eq!(c.call(&["PING"]), Resp::Simple("PONG".into()));
+        }
+    }
+}
+
+#[test]
+fn ping_gets_loading_while_redis_loads_its_dataset() {
+    let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let rekey = Rekey::start(&redis, "");
+    let mut admin = direct(&redis);
+    let _ = admin.call(&["DEBUG", "POPULATE", "100000"]);
+    // 100,000 keys at 60 µs each: six seconds of loading, answering clients every 1 KiB.
+    let slow = ["key-load-delay", "60", "loading-process-events-interval-bytes", "1024"];
+    let mut config_set = vec!["CONFIG", "SET"];
+    config_set.extend(slow);
+    assert_eq!(admin.call(&config_set), Resp::Simple("OK".into()));
+    let mut c = rekey.raw();
+    assert_eq!(c.call(&["PING"]), Resp::Simple("PONG".into()));
+    admin.cmd(&["DEBUG", "RELOAD"]);
+    wait_for_error(&redis, "LOADING");
+    let want = pings(&mut direct(&redis));
+    assert!(is_error_starting(&want[0], "LOADING"), "{want:?}");
+    // A client that was already connected, and a new one.
+    assert_eq!(pings(&mut c), want);
+    assert_eq!(pings(&mut rekey.raw()), want);
+    assert_eq!(admin.read_reply(), Resp::Simple("OK".into()));
+    assert_eq!(c.call(&["PING"]), Resp::Simple("PONG".into()));
+}
+
+#[test]
+fn ping_is_an_error_when_redis_is_gone_or_stopped() {
+    let mut redis = RedisServer::start();
+    let rekey = Rekey::start(
+        &redis,
+        "[limits]\nreply_timeout_ms = 300\nconnect_timeout_ms = 300\n",
+    );
+    let mut c = rekey.raw();
+    assert_eq!(c.call(&["PING"]), Resp::Simple("PONG".into()));
+    redis.signal("STOP");
+    for _ in 0..2 {
+        for args in [&["PING"][..], &["ECHO", "x"]] {
+            let r = rekey.raw().call(args);
+            assert!(is_error_starting(&r, "ERR rekey: upstream"), "{r:?}");
+        }
+    }
+    redis.signal("CONT");
+    redis.kill();
+    for _ in 0..2 {
+        let r = c.call(&["PING"]);
+        assert!(is_error_starting(&r, "ERR rekey: upstream"), "{r:?}");
+        let r = rekey.raw().call(&["PING", "m"]);
+        assert!(is_error_starting(&r, "ERR rekey: upstream"), "{r:?}");
+    }
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.call(&["PING"]) != Resp::Simple("PONG".into()) {
+        assert!(Instant::now() < deadline, "rekey did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ping_before_auth_and_after_reset_is_noauth_as_from_redis() {
+    let redis = RedisServer::start_variant(Variant::PASSWORD);
+    let rekey = Rekey::start(&redis, &format!("requirepass = \"{UPSTREAM_PASSWORD}\"\n"));
+    let plain = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut want_c = RawClient::from_stream(plain);
+    let mut got_c = rekey.raw();
+    for c in [&mut want_c, &mut got_c] {
+        let before = c.call(&["PING"]);
+        assert!(is_error_starting(&before, "NOAUTH"), "{before:?}");
+    }
+    for _ in 0..2 {
+        let mut replies = Vec::new();
+        for c in [&mut want_c, &mut got_c] {
+            let mut seen = vec![c.call(&["PING"]), c.call(&["AUTH", UPSTREAM_PASSWORD])];
+            seen.extend(pings(c));
+            seen.push(c.call(&["RESET"]));
+            seen.push(c.call(&["PING"]));
+            seen.push(c.call(&["ECHO", "x"]));
+            replies.push(seen);
+        }
+        assert_eq!(replies[1], replies[0]);
+    }
+}
+
+/// One command of a kind rekey answers itself (PING and ECHO: used to), or a forwarded GET.
+fn pipeline_of(kind: &str) -> Vec<&'static str> {
+    match kind {
+        "ping" => vec!["PING"],
+        "echo" => vec!["ECHO", "e"],
+        "client_id" => vec!["CLIENT", "ID"],
+        "client_getname" => vec!["CLIENT", "GETNAME"],
+        "client_setname" => vec!["CLIENT", "SETNAME", "n1"],
+        "select" => vec!["SELECT", "0"],
+        "hello" => vec!["HELLO", "2"],
+        "auth" => vec!["AUTH", "anything"],
+        "unsubscribe" => vec!["UNSUBSCRIBE"],
+        "client_info" => vec!["CLIENT", "INFO"],
+        "get" => vec!["GET", "k"],
+        _ => unreachable!(),
+    }
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// Sends `n` commands at once (from another thread, so that neither side waits for the
+/// other's buffers) and reads every reply, without sending anything more.
+fn pipelined(rekey: &Rekey, kinds: &[&str], n: usize) -> Vec<Resp> {
+    let mut c = rekey.raw();
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        let kind = kinds[i % kinds.len()];
+        bytes.extend_from_slice(&encode(&pipeline_of(kind)));
+        if kinds.len() > 1 {
+            bytes.extend_from_slice(&encode(&["ECHO", &i.to_string()]));
+        }
+    }
+    let mut w = c.s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&bytes).unwrap());
+    let per = if kinds.len() > 1 { 2 } else { 1 };
+    let replies = (0..n * per).map(|_| c.read_reply()).collect();
+    writer.join().unwrap();
+    replies
+}
+
+#[test]
+fn long_pipelines_of_commands_rekey_answers_itself_all_flow() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "");
+    let kinds = [
+        "ping",
+        "echo",
+        "client_id",
+        "client_getname",
+        "client_setname",
+        "select",
+        "hello",
+        "auth",
+        "unsubscribe",
+        "client_info",
+    ];
+    const N: usize = 10_000;
+    for kind in kinds {
+        let replies = pipelined(&rekey, &[kind], N);
+        assert_eq!(replies.len(), N);
+        let first = &replies[0];
+        assert!(!first.is_error(), "{kind}: {first:?}");
+        if kind != "client_info" {
+            // The same command in the same state gets the same reply every time.
+            assert!(replies.iter().all(|r| r == first), "{kind}");
+        }
+    }
+    // Mixed with one another and with forwarded commands, each followed by an ECHO of its
+    // position: every reply arrives, in order.
+    let mut mixed: Vec<&str> = kinds.to_vec();
+    mixed.push("get");
+    let replies = pipelined(&rekey, &mixed, N);
+    for (i, pair) in replies.chunks(2).enumerate() {
+        assert_eq!(pair[1], Resp::Bulk(i.to_string().into_bytes()), "position {i}");
+        assert!(!pair[0].is_error(), "position {i}: {:?}", pair[0]);
+    }
+}
