@@ -45,6 +45,9 @@ pub struct Described {
     pub no_touch: bool,
     /// The subcommand of the last `CLIENT` command (`list`), for `cmd=client|list`.
     pub client_sub: Option<String>,
+    /// Redis's id of the pinned connection the client holds, while it holds one: where a
+    /// `CLIENT TRACKING … REDIRECT <this client's id>` must point upstream.
+    pub redis_id: Option<u64>,
 }
 
 /// One live client, shared between its session and whoever lists or kills it.
@@ -317,6 +320,14 @@ impl Registry {
     pub fn get(&self, viewer: Option<&str>, id: u64) -> Option<Arc<ClientHandle>> {
         let c = lock(&self.map).get(&id).cloned()?;
         (visible(viewer, &c) && !c.killed.load(Ordering::Acquire)).then_some(c)
+    }
+
+    /// Where `CLIENT TRACKING … REDIRECT <id>` from `viewer` points upstream when `id` is one
+    /// of rekey's clients: `Some(Some(redis id))` while that client holds a pinned connection,
+    /// `Some(None)` when it holds none (nothing could receive the invalidations), `None` when
+    /// `id` is no client `viewer` may see (it may be an upstream id already).
+    pub fn redirect_target(&self, viewer: Option<&str>, id: u64) -> Option<Option<u64>> {
+        self.get(viewer, id).map(|c| c.described().redis_id)
     }
 
     /// True when some live client is logged in as `user`.

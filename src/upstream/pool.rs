@@ -341,7 +341,11 @@ async fn next_job_within(
 }
 
 /// Answers every job that arrives within `wait` with `err`; false when the pool is gone.
-async fn answer_until(jobs: &mut mpsc::UnboundedReceiver<Job>, wait: Duration, err: &Bytes) -> bool {
+async fn answer_until(
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+    wait: Duration,
+    err: &Bytes,
+) -> bool {
     let wait = tokio::time::sleep(wait);
     tokio::pin!(wait);
     loop {
@@ -362,6 +366,9 @@ pub struct PinnedConn {
     /// Weak: the pool's idle list holds connections, which must not keep the pool alive.
     pool: Weak<PinnedPool>,
     pub id: u64,
+    /// The id Redis gave this connection (`CLIENT ID`), for `CLIENT TRACKING … REDIRECT`
+    /// aimed at the client holding it; `None` if Redis did not say.
+    pub redis_id: Option<u64>,
 }
 
 impl std::fmt::Debug for PinnedConn {
@@ -492,6 +499,7 @@ impl PinnedPool {
                 return Err(Failed(format!("ERR rekey: upstream unavailable ({e})")));
             }
         };
+        let redis_id = redis_client_id(&stream, self.connect_timeout).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let total = self.total.clone();
         let returned = self.returned.clone();
@@ -516,6 +524,7 @@ impl PinnedPool {
             tx,
             pool: Arc::downgrade(self),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            redis_id,
         })
     }
 
@@ -528,4 +537,17 @@ impl PinnedPool {
         drop(idle);
         self.returned.notify_one();
     }
+}
+
+/// Asks a new connection for its `CLIENT ID` (kept for the connection's life: `RESET` does
+/// not change it).
+async fn redis_client_id(stream: &crate::transport::Transport, wait: Duration) -> Option<u64> {
+    let req = Request::from_args(["CLIENT", "ID"]);
+    let mut buf = BytesMut::new();
+    let reply = tokio::time::timeout(wait, conn::roundtrip(stream, &req, &mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let digits = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }

@@ -394,6 +394,36 @@ fn tracking_bcast_prefixes_are_rewritten_and_invalidations_mapped_back() {
 }
 
 #[test]
+fn bcast_invalidations_of_one_write_come_in_the_clients_prefix_order() {
+    let pair = Pair::start(RULE);
+    // Upstream the prefixes are `shared_s` and `other_`, so Redis sends `other_`'s push
+    // first; the client's own names (`AppA_s` < `other_`) give the order it must see.
+    for _ in 0..2 {
+        pair.same_steps(
+            3,
+            &[
+                (
+                    &[&[
+                        "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "AppA_s", "PREFIX", "other_",
+                    ]],
+                    1,
+                ),
+                (
+                    &[
+                        &["SET", "AppA_s1", "1"],
+                        &["SET", "other_s1", "1"],
+                        &["PING"],
+                    ],
+                    5,
+                ),
+                (&[&["PING"]], 1),
+            ],
+            &[],
+        );
+    }
+}
+
+#[test]
 fn mapped_back_names_match_the_clients_own_pattern() {
     let pair = Pair::start(RULE);
     for proto in [2, 3] {

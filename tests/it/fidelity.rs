@@ -4,7 +4,9 @@
 //! long pipelines of commands rekey answers itself flow without the client sending more.
 //! Redis is the oracle: the same bytes go to a plain redis-server and through rekey.
 
-use crate::common::{Auth, RawClient, RedisServer, Rekey, Resp, Variant, UPSTREAM_PASSWORD, UPSTREAM_USER};
+use crate::common::{
+    Auth, RawClient, RedisServer, Rekey, Resp, Variant, UPSTREAM_PASSWORD, UPSTREAM_USER,
+};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -95,7 +97,12 @@ fn ping_gets_loading_while_redis_loads_its_dataset() {
     let mut admin = direct(&redis);
     let _ = admin.call(&["DEBUG", "POPULATE", "100000"]);
     // 100,000 keys at 60 µs each: six seconds of loading, answering clients every 1 KiB.
-    let slow = ["key-load-delay", "60", "loading-process-events-interval-bytes", "1024"];
+    let slow = [
+        "key-load-delay",
+        "60",
+        "loading-process-events-interval-bytes",
+        "1024",
+    ];
     let mut config_set = vec!["CONFIG", "SET"];
     config_set.extend(slow);
     assert_eq!(admin.call(&config_set), Resp::Simple("OK".into()));
@@ -149,7 +156,9 @@ fn ping_before_auth_and_after_reset_is_noauth_as_from_redis() {
     let redis = RedisServer::start_variant(Variant::PASSWORD);
     let rekey = Rekey::start(&redis, &format!("requirepass = \"{UPSTREAM_PASSWORD}\"\n"));
     let plain = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut want_c = RawClient::from_stream(plain);
     let mut got_c = rekey.raw();
     for c in [&mut want_c, &mut got_c] {
@@ -249,7 +258,59 @@ fn long_pipelines_of_commands_rekey_answers_itself_all_flow() {
     mixed.push("get");
     let replies = pipelined(&rekey, &mixed, N);
     for (i, pair) in replies.chunks(2).enumerate() {
-        assert_eq!(pair[1], Resp::Bulk(i.to_string().into_bytes()), "position {i}");
+        assert_eq!(
+            pair[1],
+            Resp::Bulk(i.to_string().into_bytes()),
+            "position {i}"
+        );
         assert!(!pair[0].is_error(), "position {i}: {:?}", pair[0]);
+    }
+}
+
+/// `CLIENT TRACKING ON REDIRECT <id>` with the id `CLIENT ID` gave another client (redis-py's
+/// and Lettuce's RESP2 client-side caching): Redis's `+OK`, and the invalidations reach the
+/// other client; an id of no client (or of one that holds no connection for them) gets
+/// Redis's own error.
+#[test]
+fn tracking_redirects_to_the_id_another_client_was_given() {
+    let redis = RedisServer::start();
+    let rekey = Rekey::start(&redis, "");
+    let missing = direct(&redis).call(&["CLIENT", "TRACKING", "ON", "REDIRECT", "999999"]);
+    assert!(missing.is_error(), "{missing:?}");
+    // Twice: the second round borrows the pinned connections the first gave back.
+    for round in 0..2 {
+        let mut idle = rekey.raw();
+        let idle_id = idle.call(&["CLIENT", "ID"]);
+        let mut sub = rekey.raw();
+        let Resp::Int(sub_id) = sub.call(&["CLIENT", "ID"]) else {
+            panic!("CLIENT ID is an integer");
+        };
+        let confirmed = sub.call(&["SUBSCRIBE", "__redis__:invalidate"]);
+        assert_eq!(confirmed.texts()[0].as_deref(), Some("subscribe"));
+        let mut tracker = rekey.raw();
+        let ok = tracker.call(&["CLIENT", "TRACKING", "ON", "REDIRECT", &sub_id.to_string()]);
+        assert_eq!(ok, Resp::Simple("OK".into()), "round {round}");
+        let _ = tracker.call(&["GET", "tracked"]);
+        let _ = rekey.raw().call(&["SET", "tracked", "1"]);
+        let message = sub.read_reply();
+        let items = message.items().expect("an invalidation message");
+        assert_eq!(items[0].text().as_deref(), Some("message"));
+        assert_eq!(items[1].text().as_deref(), Some("__redis__:invalidate"));
+        assert_eq!(items[2].texts(), vec![Some("tracked".to_string())]);
+        // Redis's error, word for word, for no such client and for a client with nothing
+        // to receive invalidations on.
+        let Resp::Int(idle_id) = idle_id else {
+            panic!("CLIENT ID is an integer");
+        };
+        for id in ["999999".to_string(), idle_id.to_string()] {
+            let r = rekey
+                .raw()
+                .call(&["CLIENT", "TRACKING", "ON", "REDIRECT", &id]);
+            assert_eq!(r, missing, "REDIRECT {id}");
+        }
+        assert_eq!(
+            tracker.call(&["CLIENT", "TRACKING", "OFF"]),
+            Resp::Simple("OK".into())
+        );
     }
 }

@@ -35,6 +35,9 @@ pub(super) struct Lease {
     pub(super) subs: Subscriptions,
     /// `CLIENT TRACKING ON` is in force on the pinned connection.
     pub(super) tracking: bool,
+    /// In `BCAST` mode: Redis sends one invalidation push per prefix, in the order of the
+    /// (upstream) prefixes' names.
+    pub(super) broadcast: bool,
     /// Blocking commands sent and not yet answered.
     pub(super) blocking: usize,
     /// Give the pinned connection back once every request sent on it is answered.

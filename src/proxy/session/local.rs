@@ -99,7 +99,7 @@ impl Session {
 
     /// The identity that decides which clients this one sees in CLIENT LIST/KILL: its app,
     /// else its proxy user when `[[users]]` are configured; none sees every client.
-    fn viewer(&self) -> Option<String> {
+    pub(super) fn viewer(&self) -> Option<String> {
         let users = !self.cfg.auth.users.is_empty();
         self.app
             .clone()
@@ -118,6 +118,13 @@ impl Session {
             d.lib_name = self.conn.lib_name.clone();
             d.lib_ver = self.conn.lib_ver.clone();
         });
+    }
+
+    /// Publishes Redis's id of the pinned connection the client holds (or that it holds
+    /// none), for `CLIENT TRACKING … REDIRECT` from other clients.
+    pub(super) fn publish_pin(&self) {
+        let id = self.lease.pin.as_ref().and_then(|p| p.redis_id);
+        self.client.update(|d| d.redis_id = id);
     }
 
     /// Publishes the last command, flags and time of activity (a few relaxed stores; once per

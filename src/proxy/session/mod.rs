@@ -686,6 +686,7 @@ impl Session {
                     conn.send_quiet(&Request::from_args([&b"CLIENT"[..], b"SETNAME", name]));
                 }
                 self.lease.pin = Some(conn);
+                self.publish_pin();
                 true
             }
             Err(msg) => {
@@ -704,6 +705,7 @@ impl Session {
         if let Some(conn) = self.lease.pin.take() {
             conn.release();
             self.barrier = true;
+            self.publish_pin();
         }
     }
 
@@ -764,11 +766,12 @@ impl Session {
     pub(super) fn end_pin_on_close(&mut self) {
         self.flush_batch();
         match self.lease.end() {
-            Ending::Nothing => {}
+            Ending::Nothing => return self.snapshot = None,
             Ending::Release(conn) => conn.release(),
             Ending::Close(conn) => conn.close(),
         }
         self.snapshot = None;
+        self.publish_pin();
     }
 
     fn pinned_conn_lost(&mut self) {
@@ -776,6 +779,7 @@ impl Session {
         // The connection is gone: dropped, neither reused nor closed again.
         drop(self.lease.end());
         self.snapshot = None;
+        self.publish_pin();
         self.reply(encode::error(
             "ERR rekey: the upstream connection holding this client's state was lost",
         ));

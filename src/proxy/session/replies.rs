@@ -200,6 +200,29 @@ impl ReplyQueue {
         self.slots.insert(at, Slot::single(seq, Some(frame), None));
     }
 
+    /// [`ReplyQueue::push_arrived`], moved ahead of the frames that arrived just before it
+    /// (not written yet, no reply between them) of which `precedes` says this one goes first.
+    pub fn push_arrived_before(&mut self, frame: Bytes, precedes: impl Fn(&Bytes) -> bool) {
+        let mut at = self
+            .slots
+            .iter()
+            .position(|s| s.frame.is_none() && s.info.is_some())
+            .unwrap_or(self.slots.len());
+        while at > 0 {
+            let earlier = &self.slots[at - 1];
+            match (&earlier.info, &earlier.frame) {
+                (None, Some(f)) if precedes(f) => at -= 1,
+                _ => break,
+            }
+        }
+        let seq = match self.slots.get(at) {
+            Some(s) => s.seq.saturating_sub(1),
+            None => self.next_seq.saturating_sub(1),
+        };
+        self.entries += 1;
+        self.slots.insert(at, Slot::single(seq, Some(frame), None));
+    }
+
     /// True while some request sent upstream has not been answered.
     pub fn has_unanswered(&self) -> bool {
         self.slots

@@ -124,6 +124,19 @@ fn frame_kind(frame: &[u8]) -> Option<Vec<u8>> {
     Some(first.to_ascii_lowercase())
 }
 
+/// The first key of an invalidation push (`invalidate [key, …]`).
+fn first_invalidated(frame: &[u8]) -> Option<Vec<u8>> {
+    if frame.first() != Some(&b'>') {
+        return None;
+    }
+    let node = Node::decode(&Bytes::copy_from_slice(frame))?;
+    let items = node.items()?;
+    if !items.first()?.as_str()?.eq_ignore_ascii_case(b"invalidate") {
+        return None;
+    }
+    Some(items.get(1)?.items()?.first()?.as_str()?.to_vec())
+}
+
 fn is_confirmation_kind(kind: &[u8]) -> bool {
     matches!(
         kind,
@@ -160,6 +173,17 @@ impl Session {
             true => frame,
             false => rewrite::map_push(&self.scope(&config), frame),
         };
+        // BCAST: the pushes of one turn of Redis come in the order of the upstream prefixes;
+        // the client expects its own prefixes' order (rules may have changed it).
+        if let Some(key) = self
+            .lease
+            .broadcast
+            .then(|| first_invalidated(&frame))
+            .flatten()
+        {
+            let precedes = |earlier: &Bytes| first_invalidated(earlier).is_some_and(|k| key < k);
+            return self.replies.push_arrived_before(frame, precedes);
+        }
         self.replies.push_arrived(frame);
     }
 
@@ -170,6 +194,7 @@ impl Session {
             if !self.ensure_pinned().await {
                 return;
             }
+            self.lease.broadcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
             let req = self.rewrite_tracking(req);
             self.forward(req.into_raw(), false);
             self.lease.tracking = true;
@@ -180,6 +205,7 @@ impl Session {
                 // invalidations it owes (BCAST ones go out after the commands of its turn),
                 // and a `RESET` right behind would cut them off.
                 self.lease.tracking = false;
+                self.lease.broadcast = false;
                 self.lease.release_when_answered = true;
             }
         } else if req.arg_is(2, "OFF") {
@@ -196,6 +222,7 @@ impl Session {
     pub(super) fn client_queued(&mut self, req: Request) -> Request {
         if req.arg_is(1, "TRACKING") && req.arg_is(2, "ON") {
             self.lease.tracking = true;
+            self.lease.broadcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
             return self.rewrite_tracking(req);
         }
         // Switched off in a transaction, tracking may still be on (EXEC can abort): the
@@ -211,12 +238,43 @@ impl Session {
     }
 
     fn rewrite_tracking(&mut self, req: Request) -> Request {
+        let req = self.redirect_to_pinned(req);
         let config = self.config();
         if config.rules.is_empty() {
             return req;
         }
         let mut scope = self.scope(&config);
         rewrite::rewrite_tracking(&mut scope, &req).unwrap_or(req)
+    }
+}
+
+impl Session {
+    /// `REDIRECT <id>` naming one of rekey's clients (the id its `CLIENT ID` gave) points at
+    /// Redis's id of the connection that client holds (it subscribed to
+    /// `__redis__:invalidate`); one that holds none is named by an id Redis does not know, so
+    /// Redis answers its own error. Any other id goes as it is (an upstream id).
+    fn redirect_to_pinned(&self, req: Request) -> Request {
+        let Some(at) = (3..req.len()).find(|&i| req.arg_is(i - 1, "REDIRECT")) else {
+            return req;
+        };
+        let Some(id) = req.arg(at).and_then(crate::protocol::scan::parse_int) else {
+            return req;
+        };
+        let viewer = self.viewer();
+        let target = u64::try_from(id)
+            .ok()
+            .and_then(|id| self.proxy.registry.redirect_target(viewer.as_deref(), id));
+        let Some(target) = target else {
+            return req;
+        };
+        // Redis never gives out id 0: it answers that the client does not exist.
+        let upstream = target.unwrap_or(0).to_string();
+        let args: Vec<&[u8]> = req
+            .args()
+            .enumerate()
+            .map(|(i, a)| if i == at { upstream.as_bytes() } else { a })
+            .collect();
+        Request::from_args(args)
     }
 }
 
