@@ -149,6 +149,18 @@ impl Stats {
     }
 }
 
+/// Registers `rekey_commands_total` at zero for every command in the table and every client
+/// label (`-` and each configured app or user), at start and after every reload: a series
+/// that first appears during a burst has no earlier sample, so `rate()` would miss the burst.
+pub fn register_command_counters(labels: &[String]) {
+    for label in labels {
+        let counters = AppCommands::of(label);
+        for id in 0..counters.commands.len() {
+            counters.command(id as u16);
+        }
+    }
+}
+
 /// Publishes the limits a config sets (at start and after every reload).
 pub fn publish_limits(max_clients: usize, max_pinned: usize) {
     stats().clients_limit.set(max_clients as f64);

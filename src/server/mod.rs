@@ -87,6 +87,7 @@ impl Server {
         stats().config_generation.set(config.generation as f64);
         warn_insecure(&config);
         crate::stats::publish_limits(config.limits.max_clients, config.pool.max_pinned);
+        crate::stats::register_command_counters(config.rules.labels());
         // The live address: the one configured, or the primary the sentinels name now.
         let live = match &config.upstream {
             UpstreamTarget::Sentinel(s) => {

@@ -98,3 +98,36 @@ fn per_command_latency_histograms_are_opt_in() {
         "{text}"
     );
 }
+
+/// True when `/metrics` holds the series `rekey_commands_total{…}` of `command`, `result`
+/// and `app`, at zero.
+fn at_zero(text: &str, command: &str, result: &str, app: &str) -> bool {
+    let series = format!(
+        "rekey_commands_total{{command=\"{command}\",result=\"{result}\",app=\"{app}\"}} 0"
+    );
+    text.lines().any(|l| l == series)
+}
+
+#[test]
+fn command_counters_start_at_zero_for_every_command_and_app_reloads_add() {
+    let redis = RedisServer::start();
+    let app_port = free_port();
+    let apps = format!("[[apps]]\nname = \"appA\"\nlisten = \"127.0.0.1:{app_port}\"\n");
+    let rekey = Rekey::start(&redis, &apps);
+    let (_, text) = rekey.admin("GET", "/metrics");
+    for app in ["-", "appA"] {
+        for command in ["get", "set", "hgetall", "evalsha", "ping", "blpop"] {
+            for result in ["ok", "error"] {
+                assert!(at_zero(&text, command, result, app), "{command} {result} {app}");
+            }
+        }
+    }
+    // A reload that names a new identity registers its counters before its first command.
+    let users = "[[users]]\nname = \"billing\"\npassword = \"pw\"\n";
+    rekey.write_config(&redis.url(), &format!("{apps}{users}"));
+    let (code, _) = rekey.admin("POST", "/reload");
+    assert_eq!(code, 200);
+    let (_, text) = rekey.admin("GET", "/metrics");
+    assert!(at_zero(&text, "get", "ok", "billing"), "billing after reload");
+    assert!(!at_zero(&text, "get", "ok", "nobody"));
+}
