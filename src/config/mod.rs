@@ -11,6 +11,8 @@ use crate::rules::RuleSet;
 use crate::tls::{ServerTls, TlsError};
 use crate::upstream::url::{UpstreamUrl, UrlError};
 use crate::upstream::UpstreamSettings;
+// `redis-sentinel://`'s settings: the upstream layer's type, which resolves them.
+pub use crate::upstream::sentinel::SentinelConfig;
 use schema::{FileConfig, FlushPolicy, MetricsConfig, PoolConfig, UserConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -190,15 +192,6 @@ impl std::fmt::Display for UpstreamTarget {
             }
         }
     }
-}
-
-/// Where the sentinels are and which primary to follow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelConfig {
-    pub sentinels: Vec<UpstreamUrl>,
-    pub master: String,
-    /// Credentials and db for the primary (the sentinels are asked without them).
-    pub primary: UpstreamUrl,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);

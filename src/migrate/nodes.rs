@@ -6,6 +6,7 @@ use crate::cluster::slot::{slot_of, SLOTS};
 use crate::cluster::Cluster;
 use crate::config::{Config, UpstreamTarget};
 use crate::migrate::MigrateError;
+use crate::upstream::sentinel;
 use crate::upstream::UpstreamUrl;
 
 pub struct Nodes {
@@ -23,7 +24,7 @@ impl Nodes {
         let url = match &config.upstream {
             UpstreamTarget::Cluster { seeds } => return Self::cluster(config, seeds).await,
             UpstreamTarget::Sentinel(sentinel) => {
-                crate::server::failover::resolve(sentinel, config.limits.connect_timeout).await?
+                sentinel::resolve(sentinel, config.limits.connect_timeout).await?
             }
             UpstreamTarget::Single(url) => url.clone(),
         };

@@ -1,16 +1,15 @@
-//! Sentinel-managed upstreams (`upstream = "redis-sentinel://host:port,host:port/mastername"`).
-//!
-//! rekey asks the sentinels where the primary is (`SENTINEL get-master-addr-by-name`) before
-//! it serves, and afterwards follows failovers two ways: each sentinel's `+switch-master`
-//! announcements (a subscription per sentinel) and a poll every few seconds in case an
-//! announcement was missed. A new primary gets new pools, swapped in exactly like an upstream
-//! changed by a reload: sessions move on their next command, the old pools drain.
+//! Following a Sentinel-managed primary through failovers. Where the primary is at start-up
+//! is [`crate::upstream::sentinel`]'s to find; this module keeps rekey on it afterwards, two
+//! ways: each sentinel's `+switch-master` announcements (a subscription per sentinel) and a
+//! poll every few seconds in case an announcement was missed. A new primary gets new pools,
+//! swapped in exactly like an upstream changed by a reload: sessions move on their next
+//! command, the old pools drain.
 
-use crate::config::SentinelConfig;
 use crate::protocol::reply::{self, FrameScanner};
 use crate::protocol::Request;
 use crate::proxy::Proxy;
-use crate::upstream::conn::{self, query_once};
+use crate::upstream::conn;
+use crate::upstream::sentinel::{self, SentinelConfig};
 use crate::upstream::UpstreamUrl;
 use crate::wire::WriteQueue;
 use bytes::BytesMut;
@@ -20,61 +19,6 @@ use tokio::sync::mpsc;
 
 /// How often the sentinels are asked even when they announce nothing.
 const POLL_EVERY: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-#[error("no sentinel knows primary {master:?} ({last})")]
-pub struct SentinelError {
-    master: String,
-    last: String,
-}
-
-/// Asks the sentinels, in order, for the primary's address.
-pub async fn resolve(
-    cfg: &SentinelConfig,
-    timeout: Duration,
-) -> Result<UpstreamUrl, SentinelError> {
-    let req = Request::from_args(["SENTINEL", "get-master-addr-by-name", &cfg.master]);
-    let mut last = String::from("no sentinels");
-    for sentinel in &cfg.sentinels {
-        match query_once(sentinel, &req, timeout).await {
-            Ok(frame) => match parse_addr_reply(&frame) {
-                Some((host, port)) => return Ok(primary_at(cfg, host, port)),
-                None => {
-                    last = format!(
-                        "{}: {}",
-                        sentinel.addr(),
-                        String::from_utf8_lossy(&frame).trim()
-                    )
-                }
-            },
-            Err(e) => last = format!("{}: {e}", sentinel.addr()),
-        }
-    }
-    Err(SentinelError {
-        master: cfg.master.clone(),
-        last,
-    })
-}
-
-fn primary_at(cfg: &SentinelConfig, host: String, port: u16) -> UpstreamUrl {
-    UpstreamUrl {
-        host,
-        port,
-        ..cfg.primary.clone()
-    }
-}
-
-/// `[ip, port]`, or a null when the sentinel does not know the name.
-fn parse_addr_reply(frame: &bytes::Bytes) -> Option<(String, u16)> {
-    let decoded = reply::decode(frame)?;
-    let items = reply::elements(&decoded)?;
-    let host = String::from_utf8_lossy(reply::as_bytes(items.first()?)?).into_owned();
-    let port = std::str::from_utf8(reply::as_bytes(items.get(1)?)?)
-        .ok()?
-        .parse()
-        .ok()?;
-    Some((host, port))
-}
 
 /// `+switch-master` payload: `<name> <old-ip> <old-port> <new-ip> <new-port>`.
 fn parse_switch(payload: &[u8], master: &str) -> Option<(String, u16)> {
@@ -90,9 +34,9 @@ fn parse_switch(payload: &[u8], master: &str) -> Option<(String, u16)> {
 pub async fn follow(proxy: Arc<Proxy>, cfg: SentinelConfig) {
     let (tx, mut switches) = mpsc::unbounded_channel();
     let mut watchers = Vec::new();
-    for sentinel in cfg.sentinels.clone() {
+    for url in cfg.sentinels.clone() {
         watchers.push(tokio::spawn(watch_announcements(
-            sentinel,
+            url,
             cfg.master.clone(),
             tx.clone(),
         )));
@@ -100,8 +44,8 @@ pub async fn follow(proxy: Arc<Proxy>, cfg: SentinelConfig) {
     let timeout = proxy.config.load().limits.connect_timeout;
     loop {
         let target = tokio::select! {
-            Some((host, port)) = switches.recv() => Some(primary_at(&cfg, host, port)),
-            _ = tokio::time::sleep(POLL_EVERY) => resolve(&cfg, timeout).await.ok(),
+            Some((host, port)) = switches.recv() => Some(cfg.primary_at(host, port)),
+            _ = tokio::time::sleep(POLL_EVERY) => sentinel::resolve(&cfg, timeout).await.ok(),
         };
         if let Some(url) = target {
             if &url != proxy.upstream.load().url() {
@@ -181,17 +125,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn announcements_and_replies_parse() {
+    fn announcements_parse() {
         assert_eq!(
             parse_switch(b"mymaster 127.0.0.1 6379 127.0.0.1 6380", "mymaster"),
             Some(("127.0.0.1".into(), 6380))
         );
         assert_eq!(parse_switch(b"other 1 2 3 4", "mymaster"), None);
-        let reply = bytes::Bytes::from_static(b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n");
-        assert_eq!(parse_addr_reply(&reply), Some(("127.0.0.1".into(), 6380)));
-        assert_eq!(
-            parse_addr_reply(&bytes::Bytes::from_static(b"*-1\r\n")),
-            None
-        );
     }
 }

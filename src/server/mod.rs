@@ -17,10 +17,10 @@ use crate::proxy::accept::accept_loop;
 use crate::proxy::workers::Workers;
 use crate::proxy::{Proxy, UpstreamInfo};
 use crate::stats::stats;
+use crate::upstream::sentinel::{self, SentinelError};
 use crate::upstream::UpstreamUrl;
 use crate::upstream::{conn, Upstream};
 use arc_swap::ArcSwap;
-use failover::SentinelError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reload::Reloader;
 use std::net::SocketAddr;
@@ -91,7 +91,7 @@ impl Server {
         // The live address: the one configured, or the primary the sentinels name now.
         let live = match &config.upstream {
             UpstreamTarget::Sentinel(s) => {
-                let primary = failover::resolve(s, config.limits.connect_timeout).await?;
+                let primary = sentinel::resolve(s, config.limits.connect_timeout).await?;
                 tracing::info!(primary = %primary, master = %s.master, "sentinel: primary found");
                 primary
             }

@@ -11,9 +11,11 @@
 //! - [`pool`]: shared pools per (protocol, db), created lazily, with reconnect and backoff;
 //!   and the bounded pool of pinned connections.
 //! - [`silence`]: how long a shared connection has waited with no reply (a stalled Redis).
+//! - [`sentinel`]: asking a Sentinel setup's sentinels where its primary is now.
 
 pub mod conn;
 pub mod pool;
+pub mod sentinel;
 pub mod silence;
 pub mod url;
 pub mod worker;
