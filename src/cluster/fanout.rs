@@ -220,7 +220,7 @@ async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
                     *slot = Some(frame);
                 }
             }),
-            Delivery::Push { .. } | Delivery::Lost => {}
+            Delivery::Push { .. } | Delivery::Event { .. } | Delivery::Lost => {}
         }
     }
     replies

@@ -43,6 +43,8 @@ pub enum Local {
     Config,
     /// ACL: only WHOAMI/CAT/HELP; the upstream user is shared by every client.
     Acl,
+    /// MONITOR: a feed of the commands rekey's clients send (see `proxy::monitor`).
+    Monitor,
     /// SCRIPT KILL, FUNCTION KILL, FUNCTION STATS: what Redis answers while a script is busy,
     /// sent on a connection of their own (a shared one may be the one stuck behind the script).
     SideChannel,
@@ -172,10 +174,7 @@ static SPECIAL: &[CommandSpec] = &[
     spec("subscribe", Class::Pin(Pin::Subscribe)),
     spec("psubscribe", Class::Pin(Pin::Subscribe)),
     spec("ssubscribe", Class::Pin(Pin::Subscribe)),
-    spec(
-        "monitor",
-        Class::Refuse("ERR MONITOR is not supported through rekey; run it against Redis directly"),
-    ),
+    spec("monitor", Class::Local(Local::Monitor)),
     spec(
         "shutdown",
         Class::Refuse("ERR SHUTDOWN is not allowed through rekey; run it against Redis directly"),

@@ -234,6 +234,8 @@ type Map = BTreeMap<u64, Arc<ClientHandle>>;
 #[derive(Debug, Default)]
 pub struct Registry {
     map: Arc<Mutex<Map>>,
+    /// The clients watching the others' commands (`MONITOR`).
+    pub monitors: crate::proxy::monitor::Monitors,
 }
 
 /// A session's place in the registry; leaving it (on drop) takes the client off the list.

@@ -13,6 +13,7 @@
 
 pub mod accept;
 pub mod clients;
+pub mod monitor;
 pub mod session;
 pub mod workers;
 

@@ -31,6 +31,9 @@ pub type Sink = mpsc::UnboundedSender<Delivery>;
 pub enum Delivery {
     /// The reply to request `seq` (possibly an `-ERR` made by rekey if the upstream failed).
     Reply { seq: u64, frame: Bytes },
+    /// A frame rekey itself sends the client out of band, after every reply so far (the
+    /// lines of a `MONITOR` feed); upstream connections never send one.
+    Event { frame: Bytes },
     /// The replies to requests `first_seq .. first_seq + count`, as consecutive frames;
     /// `errors` of them are error replies (a run with none can be relayed whole).
     Replies {

@@ -314,3 +314,199 @@ fn tracking_redirects_to_the_id_another_client_was_given() {
         );
     }
 }
+
+/// Reads `MONITOR` lines from `c` until `stop` (a command's own line) appears; the lines
+/// before it, as they came.
+fn monitor_lines_until(c: &mut RawClient, stop: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let Resp::Simple(line) = c.read_reply() else {
+            panic!("MONITOR sends simple strings");
+        };
+        if line.contains(stop) {
+            return lines;
+        }
+        lines.push(line);
+    }
+}
+
+/// A line without its time and client address: `[<db>] "cmd" …`; `None` for the lines of
+/// commands a script ran (`lua`), which no proxy sees.
+fn without_time_and_addr(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once(" [").expect("a MONITOR line");
+    let (db_client, args) = rest.split_once("] ").expect("a MONITOR line");
+    let (db, client) = db_client.split_once(' ').expect("db and client");
+    (client != "lua").then(|| format!("[{db} {}] {args}", client.starts_with("upstream:")))
+}
+
+/// What a client sends while others watch: data commands, connection commands, secrets,
+/// admin commands Redis keeps out of the feed, a transaction, a script, odd bytes.
+const WATCHED: &[&[&str]] = &[
+    &["SET", "AppA_k", "v"],
+    &["get", "AppA_k"],
+    &["PING"],
+    &["ECHO", "a\"b\n\x01"],
+    &["AUTH", "secret-1"],
+    &["AUTH", "user-1", "secret-2"],
+    &["CLIENT", "SETNAME", "watched"],
+    &["CLIENT", "LIST"],
+    &["CONFIG", "GET", "maxmemory"],
+    &["SELECT", "2"],
+    &["SET", "AppA_in2", "1"],
+    &["SELECT", "0"],
+    &["MULTI"],
+    &["INCR", "AppA_n"],
+    &["EXEC"],
+    &["EVAL", "return redis.call('GET', KEYS[1])", "1", "AppA_k"],
+    &["MSET", "AppA_a", "1", "plain", "2"],
+    &["NOSUCHCOMMAND", "x"],
+];
+
+/// Sends [`WATCHED`] (then `ECHO end-of-feed`) on `c`, one command at a time.
+fn send_watched(c: &mut RawClient) {
+    for cmd in WATCHED {
+        let _ = c.call(cmd);
+    }
+    let _ = c.call(&["ECHO", "end-of-feed"]);
+}
+
+#[test]
+fn monitor_shows_what_clients_send_as_redis_shows_it() {
+    let plain = RedisServer::start();
+    let redis = RedisServer::start();
+    let rule = "[[rules]]\nname = \"t\"\nmatch = '^AppA_'\nreplace = 'shared_'\n";
+    let rekey = Rekey::start(&redis, rule);
+    // Redis's own feed of the same commands, sent to it directly.
+    let mut watcher = direct(&plain);
+    assert_eq!(watcher.call(&["MONITOR"]), Resp::Simple("OK".into()));
+    send_watched(&mut direct(&plain));
+    let want: Vec<String> = monitor_lines_until(&mut watcher, "end-of-feed")
+        .iter()
+        .filter_map(|l| without_time_and_addr(l))
+        .collect();
+    assert!(want.iter().any(|l| l.contains("(redacted)")), "{want:?}");
+    // Twice through rekey: the second time on pooled and pinned connections already used.
+    for round in 0..2 {
+        let mut watcher = rekey.raw();
+        assert_eq!(watcher.call(&["MONITOR"]), Resp::Simple("OK".into()));
+        let mut sender = rekey.raw();
+        send_watched(&mut sender);
+        let lines = monitor_lines_until(&mut watcher, "end-of-feed");
+        let got: Vec<String> = lines
+            .iter()
+            .filter_map(|l| without_time_and_addr(l))
+            .collect();
+        // The client's own names, as Redis shows them; then, where a rule rewrote the
+        // command, what went upstream.
+        let clients: Vec<String> = got
+            .iter()
+            .filter(|l| l.contains(" false] "))
+            .cloned()
+            .collect();
+        assert_eq!(clients, want, "round {round}");
+        let upstream: Vec<&String> = got.iter().filter(|l| l.contains(" true] ")).collect();
+        assert!(
+            upstream
+                .iter()
+                .any(|l| l.contains("\"SET\" \"shared_k\" \"v\"")),
+            "{upstream:?}"
+        );
+        assert!(
+            upstream.iter().all(|l| !l.contains("AppA_")),
+            "{upstream:?}"
+        );
+        // Each line carries the sender's address, as Redis's does.
+        let addr = sender.s.local_addr().unwrap().to_string();
+        assert!(lines.iter().all(|l| l.contains(&addr)), "{lines:?}");
+        assert_eq!(watcher.call(&["RESET"]), Resp::Simple("RESET".into()));
+        // After RESET the feed has stopped.
+        let _ = sender.call(&["GET", "after-reset"]);
+        assert_eq!(watcher.call(&["PING"]), Resp::Simple("PONG".into()));
+    }
+}
+
+#[test]
+fn monitor_of_an_app_shows_only_that_apps_commands() {
+    let redis = RedisServer::start();
+    let app_port = crate::common::free_port();
+    let rekey = Rekey::start(
+        &redis,
+        &format!("[[apps]]\nname = \"appA\"\nlisten = \"127.0.0.1:{app_port}\"\n"),
+    );
+    let app_client = || {
+        let s = TcpStream::connect(("127.0.0.1", app_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        RawClient::from_stream(s)
+    };
+    let mut app_watcher = app_client();
+    let mut all_watcher = rekey.raw();
+    for w in [&mut app_watcher, &mut all_watcher] {
+        assert_eq!(w.call(&["MONITOR"]), Resp::Simple("OK".into()));
+    }
+    let _ = rekey.raw().call(&["GET", "from-nobody"]);
+    let _ = app_client().call(&["GET", "from-appA"]);
+    let _ = app_client().call(&["ECHO", "end-of-feed"]);
+    let app_lines = monitor_lines_until(&mut app_watcher, "end-of-feed");
+    assert_eq!(app_lines.len(), 1, "{app_lines:?}");
+    assert!(
+        app_lines[0].ends_with("\"GET\" \"from-appA\""),
+        "{app_lines:?}"
+    );
+    let all_lines = monitor_lines_until(&mut all_watcher, "end-of-feed");
+    assert_eq!(all_lines.len(), 2, "{all_lines:?}");
+}
+
+/// The Python that has redis-py: `target/pyenv` when `tests/setup.sh` made one.
+fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+    match std::path::Path::new(venv).exists() {
+        true => venv.to_string(),
+        false => "python3".to_string(),
+    }
+}
+
+#[test]
+fn redis_py_reads_rekeys_monitor_lines() {
+    let redis = RedisServer::start();
+    let rule = "[[rules]]\nname = \"t\"\nmatch = '^AppA_'\nreplace = 'shared_'\n";
+    let rekey = Rekey::start(&redis, rule);
+    let script = format!(
+        "import json, redis\n\
+         r = redis.Redis(port={port})\n\
+         out = []\n\
+         with r.monitor() as m:\n\
+         \x20   print('ready', flush=True)\n\
+         \x20   for c in m.listen():\n\
+         \x20       out.append([c['db'], c['client_address'], c['command']])\n\
+         \x20       if 'end-of-feed' in c['command']:\n\
+         \x20           break\n\
+         print(json.dumps(out), flush=True)\n",
+        port = rekey.port
+    );
+    let mut child = std::process::Command::new(python())
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert_eq!(first.trim(), "ready");
+    // redis-py has sent MONITOR; wait until rekey registered it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = rekey.raw();
+    let _ = c.call(&["SET", "AppA_k", "v w"]);
+    let _ = c.call(&["ECHO", "end-of-feed"]);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let seen: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+    let seen = seen.as_array().unwrap();
+    let commands: Vec<&str> = seen.iter().map(|e| e[2].as_str().unwrap()).collect();
+    assert_eq!(
+        commands,
+        ["SET AppA_k v w", "SET shared_k v w", "ECHO end-of-feed"]
+    );
+    assert_eq!(seen[0][0], 0);
+    assert_eq!(seen[1][1], "upstream:127.0.0.1");
+}

@@ -25,6 +25,8 @@ pub(super) struct ConnState {
     pub(super) authed: bool,
     pub(super) user: Option<String>,
     pub(super) reply_mode: ReplyMode,
+    /// In `MONITOR` mode: the client receives the feed of commands.
+    pub(super) monitoring: bool,
 }
 
 impl ConnState {
@@ -40,6 +42,7 @@ impl ConnState {
             authed,
             user: None,
             reply_mode: ReplyMode::On,
+            monitoring: false,
         }
     }
 

@@ -91,6 +91,7 @@ impl Session {
             && self.snapshot.is_none()
             && !self.cluster_multi
             && self.conn.reply_mode == ReplyMode::On
+            && !self.proxy.registry.monitors.active()
             && !self.upstream_moved();
         if stateless {
             self.refresh_config();

@@ -6,15 +6,17 @@
 //! on the upstream connections they share.
 
 use crate::commands::secrets::{self, Verdict};
-use crate::commands::{Local, ReplyKeys};
+use crate::commands::{Class, Local, ReplyKeys};
 use crate::protocol::encode::{self, Encoder, Proto};
 use crate::protocol::scan::parse_int;
 use crate::protocol::Request;
+use crate::protocol::RequestParser;
 use crate::proxy::clients::{flag, KillFilter, Kind};
+use crate::proxy::monitor::{self, LineHead};
 use crate::proxy::session::{ReplyMode, Session};
 use crate::rules::rewrite::ReplyCtx;
-use bytes::Bytes;
-use std::time::Instant;
+use bytes::{Bytes, BytesMut};
+use std::time::{Instant, SystemTime};
 
 fn wrong_args(name: &str) -> Bytes {
     encode::error(&format!(
@@ -60,6 +62,7 @@ impl Session {
             Local::Config => self.guarded(secrets::config(&req), &req),
             Local::Acl => self.guarded(secrets::acl(&req), &req),
             Local::SideChannel => self.side_channel(req).await,
+            Local::Monitor => self.monitor(),
         }
     }
 
@@ -529,8 +532,56 @@ impl Session {
         self.reply(encode::simple("OK"));
     }
 
+    /// `MONITOR`: from now on the client receives a line for each command rekey's clients
+    /// send (only its own identity's when it has one, as `CLIENT LIST` shows them).
+    fn monitor(&mut self) {
+        self.conn.monitoring = true;
+        let viewer = self.viewer();
+        let sink = self.sink.clone();
+        self.proxy.registry.monitors.watch(self.id, viewer, sink);
+        self.reply(encode::simple("OK"));
+    }
+
+    /// Shows a command this client sent to the clients in `MONITOR` mode, as Redis would: not
+    /// the admin commands Redis leaves out, one Redis does not know, or one refused for want
+    /// of AUTH (`was_authed`: the client's state when it arrived). A rewritten command is
+    /// followed by its upstream form.
+    pub(super) fn feed_monitors(&mut self, req: &Request, was_authed: bool) {
+        let spec = crate::commands::lookup(req);
+        let logs_in = matches!(spec.class, Class::Local(Local::Auth | Local::Hello));
+        if spec.id == 0 || monitor::hides(req) || !(was_authed || logs_in) {
+            return;
+        }
+        let mut head = LineHead {
+            at: SystemTime::now(),
+            db: self.conn.db,
+            addr: &self.peer,
+            upstream: false,
+        };
+        let mut lines = monitor::line(&head, req.args());
+        let upstream = self.upstream_form.take().and_then(|raw| {
+            let mut buf = BytesMut::from(&raw[..]);
+            RequestParser::default().parse(&mut buf).ok().flatten()
+        });
+        if let Some(sent) = upstream {
+            head.upstream = true;
+            lines.extend_from_slice(&monitor::line(&head, sent.args()));
+        }
+        let viewer = self.viewer();
+        let lines = Bytes::from(lines);
+        self.proxy.registry.monitors.feed(viewer.as_deref(), &lines);
+    }
+
+    /// Leaves `MONITOR` mode (RESET, or the client left).
+    pub(super) fn stop_monitoring(&mut self) {
+        if std::mem::take(&mut self.conn.monitoring) {
+            self.proxy.registry.monitors.unwatch(self.id);
+        }
+    }
+
     /// `RESET`: back to a fresh connection's state, as Redis does.
     fn reset(&mut self) {
+        self.stop_monitoring();
         self.end_pin_on_close();
         let config = self.proxy.config.load();
         self.conn

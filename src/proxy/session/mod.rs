@@ -114,6 +114,9 @@ pub struct Session {
     pub(super) cluster_multi: bool,
     /// This client's entry in the registry of live clients (CLIENT LIST/KILL).
     pub(super) client: crate::proxy::clients::Registered,
+    /// While someone monitors: what the request being dispatched became upstream, when a
+    /// rule rewrote it (its RESP bytes).
+    upstream_form: Option<Bytes>,
 }
 
 impl Session {
@@ -186,6 +189,7 @@ impl Session {
             pin_hint: None,
             cluster_multi: false,
             client,
+            upstream_form: None,
             proxy,
         };
         session.refresh_label();
@@ -282,6 +286,7 @@ impl Session {
                 _ = &mut idle_sleep, if idle.is_some() && !self.lease.subs.active() && self.replies.is_empty() => break,
             }
         }
+        self.stop_monitoring();
         self.end_pin_on_close();
     }
 
@@ -457,8 +462,20 @@ impl Session {
         }
     }
 
-    /// Routes one request: the single place every request passes before it is forwarded.
+    /// Routes one request, and shows it to the clients in `MONITOR` mode when there are any.
     async fn dispatch(&mut self, req: Request) {
+        if !self.proxy.registry.monitors.active() {
+            return self.route_request(req).await;
+        }
+        let seen = req.clone();
+        let authed = self.conn.authed;
+        self.upstream_form = None;
+        self.route_request(req).await;
+        self.feed_monitors(&seen, authed);
+    }
+
+    /// Routes one request: the single place every request passes before it is forwarded.
+    async fn route_request(&mut self, req: Request) {
         let spec = self.lookups.lookup(&req);
         self.current_cmd = spec.id;
         if !self.conn.authed
@@ -525,6 +542,13 @@ impl Session {
             BATCH_BYTES,
         );
         self.pending_ctx = ctx;
+        if self.proxy.registry.monitors.active() {
+            self.upstream_form = match &outcome {
+                rewrite::Outcome::Unchanged => None,
+                rewrite::Outcome::Rebuilt(new) => Some(new.raw().clone()),
+                rewrite::Outcome::Encoded => Some(Bytes::copy_from_slice(&self.outbox.scratch)),
+            };
+        }
         match outcome {
             rewrite::Outcome::Unchanged => Some(req),
             rewrite::Outcome::Rebuilt(new) => Some(new),
@@ -929,6 +953,7 @@ impl Session {
                 });
             }
             Delivery::Push { frame } => self.on_push(frame),
+            Delivery::Event { frame } => self.replies.push(frame),
             Delivery::Lost => {
                 if self.lease.pin.is_some() && self.lease.needs_pin() {
                     self.pinned_conn_lost();
