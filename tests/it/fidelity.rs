@@ -510,3 +510,45 @@ fn redis_py_reads_rekeys_monitor_lines() {
     assert_eq!(seen[0][0], 0);
     assert_eq!(seen[1][1], "upstream:127.0.0.1");
 }
+
+/// The commands rekey keeps out of the feed are exactly those Redis flags `admin` (which
+/// Redis keeps out of `MONITOR`), subcommands included.
+#[test]
+fn monitor_hides_exactly_the_commands_redis_flags_admin() {
+    let redis = RedisServer::start();
+    let mut c = redis.direct();
+    let info: redis::Value = redis::cmd("COMMAND").query(&mut c).unwrap();
+    fn text(v: &redis::Value) -> String {
+        match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::SimpleString(s) => s.clone(),
+            other => panic!("not a string: {other:?}"),
+        }
+    }
+    fn admin(entry: &redis::Value, out: &mut Vec<String>) {
+        let redis::Value::Array(fields) = entry else {
+            panic!("a COMMAND entry is an array");
+        };
+        let redis::Value::Array(flags) = &fields[2] else {
+            panic!("flags are an array");
+        };
+        if flags.iter().any(|f| text(f) == "admin") {
+            out.push(text(&fields[0]));
+        }
+        if let Some(redis::Value::Array(subs)) = fields.get(9) {
+            subs.iter().for_each(|s| admin(s, out));
+        }
+    }
+    let redis::Value::Array(entries) = info else {
+        panic!("COMMAND is an array");
+    };
+    let mut want = Vec::new();
+    entries.iter().for_each(|e| admin(e, &mut want));
+    want.sort();
+    let mut got: Vec<String> = rekey::proxy::monitor::hidden_commands()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+}

@@ -118,7 +118,10 @@ fn command_counters_start_at_zero_for_every_command_and_app_reloads_add() {
     for app in ["-", "appA"] {
         for command in ["get", "set", "hgetall", "evalsha", "ping", "blpop"] {
             for result in ["ok", "error"] {
-                assert!(at_zero(&text, command, result, app), "{command} {result} {app}");
+                assert!(
+                    at_zero(&text, command, result, app),
+                    "{command} {result} {app}"
+                );
             }
         }
     }
@@ -128,6 +131,9 @@ fn command_counters_start_at_zero_for_every_command_and_app_reloads_add() {
     let (code, _) = rekey.admin("POST", "/reload");
     assert_eq!(code, 200);
     let (_, text) = rekey.admin("GET", "/metrics");
-    assert!(at_zero(&text, "get", "ok", "billing"), "billing after reload");
+    assert!(
+        at_zero(&text, "get", "ok", "billing"),
+        "billing after reload"
+    );
     assert!(!at_zero(&text, "get", "ok", "nobody"));
 }
