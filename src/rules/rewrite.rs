@@ -697,6 +697,11 @@ fn map_tracking_info(scope: &Scope<'_>, node: &mut Node) -> bool {
             _ => {}
         }
     }
+    if changed {
+        // Redis lists the prefixes in the order of their names (its prefix tree's order):
+        // the client's names, not the upstream ones.
+        list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    }
     changed
 }
 

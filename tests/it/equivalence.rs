@@ -417,6 +417,8 @@ fn bcast_invalidations_of_one_write_come_in_the_clients_prefix_order() {
                     5,
                 ),
                 (&[&["PING"]], 1),
+                // The prefixes are listed in the order of the client's names too.
+                (&[&["CLIENT", "TRACKINGINFO"]], 1),
             ],
             &[],
         );
