@@ -55,13 +55,13 @@ impl Session {
             return;
         };
         let topology = cluster.topology();
-        let rules = !self.cfg.rules.is_empty();
+        let rules = !self.view.cfg.rules.is_empty();
         if rules {
-            self.memory.sync_generation(self.cfg.generation);
+            self.memory.sync_generation(self.view.cfg.generation);
         }
         let mut tally = RuleTally::default();
         while self.can_read() {
-            let Some(req) = self.parser.peek(&self.rbuf) else {
+            let Some(req) = self.io.parser.peek(&self.io.rbuf) else {
                 break;
             };
             let Some(cmd) = self.lane_takes(&req, 0, true) else {
@@ -70,7 +70,7 @@ impl Session {
             let Some(key) = req.arg1.clone() else {
                 break; // no key: the general path picks a node
             };
-            self.current_cmd = cmd;
+            self.current.cmd = cmd;
             let (payload, slot) = self.cluster_lane_payload(&req, key, rules, &mut tally);
             let Some(node) = topology.node_of(slot).cloned() else {
                 cluster.request_refresh();
@@ -80,7 +80,7 @@ impl Session {
             self.node_pool(&node);
             self.forward_on(payload, false, node.id);
         }
-        tally.flush(&self.cfg.rules, self.identity());
+        tally.flush(&self.view.cfg.rules, self.identity());
     }
 
     /// Takes `req` off the read buffer as the bytes to send (a rule's new key spliced in, if
@@ -95,16 +95,16 @@ impl Session {
         let key = key.start as usize..key.end as usize;
         let rewritten = rules.then(|| {
             let mut scope = Scope {
-                rules: &self.cfg.rules,
-                app: self.app.as_deref().or(self.conn.user.as_deref()),
+                rules: &self.view.cfg.rules,
+                app: self.client.app.as_deref().or(self.conn.user.as_deref()),
                 memory: &mut self.memory,
             };
-            let old = &self.rbuf[key.clone()];
+            let old = &self.io.rbuf[key.clone()];
             let rw = rewrite::sole_key_rewrite(&mut scope, old, tally)?;
             let new_len = rw.to.len() + old.len() - rw.prefix_len;
             let mut bytes = BytesMut::with_capacity(req.len + rw.to.len());
             let resume = splice_head(
-                &self.rbuf,
+                &self.io.rbuf,
                 0,
                 key.clone(),
                 rw.prefix_len,
@@ -113,18 +113,18 @@ impl Session {
             );
             // The new key starts with the new prefix splice_head just wrote.
             let new_key = bytes.len() - rw.to.len();
-            bytes.extend_from_slice(&self.rbuf[resume..req.len]);
+            bytes.extend_from_slice(&self.io.rbuf[resume..req.len]);
             let slot = slot_of(&bytes[new_key..new_key + new_len]);
             Some((bytes.freeze(), slot))
         });
         match rewritten.flatten() {
             Some(done) => {
-                self.rbuf.advance(req.len);
+                self.io.rbuf.advance(req.len);
                 done
             }
             None => {
-                let slot = slot_of(&self.rbuf[key]);
-                (self.rbuf.split_to(req.len).freeze(), slot)
+                let slot = slot_of(&self.io.rbuf[key]);
+                (self.io.rbuf.split_to(req.len).freeze(), slot)
             }
         }
     }
@@ -201,7 +201,7 @@ impl Session {
                 Err(msg) => self.reply(encode::error(msg)),
             };
         }
-        let node = topology.any(self.slot).cloned();
+        let node = topology.any(self.sender.slot).cloned();
         self.send_to_node(node, req.into_raw())
     }
 
@@ -226,7 +226,7 @@ impl Session {
             fanout::run(
                 parts,
                 merge,
-                self.sink.clone(),
+                self.sender.sink.clone(),
                 seq,
                 cluster,
                 self.conn.proto,
@@ -236,21 +236,12 @@ impl Session {
 
     /// This client's shared pool on `node` (started on first use).
     pub(super) fn node_pool(&mut self, node: &Node) -> Arc<SharedPool> {
-        if let Some((_, pool)) = self.node_pools.iter().find(|(id, _)| *id == node.id) {
+        if let Some((_, pool)) = self.sender.node_pools.iter().find(|(id, _)| *id == node.id) {
             return pool.clone();
         }
         let pool = node.upstream.shared(self.conn.proto, 0);
-        self.node_pools.push((node.id, pool.clone()));
+        self.sender.node_pools.push((node.id, pool.clone()));
         pool
-    }
-
-    /// The pool cached for node `id` (every batch for a node was preceded by `node_pool`).
-    pub(super) fn node_pool_by_id(&self, id: u64) -> Arc<SharedPool> {
-        self.node_pools
-            .iter()
-            .find(|(n, _)| *n == id)
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| self.shared.clone())
     }
 
     /// Follows `-MOVED`/`-ASK` for request `seq`: sends it again to the node named, and for
@@ -285,7 +276,7 @@ impl Session {
         let pool = self.node_pool(&node);
         if redirect.ask {
             pool.send(
-                self.slot,
+                self.sender.slot,
                 Job::Send {
                     payload: Bytes::from_static(ASKING),
                     reply: ReplyTo::Discard,
@@ -293,11 +284,11 @@ impl Session {
             );
         }
         let reply = ReplyTo::Client {
-            sink: self.sink.clone(),
+            sink: self.sender.sink.clone(),
             seq,
             count: 1,
         };
-        pool.send(self.slot, Job::Send { payload, reply });
+        pool.send(self.sender.slot, Job::Send { payload, reply });
         true
     }
 
@@ -311,7 +302,7 @@ impl Session {
             Some(&(_, slot)) => topology.node_of(slot),
             None => topology.any(0),
         };
-        self.pin_hint = node.map(|n| n.upstream.clone());
+        self.sender.pin_hint = node.map(|n| n.upstream.clone());
     }
 
     /// MULTI with a cluster upstream: answered now, sent once a queued command names a node.

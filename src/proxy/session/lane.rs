@@ -34,9 +34,9 @@ impl Session {
         if self.proxy.cluster.is_some() {
             return self.forward_cluster_lane();
         }
-        let rules = !self.cfg.rules.is_empty();
+        let rules = !self.view.cfg.rules.is_empty();
         if rules {
-            self.memory.sync_generation(self.cfg.generation);
+            self.memory.sync_generation(self.view.cfg.generation);
         }
         let mut tally = RuleTally::default();
         // Bytes of the requests routed so far, and of those, the bytes already in the batch.
@@ -47,15 +47,15 @@ impl Session {
         // send the batch before it).
         let mut unopened = 0;
         while self.lane_room(unopened) {
-            let Some(req) = self.parser.peek(&self.rbuf[taken..]) else {
+            let Some(req) = self.io.parser.peek(&self.io.rbuf[taken..]) else {
                 break;
             };
             let Some(cmd) = self.lane_takes(&req, taken, rules) else {
                 break;
             };
-            if cmd != self.current_cmd {
+            if cmd != self.current.cmd {
                 self.open_plain_requests(std::mem::take(&mut unopened));
-                self.current_cmd = cmd;
+                self.current.cmd = cmd;
             }
             unopened += 1;
             if rules {
@@ -66,19 +66,25 @@ impl Session {
                 }
             }
             taken += req.len;
-            if self.outbox.buf.len() + (taken - copied) >= BATCH_BYTES {
+            if self.sender.outbox.buf.len() + (taken - copied) >= BATCH_BYTES {
                 self.open_plain_requests(std::mem::take(&mut unopened));
-                self.outbox.buf.extend_from_slice(&self.rbuf[copied..taken]);
+                self.sender
+                    .outbox
+                    .buf
+                    .extend_from_slice(&self.io.rbuf[copied..taken]);
                 copied = taken;
                 self.flush_batch();
             }
         }
         self.open_plain_requests(unopened);
-        self.outbox.buf.extend_from_slice(&self.rbuf[copied..taken]);
-        self.rbuf.advance(taken);
+        self.sender
+            .outbox
+            .buf
+            .extend_from_slice(&self.io.rbuf[copied..taken]);
+        self.io.rbuf.advance(taken);
         tally.flush(
-            &self.cfg.rules,
-            self.app.as_deref().or(self.conn.user.as_deref()),
+            &self.view.cfg.rules,
+            self.client.app.as_deref().or(self.conn.user.as_deref()),
         );
     }
 
@@ -87,8 +93,8 @@ impl Session {
     fn lane_open(&mut self) -> bool {
         let stateless = self.conn.authed
             && self.lease.pin.is_none()
-            && !self.barrier
-            && self.snapshot.is_none()
+            && !self.sender.barrier
+            && self.view.snapshot.is_none()
             && !self.cluster_multi
             && self.conn.reply_mode == ReplyMode::On
             && !self.proxy.registry.monitors.active()
@@ -101,7 +107,7 @@ impl Session {
 
     /// True while the pipeline has room for one more request besides `unopened` taken ones.
     fn lane_room(&self, unopened: u32) -> bool {
-        self.can_read() && self.replies.len() + (unopened as usize) < self.limits.max_pipeline
+        self.can_read() && self.replies.len() + (unopened as usize) < self.view.limits.max_pipeline
     }
 
     /// The command id of `req` (at `offset` in the read buffer) when it is a plainly forwarded
@@ -111,7 +117,7 @@ impl Session {
         if req.len >= BATCH_BYTES {
             return None; // a large request goes alone, uncopied
         }
-        let raw = &self.rbuf[offset..offset + req.len];
+        let raw = &self.io.rbuf[offset..offset + req.len];
         let spec = self.lookups.lookup_parts(req.name(raw), req.arg1(raw));
         let plain = spec.class == Class::Forward && (!rules || rewrite::has_sole_key(spec));
         if plain || (!rules && self.lane_pings(spec.class)) {
@@ -123,7 +129,8 @@ impl Session {
     /// PING and ECHO join the lane (Redis answers them) unless the shared connection is
     /// stalled: then the general path decides where they go (see `local`).
     fn lane_pings(&self, class: Class) -> bool {
-        matches!(class, Class::Local(Local::Ping | Local::Echo)) && !self.shared.stalled(self.slot)
+        matches!(class, Class::Local(Local::Ping | Local::Echo))
+            && !self.sender.shared.stalled(self.sender.slot)
     }
 
     /// Applies the rules to the key of `req` (at `offset`), counting in `tally`; when one
@@ -136,11 +143,11 @@ impl Session {
         copied: usize,
         tally: &mut RuleTally,
     ) -> Option<usize> {
-        let raw = &self.rbuf[offset..offset + req.len];
+        let raw = &self.io.rbuf[offset..offset + req.len];
         let key = req.arg1(raw)?;
         let mut scope = Scope {
-            rules: &self.cfg.rules,
-            app: self.app.as_deref().or(self.conn.user.as_deref()),
+            rules: &self.view.cfg.rules,
+            app: self.client.app.as_deref().or(self.conn.user.as_deref()),
             memory: &mut self.memory,
         };
         let rw = rewrite::sole_key_rewrite(&mut scope, key, tally)?;
@@ -148,12 +155,12 @@ impl Session {
         let arg = offset + arg.start as usize..offset + arg.end as usize;
         let to = rw.to.as_ref();
         Some(splice_head(
-            &self.rbuf,
+            &self.io.rbuf,
             copied,
             arg,
             rw.prefix_len,
             to,
-            &mut self.outbox.buf,
+            &mut self.sender.outbox.buf,
         ))
     }
 }

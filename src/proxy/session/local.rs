@@ -103,8 +103,9 @@ impl Session {
     /// The identity that decides which clients this one sees in CLIENT LIST/KILL: its app,
     /// else its proxy user when `[[users]]` are configured; none sees every client.
     pub(super) fn viewer(&self) -> Option<String> {
-        let users = !self.cfg.auth.users.is_empty();
-        self.app
+        let users = !self.view.cfg.auth.users.is_empty();
+        self.client
+            .app
             .clone()
             .or_else(|| self.conn.user.clone().filter(|_| users))
     }
@@ -144,7 +145,7 @@ impl Session {
             flags |= flag::PUBSUB;
         }
         self.client
-            .touch(self.current_cmd, flags, self.current_start);
+            .touch(self.current.cmd, flags, self.current.start);
     }
 
     /// SCRIPT KILL, FUNCTION KILL, FUNCTION STATS: on a connection of their own, so that they
@@ -164,7 +165,7 @@ impl Session {
         match verdict {
             Verdict::Forward => self.forward(req.raw().clone(), false),
             Verdict::ForwardMasked => {
-                self.pending_ctx = Some(Box::new(ReplyCtx {
+                self.current.ctx = Some(Box::new(ReplyCtx {
                     kind: Some(ReplyKeys::Secrets),
                     ..ReplyCtx::default()
                 }));
@@ -189,7 +190,7 @@ impl Session {
         let alone = self.lease.pin.is_none()
             && self.proxy.cluster.is_none()
             && !self.replies.has_unanswered();
-        if alone && self.shared.stalled(self.slot) {
+        if alone && self.sender.shared.stalled(self.sender.slot) {
             return self.side_channel(req).await;
         }
         match self.proxy.cluster.is_some() {
@@ -293,7 +294,7 @@ impl Session {
         e.bulk(b"server").bulk(b"redis");
         e.bulk(b"version").bulk(info.version.as_bytes());
         e.bulk(b"proto").int(self.conn.proto.number());
-        e.bulk(b"id").int(self.id as i64);
+        e.bulk(b"id").int(self.client.id as i64);
         e.bulk(b"mode").bulk(b"standalone");
         e.bulk(b"role").bulk(b"master");
         e.bulk(b"modules").array(0);
@@ -359,7 +360,7 @@ impl Session {
                 }
                 self.reply(encode::simple("OK"));
             }
-            b"ID" if req.len() == 2 && self.lease.pin.is_none() => self.reply(int(self.id as i64)),
+            b"ID" if req.len() == 2 && self.lease.pin.is_none() => self.reply(int(self.client.id as i64)),
             b"INFO" if req.len() == 2 => {
                 let line = self.client.line(Instant::now());
                 self.reply_text(&line);
@@ -371,7 +372,7 @@ impl Session {
             b"NO-EVICT" | b"NO-TOUCH" => self.client_flag(&lower, &req),
             b"TRACKING" if req.len() >= 3 => self.client_tracking(req).await,
             b"TRACKINGINFO" => {
-                self.pending_ctx = Some(crate::proxy::session::streams::tracking_info_ctx());
+                self.current.ctx = Some(crate::proxy::session::streams::tracking_info_ctx());
                 self.forward(req.raw().clone(), false)
             }
             b"CACHING" if self.lease.pin.is_none() => self.reply(encode::error(
@@ -454,7 +455,7 @@ impl Session {
         let (killed, me) = self
             .proxy
             .registry
-            .kill(viewer.as_deref(), &filter, self.id);
+            .kill(viewer.as_deref(), &filter, self.client.id);
         let reply = match (req.len(), killed) {
             (3, 0) => encode::error("ERR No such client"),
             (3, _) => encode::simple("OK"),
@@ -509,7 +510,7 @@ impl Session {
     /// A user CLIENT KILL USER may name: `default`, a `[[users]]` name, or a live client's.
     fn user_exists(&self, user: &str) -> bool {
         user == "default"
-            || self.cfg.auth.users.iter().any(|u| u.name == user)
+            || self.view.cfg.auth.users.iter().any(|u| u.name == user)
             || self.proxy.registry.has_user(user)
     }
 
@@ -537,8 +538,11 @@ impl Session {
     fn monitor(&mut self) {
         self.conn.monitoring = true;
         let viewer = self.viewer();
-        let sink = self.sink.clone();
-        self.proxy.registry.monitors.watch(self.id, viewer, sink);
+        let sink = self.sender.sink.clone();
+        self.proxy
+            .registry
+            .monitors
+            .watch(self.client.id, viewer, sink);
         self.reply(encode::simple("OK"));
     }
 
@@ -555,11 +559,11 @@ impl Session {
         let mut head = LineHead {
             at: SystemTime::now(),
             db: self.conn.db,
-            addr: &self.peer,
+            addr: &self.client.addr,
             upstream: false,
         };
         let mut lines = monitor::line(&head, req.args());
-        let upstream = self.upstream_form.take().and_then(|raw| {
+        let upstream = self.current.upstream_form.take().and_then(|raw| {
             let mut buf = BytesMut::from(&raw[..]);
             RequestParser::default().parse(&mut buf).ok().flatten()
         });
@@ -575,7 +579,7 @@ impl Session {
     /// Leaves `MONITOR` mode (RESET, or the client left).
     pub(super) fn stop_monitoring(&mut self) {
         if std::mem::take(&mut self.conn.monitoring) {
-            self.proxy.registry.monitors.unwatch(self.id);
+            self.proxy.registry.monitors.unwatch(self.client.id);
         }
     }
 

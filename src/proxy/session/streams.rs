@@ -232,7 +232,7 @@ impl Session {
             self.lease.at_exec.name = Some(name);
         }
         if req.arg_is(1, "TRACKINGINFO") {
-            self.pending_ctx = Some(tracking_info_ctx());
+            self.current.ctx = Some(tracking_info_ctx());
         }
         req
     }

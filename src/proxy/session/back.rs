@@ -1,0 +1,189 @@
+//! The way back: replies are collected from every upstream connection (deliveries into the
+//! session's channel), put in request order ([`super::replies`]), mapped back to the client's
+//! names, counted, and moved to the write queue. A run of replies that needs no work of its
+//! own is relayed as one piece.
+
+use crate::protocol::reply;
+use crate::proxy::session::replies::Ready;
+use crate::proxy::session::Session;
+use crate::rules::rewrite;
+use crate::stats;
+use crate::upstream::conn::each_reply;
+use crate::upstream::Delivery;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Session {
+    /// Moves answered replies, in request order, to the write queue, counting each. Runs of
+    /// replies to the same command, and to requests read together, are counted at once.
+    pub(super) fn drain_ready(&mut self) {
+        if !self.replies.front_ready() {
+            return;
+        }
+        let now = Instant::now();
+        let mut tally = self.tally();
+        while let Some(Ready { mut frame, info }) = self.replies.pop_ready() {
+            if let Some(info) = info {
+                tally.add(now, info.cmd, reply::is_error(&frame), info.started, 1);
+                if info.silent {
+                    continue;
+                }
+                if let Some(ctx) = info.ctx {
+                    let config = self.config();
+                    let scope = self.scope(&config);
+                    frame = rewrite::map_reply(&scope, &ctx, frame);
+                } else if reply::is_error(&frame) && !self.view.cfg.rules.is_empty() {
+                    let config = self.config();
+                    let scope = self.scope(&config);
+                    frame = rewrite::map_error(&scope, &[], frame);
+                }
+            }
+            self.io.out.push(&frame);
+        }
+        tally.flush(now);
+    }
+
+    pub(super) fn on_delivery(&mut self, d: Delivery) {
+        match d {
+            Delivery::Reply { seq, frame } => self.fill(seq, frame),
+            Delivery::Replies {
+                first_seq,
+                count,
+                errors,
+                frames,
+            } => {
+                if errors == 0 && self.relay_run(first_seq, count, &frames) {
+                    return;
+                }
+                each_reply(first_seq, count, &frames, |seq, frame| {
+                    self.fill(seq, frame)
+                });
+            }
+            Delivery::Push { frame } => self.on_push(frame),
+            Delivery::Event { frame } => self.replies.push(frame),
+            Delivery::Lost => {
+                if self.lease.pin.is_some() && self.lease.needs_pin() {
+                    self.pinned_conn_lost();
+                }
+            }
+        }
+    }
+
+    /// Writes a run of replies to the oldest requests as one piece when none of them needs
+    /// work of its own (the common case: no key names to map back, no redirects to follow).
+    pub(super) fn relay_run(&mut self, first_seq: u64, count: u32, frames: &Bytes) -> bool {
+        if self.proxy.cluster.is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut tally = self.tally();
+        let taken = self.replies.take_plain_run(first_seq, count, |info, n| {
+            tally.add(now, info.cmd, false, info.started, n as u64)
+        });
+        if taken {
+            tally.flush(now);
+            self.io.out.push(frames);
+        }
+        taken
+    }
+
+    pub(super) fn fill(&mut self, seq: u64, frame: Bytes) {
+        if self.exec_effects.as_ref().is_some_and(|(s, _)| *s == seq) {
+            if let Some((_, at_exec)) = self.exec_effects.take() {
+                if frame.first() == Some(&b'*') && !frame.starts_with(b"*-1") {
+                    self.apply_at_exec(at_exec);
+                }
+            }
+        }
+        if self.proxy.cluster.is_some() && self.follow_redirect(seq, &frame) {
+            return;
+        }
+        if let Some(filled) = self.replies.fill(seq, frame) {
+            if filled.blocking {
+                self.lease.blocking -= 1;
+                self.release_if_idle();
+            }
+            if self.lease.release_when_answered && !self.replies.has_unanswered() {
+                self.lease.release_when_answered = false;
+                self.release_if_idle();
+            }
+        }
+    }
+
+    /// A tally of replies for this client's counters.
+    pub(super) fn tally(&self) -> Tally {
+        Tally::new(
+            self.view.app_stats.clone(),
+            self.view.cfg.metrics.command_latency,
+        )
+    }
+}
+
+/// Run-length counting of written replies: per (command, result) and per arrival time.
+pub(super) struct Tally {
+    /// The counters of the client's `app` label.
+    counters: Arc<stats::AppCommands>,
+    /// `metrics.command_latency`: also record each command's latency.
+    per_command: bool,
+    command: Option<(u16, bool, u64)>,
+    latency: Option<(Instant, u64)>,
+}
+
+impl Tally {
+    pub(super) fn new(counters: Arc<stats::AppCommands>, per_command: bool) -> Tally {
+        Tally {
+            counters,
+            per_command,
+            command: None,
+            latency: None,
+        }
+    }
+
+    /// Counts `n` replies to command `cmd` whose requests arrived at `started`.
+    pub(super) fn add(&mut self, now: Instant, cmd: u16, error: bool, started: Instant, n: u64) {
+        if self.per_command {
+            let took = now.saturating_duration_since(started).as_secs_f64();
+            stats::stats()
+                .command_latency(cmd)
+                .record_many(took, n as usize);
+        }
+        match &mut self.command {
+            Some((c, e, count)) if *c == cmd && *e == error => *count += n,
+            _ => {
+                self.flush_command();
+                self.command = Some((cmd, error, n));
+            }
+        }
+        match &mut self.latency {
+            Some((s, count)) if *s == started => *count += n,
+            _ => {
+                self.flush_latency(now);
+                self.latency = Some((started, n));
+            }
+        }
+    }
+
+    pub(super) fn flush_command(&mut self) {
+        if let Some((cmd, error, n)) = self.command.take() {
+            let counters = self.counters.command(cmd);
+            match error {
+                true => counters.error.increment(n),
+                false => counters.ok.increment(n),
+            }
+        }
+    }
+
+    pub(super) fn flush_latency(&mut self, now: Instant) {
+        if let Some((started, n)) = self.latency.take() {
+            stats::stats()
+                .latency
+                .record(now.saturating_duration_since(started), n);
+        }
+    }
+
+    pub(super) fn flush(&mut self, now: Instant) {
+        self.flush_command();
+        self.flush_latency(now);
+    }
+}

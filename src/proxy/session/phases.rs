@@ -1,0 +1,170 @@
+//! The life of one request through the general path, in named phases, top to bottom:
+//!
+//! 1. **admit**: the connection may send it (authenticated, its pinned connection alive),
+//!    what went before on another connection is answered first, the config in force is
+//!    picked up;
+//! 2. **connection-scoped commands** are answered by rekey (`cmd`), others go on;
+//! 3. **access check** (every identity may run everything, for now);
+//! 4. **rewrite** the keys and channels by the rules, remembering how to map the reply back;
+//! 5. **route**: pinned connection, subscribe stream, cluster node, side channel or the shared
+//!    connection, and **send** (batched, see `forward`).
+//!
+//! And back (`back`): collect → order → map back → write. Plain runs of data commands skip
+//! all of this through the lane (`lane`), which [`Session::lane_open`] lets run only when the
+//! general path would do exactly what it does.
+
+use crate::commands::{Class, CommandSpec, Extra, Local};
+use crate::protocol::encode;
+use crate::protocol::Request;
+use crate::proxy::session::cluster_route::opens_cluster_multi;
+use crate::proxy::session::outbox::BATCH_BYTES;
+use crate::proxy::session::pinned::queued_in_multi;
+use crate::proxy::session::Session;
+use crate::rules::rewrite::{self, Scope};
+use bytes::Bytes;
+
+impl Session {
+    /// Routes one request, and shows it to the clients in `MONITOR` mode when there are any.
+    pub(super) async fn dispatch(&mut self, req: Request) {
+        if !self.proxy.registry.monitors.active() {
+            return self.route_request(req).await;
+        }
+        let seen = req.clone();
+        let authed = self.conn.authed;
+        self.current.upstream_form = None;
+        self.route_request(req).await;
+        self.feed_monitors(&seen, authed);
+    }
+
+    /// Routes one request: the single place every request passes before it is forwarded.
+    pub(super) async fn route_request(&mut self, req: Request) {
+        let spec = self.lookups.lookup(&req);
+        self.current.cmd = spec.id;
+        if !self.conn.authed
+            && !matches!(
+                spec.class,
+                Class::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
+            )
+        {
+            return self.reply(encode::error("NOAUTH Authentication required."));
+        }
+        if self.lease.pin.as_ref().is_some_and(|p| p.is_closed()) {
+            return self.pinned_conn_lost();
+        }
+        // A reply rekey makes waits for frames still owed on the subscribed connection (PING
+        // and ECHO are Redis's to answer, in order on the client's connection).
+        let local = match spec.class {
+            Class::Local(Local::Ping | Local::Echo) => false,
+            Class::Local(_) | Class::Refuse(_) => true,
+            _ => false,
+        };
+        if self.sender.barrier || (local && self.lease.subs.waiting()) {
+            self.settle().await;
+        }
+        if self.upstream_moved() {
+            self.switch_pool();
+        }
+        // The config is borrowed, not cloned: no reference-count traffic per command.
+        self.refresh_config();
+        let config = self.view.snapshot.as_ref().unwrap_or(&self.view.cfg);
+        if config.rules.is_empty() {
+            return self.route(spec, req).await;
+        }
+        if spec.extra == Extra::Flush && config.rules.rewrites_for(self.identity()) {
+            let config = config.clone();
+            return self.flush(&config, &req).await;
+        }
+        if let Some(req) = self.apply_rules(spec, req) {
+            self.route(spec, req).await
+        }
+    }
+
+    /// Rewrites the request's keys and channels; remembers how to map its reply back. A
+    /// plainly forwarded request that changes is encoded straight into the batch (`None`);
+    /// any other comes back for [`Session::route`].
+    pub(super) fn apply_rules(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: Request,
+    ) -> Option<Request> {
+        let direct = spec.class == Class::Forward
+            && !self.lease.in_multi
+            && !self.lease.pipe_mode(self.conn.proto)
+            && self.proxy.cluster.is_none();
+        let config = self.view.snapshot.as_ref().unwrap_or(&self.view.cfg);
+        self.memory.sync_generation(config.generation);
+        let mut scope = Scope {
+            rules: &config.rules,
+            app: self.client.app.as_deref().or(self.conn.user.as_deref()),
+            memory: &mut self.memory,
+        };
+        // Encoded into `scratch` only when it can go straight into the batch.
+
+        let (outcome, ctx) = rewrite::rewrite_into(
+            &mut scope,
+            spec,
+            &req,
+            direct.then_some(&mut self.sender.outbox.scratch),
+            BATCH_BYTES,
+        );
+        self.current.ctx = ctx;
+        if self.proxy.registry.monitors.active() {
+            self.current.upstream_form = match &outcome {
+                rewrite::Outcome::Unchanged => None,
+                rewrite::Outcome::Rebuilt(new) => Some(new.raw().clone()),
+                rewrite::Outcome::Encoded => {
+                    Some(Bytes::copy_from_slice(&self.sender.outbox.scratch))
+                }
+            };
+        }
+        match outcome {
+            rewrite::Outcome::Unchanged => Some(req),
+            rewrite::Outcome::Rebuilt(new) => Some(new),
+            rewrite::Outcome::Encoded => {
+                self.forward_scratch();
+                None
+            }
+        }
+    }
+
+    pub(super) async fn route(&mut self, spec: &'static CommandSpec, req: Request) {
+        // RESP2 in subscribe mode: the pinned connection is a transparent pipe.
+        if self.lease.pipe_mode(self.conn.proto) && !always_local(spec.class, &req) {
+            return self.forward_stream(req);
+        }
+        if !matches!(
+            spec.class,
+            Class::Forward | Class::Local(Local::Ping | Local::Echo)
+        ) {
+            self.flush_batch();
+        }
+        if spec.class == Class::Local(Local::Unsubscribe) && self.lease.subs.active() {
+            return self.forward_stream(req);
+        }
+        if self.cluster_multi && self.lease.pin.is_none() && opens_cluster_multi(spec.class) {
+            self.start_cluster_multi(spec, &req).await;
+        }
+        if self.lease.in_multi && queued_in_multi(spec.class) {
+            return self.queue_in_multi(spec, req).await;
+        }
+        match spec.class {
+            Class::Forward if self.proxy.cluster.is_some() => self.cluster_forward(spec, req),
+            Class::Forward => self.forward(req.into_raw(), false),
+            Class::Local(local) => self.local(local, req).await,
+            Class::Pin(pin) => self.pinned(pin, req).await,
+            Class::Refuse(msg) => self.refuse(msg, req),
+        }
+        self.current.ctx = None;
+    }
+}
+
+/// Commands rekey answers itself even in subscribe mode.
+pub(super) fn always_local(class: Class, req: &Request) -> bool {
+    match class {
+        Class::Local(Local::Quit | Local::Reset | Local::Auth) | Class::Refuse(_) => true,
+        Class::Local(Local::Client) => {
+            req.arg_is(1, "KILL") || req.arg_is(1, "REPLY") || req.arg_is(1, "SETINFO")
+        }
+        _ => false,
+    }
+}

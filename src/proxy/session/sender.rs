@@ -1,0 +1,114 @@
+//! The sending side of a session: where its requests go and how they travel. Requests routed
+//! to one upstream connection collect in the [`Outbox`] and leave as one job; this part knows
+//! the client's shared pool (and, for a cluster, the pools of the nodes it used), the channel
+//! replies come back on, and when requests must wait for those in flight (`barrier`). It knows
+//! nothing of what a request means or how keys are rewritten.
+
+use crate::protocol::encode::Proto;
+use crate::proxy::session::outbox::{Batch, Outbox, Target};
+use crate::proxy::Proxy;
+use crate::upstream::{Job, PinnedConn, ReplyTo, SharedPool, Sink, Upstream};
+use arc_swap::{ArcSwap, Cache};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Where a session's requests go.
+pub(super) struct Sender {
+    /// Where every upstream connection sends this client's replies.
+    pub(super) sink: Sink,
+    /// Requests routed but not yet sent.
+    pub(super) outbox: Outbox,
+    /// The client's shared pool for its protocol and db, and its connection in it.
+    pub(super) shared: Arc<SharedPool>,
+    pub(super) slot: usize,
+    /// The upstream `shared` belongs to, and the proxy's live one (a reload with a new
+    /// upstream, or a Sentinel failover, swaps it): when the two differ, the session moves.
+    pub(super) upstream: Arc<Upstream>,
+    pub(super) upstream_live: Cache<Arc<ArcSwap<Upstream>>, Arc<Upstream>>,
+    /// Cluster mode: shared pools of the nodes this client has used, by node id.
+    pub(super) node_pools: Vec<(u64, Arc<SharedPool>)>,
+    /// The upstream the next pinned connection comes from (a cluster node), if not the default.
+    pub(super) pin_hint: Option<Arc<Upstream>>,
+    /// Requests went to one upstream connection and the next go to another (a pin was
+    /// returned, the pool changed): before sending more, wait for what is in flight.
+    pub(super) barrier: bool,
+}
+
+impl Sender {
+    /// A client's sender on the proxy's current upstream, in `db`, speaking RESP2.
+    pub(super) fn new(proxy: &Proxy, sink: Sink, db: u32) -> Sender {
+        let upstream = proxy.upstream.load_full();
+        let shared = upstream.shared(Proto::Resp2, db);
+        Sender {
+            sink,
+            outbox: Outbox::default(),
+            slot: shared.pick(),
+            shared,
+            upstream,
+            upstream_live: Cache::new(Arc::clone(&proxy.upstream)),
+            node_pools: Vec::new(),
+            pin_hint: None,
+            barrier: false,
+        }
+    }
+
+    /// Adds the `count` requests from `seq` on for `target` to the batch, first sending the
+    /// batch if they cannot join it (another connection, or `big`: the request goes alone).
+    pub(super) fn join(
+        &mut self,
+        (target, seq, count, big): (Target, u64, u32, bool),
+        pin: Option<&PinnedConn>,
+    ) {
+        if let Some((batch, payload)) = self.outbox.join(target, seq, count, big) {
+            self.send(batch, payload, pin);
+        }
+    }
+
+    /// Sends the batched requests, if any, as one job.
+    pub(super) fn flush(&mut self, pin: Option<&PinnedConn>) {
+        if let Some((batch, payload)) = self.outbox.take() {
+            self.send(batch, payload, pin);
+        }
+    }
+
+    fn send(&self, b: Batch, payload: Bytes, pin: Option<&PinnedConn>) {
+        let job = Job::Send {
+            payload,
+            reply: ReplyTo::Client {
+                sink: self.sink.clone(),
+                seq: b.first_seq,
+                count: b.count,
+            },
+        };
+        match (b.target, pin) {
+            (Target::Pinned(_), Some(conn)) => conn.send(job),
+            (Target::Pinned(_), None) | (Target::Shared(0), _) => self.shared.send(self.slot, job),
+            (Target::Shared(node), _) => self.node_pool_by_id(node).send(self.slot, job),
+        }
+    }
+
+    /// The pool cached for node `id` (every batch for a node was preceded by `node_pool`).
+    pub(super) fn node_pool_by_id(&self, id: u64) -> Arc<SharedPool> {
+        self.node_pools
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| self.shared.clone())
+    }
+
+    /// Whether the proxy's upstream was swapped since this session took its pool.
+    pub(super) fn upstream_moved(&mut self) -> bool {
+        !Arc::ptr_eq(self.upstream_live.load(), &self.upstream)
+    }
+
+    /// Takes the shared pool for `proto` and `db` on the live upstream (after a change of
+    /// protocol or db, or of the upstream). What follows waits for what is in flight unless
+    /// the client is pinned (its requests keep going on its pinned connection, in order).
+    pub(super) fn switch(&mut self, proto: Proto, db: u32, pin: Option<&PinnedConn>) {
+        self.flush(pin);
+        self.barrier |= pin.is_none();
+        self.upstream = Arc::clone(self.upstream_live.load());
+        self.shared = self.upstream.shared(proto, db);
+        self.slot = self.shared.pick();
+    }
+}
