@@ -3,6 +3,7 @@
 //! cycle, the data plane (`proxy` and below) never reaches up into the program's wiring
 //! (`server`), and modules that share a layer (peers) never import each other.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, lowest first. A layer of more than one module holds peers:
@@ -25,17 +26,42 @@ const LAYERS: &[&[&str]] = &[
     &["server", "migrate"],
 ];
 
-/// The layer a top-level module is in.
-fn rank(module: &str) -> usize {
-    LAYERS
+/// The files of `src/upstream/` by layer, lowest first, as `LAYERS` one level down: the
+/// contract with sessions, dialing, the driver, the two pools, then `Upstream` in `mod.rs`. So
+/// the driver cannot reach the pinned pool to give a connection back.
+const UPSTREAM: &[&[&str]] = &[
+    &["url", "silence", "worker"],
+    &["settings"],
+    &["contract"],
+    &["dial"],
+    &["driver"],
+    &["shared", "pinned"],
+    &["conn"],
+    &["sentinel"],
+    &["mod"],
+];
+
+/// The layer of `layers` that `name` is in.
+fn rank_in(layers: &[&[&str]], name: &str) -> usize {
+    layers
         .iter()
-        .position(|layer| layer.contains(&module))
-        .unwrap_or_else(|| panic!("module {module} is in no layer: add it to LAYERS"))
+        .position(|layer| layer.contains(&name))
+        .unwrap_or_else(|| panic!("{name} is in no layer: add it to LAYERS or UPSTREAM"))
 }
 
-/// Whether code in `module` may use `crate::{target}`: its own module, or a lower layer.
+/// The layer a top-level module is in.
+fn rank(module: &str) -> usize {
+    rank_in(LAYERS, module)
+}
+
+/// Whether `from` may use `target`: itself, or something in a lower layer.
+fn may_import_in(layers: &[&[&str]], from: &str, target: &str) -> bool {
+    target == from || rank_in(layers, target) < rank_in(layers, from)
+}
+
+/// Whether code in `module` may use `crate::{target}`.
 fn may_import(module: &str, target: &str) -> bool {
-    target == module || rank(target) < rank(module)
+    may_import_in(LAYERS, module, target)
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -63,19 +89,25 @@ fn module_of(src: &Path, file: &Path) -> String {
 
 /// The top-level modules named by `crate::…` paths in the code (comments left out).
 fn imports(text: &str) -> Vec<String> {
+    let mut names = names_after(text, "crate::");
+    names.retain(|name| !name.is_empty());
+    names
+}
+
+/// The names that follow `prefix` (`crate::`, `super::`) in the code, comments left out; an
+/// empty one where a group or glob follows (`crate::{…}`).
+fn names_after(text: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines() {
         let code = line.split("//").next().unwrap_or_default();
         let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            let tail = &rest[at + "crate::".len()..];
+        while let Some(at) = rest.find(prefix) {
+            let tail = &rest[at + prefix.len()..];
             let name: String = tail
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if !name.is_empty() {
-                out.push(name);
-            }
+            out.push(name);
             rest = tail;
         }
     }
@@ -129,4 +161,82 @@ fn peers_may_not_import_each_other() {
     assert!(!may_import("migrate", "server"));
     assert!(may_import("migrate", "upstream") && may_import("server", "proxy"));
     assert!(!may_import("proxy", "server") && !may_import("proxy", "migrate"));
+}
+
+/// What `src/upstream/mod.rs` re-exports (`pub use file::{A, B};`): each name's file.
+fn reexports(mod_rs: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in mod_rs.lines() {
+        let Some((file, names)) = line
+            .strip_prefix("pub use ")
+            .and_then(|l| l.split_once("::"))
+        else {
+            continue;
+        };
+        for name in names.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !name.is_empty() {
+                out.insert(name.to_string(), file.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The files of `src/upstream/` a file there uses, by `crate::upstream::…` or `super::…`: a
+/// file by name, a name `mod.rs` re-exports as the file it comes from, any other name (or a
+/// group, `super::{…}`) as `mod`. Unit tests (from `#[cfg(test)]` on) are left out: their
+/// `super` is the file itself.
+fn upstream_imports(text: &str, reexported: &HashMap<String, String>) -> Vec<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut names = names_after(code, "crate::upstream::");
+    names.extend(names_after(code, "super::"));
+    let file_of = |name: String| match UPSTREAM.iter().any(|l| l.contains(&name.as_str())) {
+        true => name,
+        false => reexported
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| "mod".into()),
+    };
+    names.into_iter().map(file_of).collect()
+}
+
+#[test]
+fn upstream_files_import_only_files_below() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/upstream");
+    let reexported = reexports(&std::fs::read_to_string(dir.join("mod.rs")).unwrap());
+    let mut wrong = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_stem().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for target in upstream_imports(&text, &reexported) {
+            if !may_import_in(UPSTREAM, &file, &target) {
+                wrong.push(format!("upstream/{file}.rs imports upstream::{target}"));
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(
+        wrong.is_empty(),
+        "upstream files importing up:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_upstream_checker_sees_the_old_circle() {
+    // The driver giving a connection back by calling into the pinned pool, directly or through
+    // a re-export, is what the split removed.
+    let reexported = reexports("pub use pinned::PinnedConn;\npub use url::UpstreamUrl;\n");
+    let text = "use crate::upstream::pinned::PinnedPool;\nuse super::PinnedConn;\n\
+                use super::{url, UpstreamUrl};\nlet u = crate::upstream::Upstream::new(s);\n\
+                #[cfg(test)]\nuse super::Driver;\n";
+    let found = upstream_imports(text, &reexported);
+    assert_eq!(found, ["pinned", "mod", "pinned", "mod"]);
+    assert!(!may_import_in(UPSTREAM, "driver", "pinned"));
+    assert!(!may_import_in(UPSTREAM, "pinned", "shared"));
+    assert!(
+        may_import_in(UPSTREAM, "pinned", "driver") && may_import_in(UPSTREAM, "driver", "url")
+    );
 }
