@@ -12,18 +12,15 @@ use crate::cluster::slot::slot_of;
 use crate::cluster::{self, Node, Topology, ASKING};
 use crate::commands::{keys, Class, CommandSpec, Pin};
 use crate::protocol::encode;
-use crate::protocol::parser::Peeked;
-use crate::protocol::request::splice_head;
 use crate::protocol::Request;
 use crate::proxy::session::Session;
-use crate::rules::rewrite::{self, RuleTally, Scope};
 use crate::upstream::{Job, ReplyTo, SharedPool};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-const NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
+pub(super) const NOT_SERVED: &str = "CLUSTERDOWN Hash slot not served";
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 /// Redirections followed for one request before its error is passed on.
 const MAX_REDIRECTS: u8 = 5;
@@ -46,89 +43,6 @@ fn key_slots(spec: &CommandSpec, req: &Request) -> SmallVec<[(usize, u16); 8]> {
 }
 
 impl Session {
-    /// The forwarding lane with a cluster upstream: each plainly forwarded request whose one
-    /// key is argument 1 goes to its slot's node without becoming a [`Request`]. Its bytes (with
-    /// the key rewritten, if a rule does) are kept for a redirection, as every cluster
-    /// request's are; the first request the lane cannot take is left for the general path.
-    pub(super) fn forward_cluster_lane(&mut self) {
-        let Some(cluster) = self.proxy.cluster.clone() else {
-            return;
-        };
-        let topology = cluster.topology();
-        let rules = !self.view.cfg.rules.is_empty();
-        if rules {
-            self.memory.sync_generation(self.view.cfg.generation);
-        }
-        let mut tally = RuleTally::default();
-        while self.can_read() {
-            let Some(req) = self.io.parser.peek(&self.io.rbuf) else {
-                break;
-            };
-            let Some(cmd) = self.lane_takes(&req, 0, true) else {
-                break;
-            };
-            let Some(key) = req.arg1.clone() else {
-                break; // no key: the general path picks a node
-            };
-            self.current.cmd = cmd;
-            let (payload, slot) = self.cluster_lane_payload(&req, key, rules, &mut tally);
-            let Some(node) = topology.node_of(slot).cloned() else {
-                cluster.request_refresh();
-                self.reply(encode::error(NOT_SERVED));
-                continue;
-            };
-            self.node_pool(&node);
-            self.forward_on(payload, false, node.id);
-        }
-        tally.flush(&self.view.cfg.rules, self.identity());
-    }
-
-    /// Takes `req` off the read buffer as the bytes to send (a rule's new key spliced in, if
-    /// one applies) and the slot of the key they carry.
-    fn cluster_lane_payload(
-        &mut self,
-        req: &Peeked,
-        key: std::ops::Range<u32>,
-        rules: bool,
-        tally: &mut RuleTally,
-    ) -> (Bytes, u16) {
-        let key = key.start as usize..key.end as usize;
-        let rewritten = rules.then(|| {
-            let mut scope = Scope {
-                rules: &self.view.cfg.rules,
-                app: self.client.app.as_deref().or(self.conn.user.as_deref()),
-                memory: &mut self.memory,
-            };
-            let old = &self.io.rbuf[key.clone()];
-            let rw = rewrite::sole_key_rewrite(&mut scope, old, tally)?;
-            let new_len = rw.to.len() + old.len() - rw.prefix_len;
-            let mut bytes = BytesMut::with_capacity(req.len + rw.to.len());
-            let resume = splice_head(
-                &self.io.rbuf,
-                0,
-                key.clone(),
-                rw.prefix_len,
-                &rw.to,
-                &mut bytes,
-            );
-            // The new key starts with the new prefix splice_head just wrote.
-            let new_key = bytes.len() - rw.to.len();
-            bytes.extend_from_slice(&self.io.rbuf[resume..req.len]);
-            let slot = slot_of(&bytes[new_key..new_key + new_len]);
-            Some((bytes.freeze(), slot))
-        });
-        match rewritten.flatten() {
-            Some(done) => {
-                self.io.rbuf.advance(req.len);
-                done
-            }
-            None => {
-                let slot = slot_of(&self.io.rbuf[key]);
-                (self.io.rbuf.split_to(req.len).freeze(), slot)
-            }
-        }
-    }
-
     /// Routes a forwarded request to its node (or nodes).
     pub(super) fn cluster_forward(&mut self, spec: &'static CommandSpec, req: Request) {
         if self.lease.pin.is_some() {

@@ -7,22 +7,28 @@
 //! whole run into the upstream batch at once. When a rule rewrites the key of a single-key
 //! command, the new key is spliced in on the way.
 //!
-//! The lane only skips work. It takes a request only when the general path would forward it
-//! unchanged, or with its one key rewritten, to the client's shared connection; the first
-//! request it cannot take ends the run and goes through [`Session::dispatch`] as before. With
-//! a cluster upstream the same requests take the cluster lane (in `cluster_route`), which
-//! sends each to its slot's node.
+//! The lane only skips work. One gate decides: [`Session::lane_open`] (the client's state is
+//! such that the general path's admit phase would have nothing to do) and, request by request,
+//! [`Session::lane_takes`] (the general path would forward it unchanged, or with its one key
+//! rewritten). The first request it cannot take ends the run and goes through the general
+//! path's phases (`phases`). A single upstream and a cluster differ only where the bytes go:
+//! to the client's shared connection, copied in runs; or each to its (rewritten) key's slot's
+//! node, kept for a redirection ([`Session::forward_cluster_lane`]).
 //!
 //! [`Request`]: crate::protocol::Request
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
+use crate::cluster::slot::slot_of;
 use crate::commands::{Class, Local};
+use crate::protocol::encode;
 use crate::protocol::parser::Peeked;
 use crate::protocol::request::splice_head;
+use crate::proxy::session::cluster_route::NOT_SERVED;
 use crate::proxy::session::outbox::BATCH_BYTES;
+use crate::proxy::session::{identity, scope};
 use crate::proxy::session::{ReplyMode, Session};
-use crate::rules::rewrite::{self, RuleTally, Scope};
-use bytes::Buf;
+use crate::rules::rewrite::{self, RuleTally};
+use bytes::{Buf, Bytes, BytesMut};
 
 impl Session {
     /// Forwards the leading requests of the read buffer that the lane can take, and leaves
@@ -82,10 +88,7 @@ impl Session {
             .buf
             .extend_from_slice(&self.io.rbuf[copied..taken]);
         self.io.rbuf.advance(taken);
-        tally.flush(
-            &self.view.cfg.rules,
-            self.client.app.as_deref().or(self.conn.user.as_deref()),
-        );
+        tally.flush(&self.view.cfg.rules, identity(&self.client, &self.conn));
     }
 
     /// True when no connection state routes this client's requests anywhere but its shared
@@ -145,11 +148,7 @@ impl Session {
     ) -> Option<usize> {
         let raw = &self.io.rbuf[offset..offset + req.len];
         let key = req.arg1(raw)?;
-        let mut scope = Scope {
-            rules: &self.view.cfg.rules,
-            app: self.client.app.as_deref().or(self.conn.user.as_deref()),
-            memory: &mut self.memory,
-        };
+        let mut scope = scope(&self.view.cfg, &self.client, &self.conn, &mut self.memory);
         let rw = rewrite::sole_key_rewrite(&mut scope, key, tally)?;
         let arg = req.arg1.clone()?;
         let arg = offset + arg.start as usize..offset + arg.end as usize;
@@ -162,5 +161,84 @@ impl Session {
             to,
             &mut self.sender.outbox.buf,
         ))
+    }
+
+    /// The forwarding lane with a cluster upstream: each plainly forwarded request whose one
+    /// key is argument 1 goes to its slot's node without becoming a [`Request`]. Its bytes (with
+    /// the key rewritten, if a rule does) are kept for a redirection, as every cluster
+    /// request's are; the first request the lane cannot take is left for the general path.
+    pub(super) fn forward_cluster_lane(&mut self) {
+        let Some(cluster) = self.proxy.cluster.clone() else {
+            return;
+        };
+        let topology = cluster.topology();
+        let rules = !self.view.cfg.rules.is_empty();
+        if rules {
+            self.memory.sync_generation(self.view.cfg.generation);
+        }
+        let mut tally = RuleTally::default();
+        while self.can_read() {
+            let Some(req) = self.io.parser.peek(&self.io.rbuf) else {
+                break;
+            };
+            let Some(cmd) = self.lane_takes(&req, 0, true) else {
+                break;
+            };
+            let Some(key) = req.arg1.clone() else {
+                break; // no key: the general path picks a node
+            };
+            self.current.cmd = cmd;
+            let (payload, slot) = self.cluster_lane_payload(&req, key, rules, &mut tally);
+            let Some(node) = topology.node_of(slot).cloned() else {
+                cluster.request_refresh();
+                self.reply(encode::error(NOT_SERVED));
+                continue;
+            };
+            self.node_pool(&node);
+            self.forward_on(payload, false, node.id);
+        }
+        tally.flush(&self.view.cfg.rules, self.identity());
+    }
+
+    /// Takes `req` off the read buffer as the bytes to send (a rule's new key spliced in, if
+    /// one applies) and the slot of the key they carry.
+    fn cluster_lane_payload(
+        &mut self,
+        req: &Peeked,
+        key: std::ops::Range<u32>,
+        rules: bool,
+        tally: &mut RuleTally,
+    ) -> (Bytes, u16) {
+        let key = key.start as usize..key.end as usize;
+        let rewritten = rules.then(|| {
+            let mut scope = scope(&self.view.cfg, &self.client, &self.conn, &mut self.memory);
+            let old = &self.io.rbuf[key.clone()];
+            let rw = rewrite::sole_key_rewrite(&mut scope, old, tally)?;
+            let new_len = rw.to.len() + old.len() - rw.prefix_len;
+            let mut bytes = BytesMut::with_capacity(req.len + rw.to.len());
+            let resume = splice_head(
+                &self.io.rbuf,
+                0,
+                key.clone(),
+                rw.prefix_len,
+                &rw.to,
+                &mut bytes,
+            );
+            // The new key starts with the new prefix splice_head just wrote.
+            let new_key = bytes.len() - rw.to.len();
+            bytes.extend_from_slice(&self.io.rbuf[resume..req.len]);
+            let slot = slot_of(&bytes[new_key..new_key + new_len]);
+            Some((bytes.freeze(), slot))
+        });
+        match rewritten.flatten() {
+            Some(done) => {
+                self.io.rbuf.advance(req.len);
+                done
+            }
+            None => {
+                let slot = slot_of(&self.io.rbuf[key]);
+                (self.io.rbuf.split_to(req.len).freeze(), slot)
+            }
+        }
     }
 }

@@ -278,8 +278,7 @@ impl Session {
     /// Follows the client's identity (its listener's app, its AUTH user) into the metrics'
     /// `app` label: after AUTH, RESET, and a reload that may name new apps or users.
     pub(super) fn refresh_label(&mut self) {
-        let identity = self.client.app.as_deref().or(self.conn.user.as_deref());
-        self.view.relabel(identity);
+        self.view.relabel(identity(&self.client, &self.conn));
     }
 
     /// Upstream prefixes this client's keys were rewritten to.
@@ -289,16 +288,12 @@ impl Session {
 
     /// The client's identity for rules: its listener's app, else its AUTH user name.
     pub(super) fn identity(&self) -> Option<&str> {
-        self.client.app.as_deref().or(self.conn.user.as_deref())
+        identity(&self.client, &self.conn)
     }
 
+    /// The rewrite scope of this client under `config`.
     pub(super) fn scope<'a>(&'a mut self, config: &'a Config) -> Scope<'a> {
-        self.memory.sync_generation(config.generation);
-        Scope {
-            rules: &config.rules,
-            app: self.client.app.as_deref().or(self.conn.user.as_deref()),
-            memory: &mut self.memory,
-        }
+        scope(config, &self.client, &self.conn, &mut self.memory)
     }
 
     pub(super) fn can_read(&self) -> bool {
@@ -366,5 +361,26 @@ impl Session {
     pub(super) fn switch_pool(&mut self) {
         let (proto, db) = (self.conn.proto, self.conn.db);
         self.sender.switch(proto, db, self.lease.pin.as_ref());
+    }
+}
+
+/// A client's identity for rules and metrics: its listener's app, else its AUTH user name.
+fn identity<'a>(client: &'a Registered, conn: &'a ConnState) -> Option<&'a str> {
+    client.app.as_deref().or(conn.user.as_deref())
+}
+
+/// The rewrite scope of a client under `config`: the rules, its identity and its prefix
+/// memory (borrowed field by field, so that the session's other parts stay usable).
+fn scope<'a>(
+    config: &'a Config,
+    client: &'a Registered,
+    conn: &'a ConnState,
+    memory: &'a mut PrefixMemory,
+) -> Scope<'a> {
+    memory.sync_generation(config.generation);
+    Scope {
+        rules: &config.rules,
+        app: identity(client, conn),
+        memory,
     }
 }

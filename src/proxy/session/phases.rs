@@ -19,8 +19,9 @@ use crate::protocol::Request;
 use crate::proxy::session::cluster_route::opens_cluster_multi;
 use crate::proxy::session::outbox::BATCH_BYTES;
 use crate::proxy::session::pinned::queued_in_multi;
+use crate::proxy::session::scope;
 use crate::proxy::session::Session;
-use crate::rules::rewrite::{self, Scope};
+use crate::rules::rewrite;
 use bytes::Bytes;
 
 impl Session {
@@ -36,20 +37,39 @@ impl Session {
         self.feed_monitors(&seen, authed);
     }
 
-    /// Routes one request: the single place every request passes before it is forwarded.
+    /// One request through the general path, phase by phase: the single place every
+    /// request that is not a plain lane run passes.
     pub(super) async fn route_request(&mut self, req: Request) {
         let spec = self.lookups.lookup(&req);
         self.current.cmd = spec.id;
-        if !self.conn.authed
-            && !matches!(
-                spec.class,
-                Class::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
-            )
-        {
-            return self.reply(encode::error("NOAUTH Authentication required."));
+        if !self.admit(spec).await {
+            return;
+        }
+        if let Err(refusal) = self.check_access(spec, &req) {
+            return self.reply(refusal);
+        }
+        let Some(req) = self.rewrite(spec, req).await else {
+            return;
+        };
+        self.route(spec, req).await
+    }
+
+    /// Phase 1, admit: the client may send this now (authenticated, or the command is one
+    /// that authenticates; its pinned connection still there), what is in flight on another
+    /// connection is answered first when it must be, and the session follows a swapped
+    /// upstream and a reloaded config. False when the request was answered here.
+    async fn admit(&mut self, spec: &'static CommandSpec) -> bool {
+        let logs_in = matches!(
+            spec.class,
+            Class::Local(Local::Auth | Local::Hello | Local::Quit | Local::Reset)
+        );
+        if !self.conn.authed && !logs_in {
+            self.reply(encode::error("NOAUTH Authentication required."));
+            return false;
         }
         if self.lease.pin.as_ref().is_some_and(|p| p.is_closed()) {
-            return self.pinned_conn_lost();
+            self.pinned_conn_lost();
+            return false;
         }
         // A reply rekey makes waits for frames still owed on the subscribed connection (PING
         // and ECHO are Redis's to answer, in order on the client's connection).
@@ -64,19 +84,32 @@ impl Session {
         if self.upstream_moved() {
             self.switch_pool();
         }
-        // The config is borrowed, not cloned: no reference-count traffic per command.
         self.refresh_config();
-        let config = self.view.snapshot.as_ref().unwrap_or(&self.view.cfg);
+        true
+    }
+
+    /// Phase 2, access: whether this client's identity may run the command on these keys
+    /// and channels, on the names it sent (before any rule). Every identity may run
+    /// everything for now; per-identity ACLs go here.
+    fn check_access(&mut self, _spec: &'static CommandSpec, _req: &Request) -> Result<(), Bytes> {
+        Ok(())
+    }
+
+    /// Phase 3, rewrite: the rules applied to the request's keys and channels (a flush from
+    /// a client whose keys are rewritten is refused or scoped here). `None` when nothing is
+    /// left to route: the request was answered, or went straight into the batch.
+    async fn rewrite(&mut self, spec: &'static CommandSpec, req: Request) -> Option<Request> {
+        // The config is borrowed, not cloned: no reference-count traffic per command.
+        let config = self.view.in_force();
         if config.rules.is_empty() {
-            return self.route(spec, req).await;
+            return Some(req);
         }
         if spec.extra == Extra::Flush && config.rules.rewrites_for(self.identity()) {
             let config = config.clone();
-            return self.flush(&config, &req).await;
+            self.flush(&config, &req).await;
+            return None;
         }
-        if let Some(req) = self.apply_rules(spec, req) {
-            self.route(spec, req).await
-        }
+        self.apply_rules(spec, req)
     }
 
     /// Rewrites the request's keys and channels; remembers how to map its reply back. A
@@ -92,14 +125,8 @@ impl Session {
             && !self.lease.pipe_mode(self.conn.proto)
             && self.proxy.cluster.is_none();
         let config = self.view.snapshot.as_ref().unwrap_or(&self.view.cfg);
-        self.memory.sync_generation(config.generation);
-        let mut scope = Scope {
-            rules: &config.rules,
-            app: self.client.app.as_deref().or(self.conn.user.as_deref()),
-            memory: &mut self.memory,
-        };
+        let mut scope = scope(config, &self.client, &self.conn, &mut self.memory);
         // Encoded into `scratch` only when it can go straight into the batch.
-
         let (outcome, ctx) = rewrite::rewrite_into(
             &mut scope,
             spec,
@@ -127,6 +154,9 @@ impl Session {
         }
     }
 
+    /// Phase 4, route and send: on the subscribe stream, queued in a transaction, to a
+    /// cluster node, forwarded on the client's connection, answered by rekey (connection-scoped
+    /// commands, `local`), on a pinned connection, or refused.
     pub(super) async fn route(&mut self, spec: &'static CommandSpec, req: Request) {
         // RESP2 in subscribe mode: the pinned connection is a transparent pipe.
         if self.lease.pipe_mode(self.conn.proto) && !always_local(spec.class, &req) {
