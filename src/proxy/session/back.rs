@@ -89,6 +89,9 @@ impl Session {
     }
 
     pub(super) fn fill(&mut self, seq: u64, frame: Bytes) {
+        if !self.lease.broadcast_changes.is_empty() {
+            self.tracking_refused(seq, &frame);
+        }
         if self.exec_effects.as_ref().is_some_and(|(s, _)| *s == seq) {
             if let Some((_, at_exec)) = self.exec_effects.take() {
                 if frame.first() == Some(&b'*') && !frame.starts_with(b"*-1") {

@@ -38,6 +38,10 @@ pub(super) struct Lease {
     /// In `BCAST` mode: Redis sends one invalidation push per prefix, in the order of the
     /// (upstream) prefixes' names.
     pub(super) broadcast: bool,
+    /// `CLIENT TRACKING` commands sent and not answered yet, by sequence number, with the
+    /// `BCAST` mode each brings once Redis accepts it: pushes that arrive before its reply
+    /// belong to the mode before it (see `streams`).
+    pub(super) broadcast_changes: std::collections::VecDeque<(u64, bool)>,
     /// Blocking commands sent and not yet answered.
     pub(super) blocking: usize,
     /// Give the pinned connection back once every request sent on it is answered.

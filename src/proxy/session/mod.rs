@@ -14,6 +14,7 @@
 
 mod back;
 mod cluster_route;
+mod cmd;
 mod conn;
 mod flush;
 mod forward;
@@ -28,6 +29,7 @@ pub mod replies;
 mod sender;
 mod streams;
 mod view;
+mod visibility;
 
 use crate::commands;
 use crate::config::Config;

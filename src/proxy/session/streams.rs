@@ -175,6 +175,7 @@ impl Session {
         };
         // BCAST: the pushes of one turn of Redis come in the order of the upstream prefixes;
         // the client expects its own prefixes' order (rules may have changed it).
+        self.follow_broadcast_changes();
         if let Some(key) = self
             .lease
             .broadcast
@@ -187,6 +188,40 @@ impl Session {
         self.replies.push_arrived(frame);
     }
 
+    /// The `BCAST` mode in force where Redis's replies have got to: a `CLIENT TRACKING`
+    /// command takes effect with its reply (one Redis refused was dropped by
+    /// [`Session::tracking_refused`]).
+    fn follow_broadcast_changes(&mut self) {
+        while let Some(&(seq, bcast)) = self.lease.broadcast_changes.front() {
+            if self.replies.is_waiting(seq) {
+                break;
+            }
+            self.lease.broadcast = bcast;
+            self.lease.broadcast_changes.pop_front();
+        }
+    }
+
+    /// A reply to request `seq`: when it refuses a `CLIENT TRACKING` command, the mode that
+    /// command would have brought is forgotten.
+    pub(super) fn tracking_refused(&mut self, seq: u64, frame: &[u8]) {
+        if self
+            .lease
+            .broadcast_changes
+            .front()
+            .is_some_and(|&(s, _)| s == seq)
+            && reply::is_error(frame)
+        {
+            self.lease.broadcast_changes.pop_front();
+        }
+    }
+
+    /// Sends a `CLIENT TRACKING` command whose `BCAST` mode is `bcast` once Redis accepts it.
+    fn forward_tracking(&mut self, req: Request, bcast: bool) {
+        let seq = self.replies.next_seq();
+        self.lease.broadcast_changes.push_back((seq, bcast));
+        self.forward(req.into_raw(), false);
+    }
+
     /// `CLIENT TRACKING ON|OFF …`: tracking lives on the pinned connection; `BCAST PREFIX`
     /// prefixes are rewritten like keys.
     pub(super) async fn client_tracking(&mut self, req: Request) {
@@ -194,18 +229,23 @@ impl Session {
             if !self.ensure_pinned().await {
                 return;
             }
-            self.lease.broadcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
+            let bcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
             let req = self.rewrite_tracking(req);
-            self.forward(req.into_raw(), false);
+            self.forward_tracking(req, bcast);
             self.lease.tracking = true;
         } else if self.lease.pin.is_some() {
-            self.forward(req.raw().clone(), false);
-            if req.arg_is(2, "OFF") {
+            let off = req.arg_is(2, "OFF");
+            let bcast = self
+                .lease
+                .broadcast_changes
+                .back()
+                .map_or(self.lease.broadcast, |c| c.1);
+            self.forward_tracking(req, bcast && !off);
+            if off {
                 // The connection goes back once this is answered: Redis may still send
                 // invalidations it owes (BCAST ones go out after the commands of its turn),
                 // and a `RESET` right behind would cut them off.
                 self.lease.tracking = false;
-                self.lease.broadcast = false;
                 self.lease.release_when_answered = true;
             }
         } else if req.arg_is(2, "OFF") {
@@ -222,7 +262,11 @@ impl Session {
     pub(super) fn client_queued(&mut self, req: Request) -> Request {
         if req.arg_is(1, "TRACKING") && req.arg_is(2, "ON") {
             self.lease.tracking = true;
-            self.lease.broadcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
+            // In force from its place in the pipeline (Redis runs it at EXEC, before the
+            // writes queued behind it).
+            let bcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
+            let seq = self.replies.next_seq();
+            self.lease.broadcast_changes.push_back((seq, bcast));
             return self.rewrite_tracking(req);
         }
         // Switched off in a transaction, tracking may still be on (EXEC can abort): the
