@@ -2,16 +2,17 @@
 //! session providers prefix keys differently can share one namespace (or be isolated), with
 //! no change to the apps. See `README.md`.
 //!
-//! Layers, each importing only those below it (`tests/it/layers.rs` keeps it so):
+//! Layers, each importing only those below it; `server` and `migrate` are peers on top and
+//! neither imports the other (`tests/it/layers.rs` keeps it so):
 //!
 //! ```text
-//! migrate    `rekey migrate`: moves existing keys to the names the rules give them
 //! server     wires the program: listeners, workers, admin HTTP, reload, Sentinel failover
+//! migrate    beside server: `rekey migrate` moves existing keys to the names the rules give
 //! proxy      sockets and client sessions: the request path, top to bottom
 //! config     load and validate the TOML file
 //! rules      compiled rules and the IO-free rewrite engine (requests and replies)
 //! cluster    slot map, routing and fan-out for a Redis Cluster upstream
-//! upstream   connections to Redis: pooled, pinned, one "ready" handshake
+//! upstream   connections to Redis: pooled, pinned, one "ready" handshake, Sentinel lookup
 //! stats      the Prometheus metrics
 //! commands   the command table: key positions in and out, pinning class, secrets
 //! protocol   RESP: request parser, reply scanner, writer

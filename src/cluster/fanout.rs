@@ -136,7 +136,7 @@ pub fn run(
     sink: Sink,
     seq: u64,
     cluster: Arc<Cluster>,
-    proto: Proto,
+    (proto, worker): (Proto, usize),
 ) {
     tokio::spawn(async move {
         let payloads: Vec<Bytes> = parts.iter().map(|p| p.payload.clone()).collect();
@@ -156,7 +156,10 @@ pub fn run(
             let again = redirected
                 .iter()
                 .map(|(i, d)| {
-                    let pool = cluster.node_for_addr(&d.addr).upstream.shared(proto, 0);
+                    let pool = cluster
+                        .node_for_addr(&d.addr)
+                        .upstream
+                        .shared(worker, proto, 0);
                     let mut payload = payloads[*i].clone();
                     if d.ask {
                         payload = [ASKING, &payload[..]].concat().into();

@@ -5,7 +5,7 @@
 //! handshake on the worker it is given (within `[tls.server] handshake_timeout_ms`), with the
 //! certificate of the config in force when it arrived.
 
-use crate::proxy::session::Session;
+use crate::proxy::session::{Accepted, Session};
 use crate::proxy::Proxy;
 use crate::stats::stats;
 use crate::transport::Transport;
@@ -56,8 +56,7 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("rekey-worker-{index}"))
                     .spawn(move || {
-                        crate::upstream::worker::set_current(index);
-                        runtime.block_on(serve(rx, proxy, shutdown, sessions));
+                        runtime.block_on(serve(index, rx, proxy, shutdown, sessions));
                     })?,
             );
             senders.push(tx);
@@ -101,6 +100,7 @@ impl Workers {
 /// A worker's life: run sessions for the clients it is given (tracked by `sessions`, which
 /// shutdown waits on); when no more will come, wait for its sessions to end.
 async fn serve(
+    worker: usize,
     mut rx: mpsc::UnboundedReceiver<NewClient>,
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
@@ -135,8 +135,8 @@ async fn serve(
                         stats().clients.increment(1.0);
                         stats().clients_total.increment(1);
                         // On the heap, so that this task's own state stays small.
-                        let session =
-                            Box::new(Session::new(proxy.clone(), transport, peer, local, fd, app));
+                        let client = Accepted { peer, local, fd, app, worker };
+                        let session = Box::new(Session::new(proxy.clone(), transport, client));
                         session.run(shutdown).await;
                         if let Some(tls) = closer {
                             // The last replies leave before the client counts as gone.

@@ -8,8 +8,8 @@
 //! ([`ReplyTo`]). Replies are delivered as [`Delivery`] values into the client's channel.
 //!
 //! Files, lowest first; each imports only those before it (`tests/it/layers.rs` checks):
-//! - [`url`], [`silence`], [`worker`]: the upstream address and credentials; how long a shared
-//!   connection has waited with no reply (a stalled Redis); which worker thread is calling.
+//! - [`url`], [`silence`]: the upstream address and credentials; how long a shared
+//!   connection has waited with no reply (a stalled Redis).
 //! - [`settings`]: how to reach and size the upstream.
 //! - [`contract`]: what sessions and connections exchange: jobs, reply targets, deliveries.
 //! - [`dial`]: connect (TCP, TLS), the one "ready" handshake, one-off queries, errors.
@@ -30,7 +30,6 @@ pub mod settings;
 pub mod shared;
 pub mod silence;
 pub mod url;
-pub mod worker;
 
 pub use contract::{Delivery, Job, ReplyTo, Sink};
 pub use pinned::PinnedConn;
@@ -82,11 +81,10 @@ impl Upstream {
         &self.settings.url
     }
 
-    /// The calling worker's shared pool for `(proto, db)`, started on first use (its
-    /// connections run on that worker). Called when a client connects or changes protocol or
-    /// db, not per command.
-    pub fn shared(&self, proto: Proto, db: u32) -> Arc<SharedPool> {
-        let worker = worker::current();
+    /// Worker `worker`'s shared pool for `(proto, db)`, started on first use (its connections
+    /// run on that worker: call this from the worker's own thread). Called when a client
+    /// connects or changes protocol or db, not per command.
+    pub fn shared(&self, worker: usize, proto: Proto, db: u32) -> Arc<SharedPool> {
         let mut map = self.shared.lock().expect("pool map poisoned");
         map.entry((worker, proto, db))
             .or_insert_with(|| SharedPool::start(&self.settings, proto, db, &self.last_error))

@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
 /// contract with sessions, dialing, the driver, the two pools, then `Upstream` in `mod.rs`. So
 /// the driver cannot reach the pinned pool to give a connection back.
 const UPSTREAM: &[&[&str]] = &[
-    &["url", "silence", "worker"],
+    &["url", "silence"],
     &["settings"],
     &["contract"],
     &["dial"],

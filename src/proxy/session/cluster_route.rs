@@ -143,7 +143,7 @@ impl Session {
                 self.sender.sink.clone(),
                 seq,
                 cluster,
-                self.conn.proto,
+                (self.conn.proto, self.sender.worker),
             );
         }
     }
@@ -153,7 +153,7 @@ impl Session {
         if let Some((_, pool)) = self.sender.node_pools.iter().find(|(id, _)| *id == node.id) {
             return pool.clone();
         }
-        let pool = node.upstream.shared(self.conn.proto, 0);
+        let pool = node.upstream.shared(self.sender.worker, self.conn.proto, 0);
         self.sender.node_pools.push((node.id, pool.clone()));
         pool
     }

@@ -83,6 +83,17 @@ impl Current {
     }
 }
 
+/// A client as a worker accepted it.
+pub struct Accepted {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub fd: i64,
+    /// The app its listener names, if any.
+    pub app: Option<String>,
+    /// The worker thread that serves it (its shared pools are that worker's).
+    pub worker: usize,
+}
+
 /// Everything rekey knows about one client.
 pub struct Session {
     proxy: Arc<Proxy>,
@@ -116,14 +127,14 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
-        proxy: Arc<Proxy>,
-        stream: Transport,
-        peer: SocketAddr,
-        local: SocketAddr,
-        fd: i64,
-        app: Option<String>,
-    ) -> Session {
+    pub fn new(proxy: Arc<Proxy>, stream: Transport, accepted: Accepted) -> Session {
+        let Accepted {
+            peer,
+            local,
+            fd,
+            app,
+            worker,
+        } = accepted;
         let view = ConfigView::new(&proxy.config);
         let db = view.cfg.upstream.db();
         let authed = !view.cfg.auth.required();
@@ -144,7 +155,7 @@ impl Session {
             app,
         });
         let mut session = Session {
-            sender: Sender::new(&proxy, sink, db),
+            sender: Sender::new(&proxy, sink, db, worker),
             proxy,
             client,
             io: ClientIo::new(rd, wr, parser),

@@ -32,13 +32,15 @@ pub(super) struct Sender {
     /// Requests went to one upstream connection and the next go to another (a pin was
     /// returned, the pool changed): before sending more, wait for what is in flight.
     pub(super) barrier: bool,
+    /// The worker thread the session runs on: its shared pools are that worker's.
+    pub(super) worker: usize,
 }
 
 impl Sender {
     /// A client's sender on the proxy's current upstream, in `db`, speaking RESP2.
-    pub(super) fn new(proxy: &Proxy, sink: Sink, db: u32) -> Sender {
+    pub(super) fn new(proxy: &Proxy, sink: Sink, db: u32, worker: usize) -> Sender {
         let upstream = proxy.upstream.load_full();
-        let shared = upstream.shared(Proto::Resp2, db);
+        let shared = upstream.shared(worker, Proto::Resp2, db);
         Sender {
             sink,
             outbox: Outbox::default(),
@@ -49,6 +51,7 @@ impl Sender {
             node_pools: Vec::new(),
             pin_hint: None,
             barrier: false,
+            worker,
         }
     }
 
@@ -108,7 +111,7 @@ impl Sender {
         self.flush(pin);
         self.barrier |= pin.is_none();
         self.upstream = Arc::clone(self.upstream_live.load());
-        self.shared = self.upstream.shared(proto, db);
+        self.shared = self.upstream.shared(self.worker, proto, db);
         self.slot = self.shared.pick();
     }
 }
