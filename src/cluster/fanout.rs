@@ -15,7 +15,7 @@ use crate::protocol::encode::Proto;
 use crate::protocol::reply;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
-use crate::upstream::conn::each_reply;
+use crate::upstream::conn::{each_reply, each_scattered};
 use crate::upstream::{Delivery, Job, ReplyTo, SharedPool, Sink};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -219,6 +219,16 @@ async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
                 frames,
                 ..
             } => each_reply(first_seq, count, &frames, |seq, frame| {
+                if let Some(slot) = replies.get_mut(seq as usize) {
+                    *slot = Some(frame);
+                }
+            }),
+            Delivery::Scattered {
+                seqs,
+                first,
+                count,
+                frames,
+            } => each_scattered(&seqs, first, count, &frames, |seq, frame| {
                 if let Some(slot) = replies.get_mut(seq as usize) {
                     *slot = Some(frame);
                 }

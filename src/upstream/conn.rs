@@ -5,7 +5,7 @@
 //! Nothing but re-exports: it must not grow code of its own, nor re-export the driver or a
 //! pool.
 
-pub use crate::upstream::contract::each_reply;
+pub use crate::upstream::contract::{each_reply, each_scattered};
 pub use crate::upstream::dial::{
     connect, open, probe, query_once, read_more, ready_commands, roundtrip, write_all, ConnError,
 };

@@ -9,6 +9,7 @@
 
 use crate::protocol::reply;
 use bytes::Bytes;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Where a client session receives its replies.
@@ -30,6 +31,15 @@ pub enum Delivery {
         errors: u32,
         frames: Bytes,
     },
+    /// The replies to requests `seqs[first] .. seqs[first + count - 1]` (a batch whose
+    /// requests are not consecutive: a cluster node's share of a pipeline), as consecutive
+    /// frames.
+    Scattered {
+        seqs: Arc<[u64]>,
+        first: u32,
+        count: u32,
+        frames: Bytes,
+    },
     /// A frame that answers no request: pub/sub traffic or a RESP3 push.
     Push { frame: Bytes },
     /// The pinned connection carrying this client's stream state is gone.
@@ -38,11 +48,31 @@ pub enum Delivery {
 
 /// Splits a `Delivery::Replies` run into its frames: `(seq, frame)` for each, in order.
 pub fn each_reply(first_seq: u64, count: u32, frames: &Bytes, mut f: impl FnMut(u64, Bytes)) {
+    each_frame(count, frames, |i, frame| f(first_seq + i as u64, frame));
+}
+
+/// Splits a `Delivery::Scattered` run into its frames: `(seq, frame)` for each, in order.
+pub fn each_scattered(
+    seqs: &[u64],
+    first: u32,
+    count: u32,
+    frames: &Bytes,
+    mut f: impl FnMut(u64, Bytes),
+) {
+    each_frame(count, frames, |i, frame| {
+        if let Some(&seq) = seqs.get((first + i) as usize) {
+            f(seq, frame)
+        }
+    });
+}
+
+/// The first `count` frames of `frames`, with their index.
+fn each_frame(count: u32, frames: &Bytes, mut f: impl FnMut(u32, Bytes)) {
     let mut offset = 0;
-    for i in 0..count as u64 {
+    for i in 0..count {
         let rest = &frames[offset..];
         let n = reply::frame_len(rest).ok().flatten().unwrap_or(rest.len());
-        f(first_seq + i, frames.slice(offset..offset + n));
+        f(i, frames.slice(offset..offset + n));
         offset += n;
     }
 }
@@ -52,6 +82,13 @@ pub fn each_reply(first_seq: u64, count: u32, frames: &Bytes, mut f: impl FnMut(
 pub enum ReplyTo {
     /// To a client: `count` replies, to its requests `seq`, `seq + 1`, ….
     Client { sink: Sink, seq: u64, count: u32 },
+    /// To a client: one reply to each of its requests `seqs[next..]`, in that order (requests
+    /// that are not consecutive, sent together: a cluster node's share of a pipeline).
+    Scattered {
+        sink: Sink,
+        seqs: Arc<[u64]>,
+        next: u32,
+    },
     /// No 1:1 reply: from now on every frame on this connection goes to `sink` (subscribe mode).
     Stream(Sink),
     /// Read and dropped (handshake and setup commands rekey sends itself).

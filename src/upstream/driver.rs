@@ -53,21 +53,33 @@ pub struct Driver {
 #[derive(Default)]
 struct Run {
     sink: Option<Sink>,
+    /// The first request's sequence number, or for a scattered batch, its index in `seqs`.
     first_seq: u64,
+    /// The sequence numbers of a scattered batch.
+    seqs: Option<Arc<[u64]>>,
     count: u32,
     errors: u32,
     len: usize,
 }
 
 impl Run {
-    fn extends(&self, sink: &Sink, seq: u64) -> bool {
-        self.sink.as_ref().is_some_and(|s| s.same_channel(sink))
+    /// True when the reply to request `seq` (the index `seq` of `seqs`, for a scattered
+    /// batch) follows this run's last.
+    fn extends(&self, sink: &Sink, seq: u64, seqs: Option<&Arc<[u64]>>) -> bool {
+        let same_batch = match (&self.seqs, seqs) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_batch
+            && self.sink.as_ref().is_some_and(|s| s.same_channel(sink))
             && seq == self.first_seq + self.count as u64
     }
 
-    fn start(&mut self, sink: Sink, seq: u64) {
+    fn start(&mut self, sink: Sink, seq: u64, seqs: Option<Arc<[u64]>>) {
         self.sink = Some(sink);
         self.first_seq = seq;
+        self.seqs = seqs;
     }
 }
 
@@ -254,9 +266,9 @@ impl Driver {
             // The client's sink is cloned only when a new run starts.
             let next_client = match self.pending.front_mut() {
                 Some(ReplyTo::Client { sink, seq, count }) if !reply::is_push(frame) => {
-                    let target = match run.extends(sink, *seq) {
+                    let target = match run.extends(sink, *seq, None) {
                         true => None,
-                        false => Some((sink.clone(), *seq)),
+                        false => Some((sink.clone(), *seq, None)),
                     };
                     *seq += 1;
                     *count -= 1;
@@ -265,13 +277,25 @@ impl Driver {
                     }
                     Some(target)
                 }
+                Some(ReplyTo::Scattered { sink, seqs, next }) if !reply::is_push(frame) => {
+                    let at = *next as u64;
+                    let target = match run.extends(sink, at, Some(seqs)) {
+                        true => None,
+                        false => Some((sink.clone(), at, Some(seqs.clone()))),
+                    };
+                    *next += 1;
+                    if *next as usize == seqs.len() {
+                        self.pending.pop_front();
+                    }
+                    Some(target)
+                }
                 _ => None,
             };
             match next_client {
                 Some(new_run) => {
-                    if let Some((sink, seq)) = new_run {
+                    if let Some((sink, seq, seqs)) = new_run {
                         self.flush_run(&mut run);
-                        run.start(sink, seq);
+                        run.start(sink, seq, seqs);
                     }
                     run.count += 1;
                     run.errors += error as u32;
@@ -291,12 +315,18 @@ impl Driver {
     fn flush_run(&mut self, run: &mut Run) {
         if let Some(sink) = run.sink.take() {
             let frames = self.rbuf.split_to(run.len).freeze();
-            let d = match run.count {
-                1 => Delivery::Reply {
+            let d = match (run.seqs.take(), run.count) {
+                (Some(seqs), count) => Delivery::Scattered {
+                    seqs,
+                    first: run.first_seq as u32,
+                    count,
+                    frames,
+                },
+                (None, 1) => Delivery::Reply {
                     seq: run.first_seq,
                     frame: frames,
                 },
-                count => Delivery::Replies {
+                (None, count) => Delivery::Replies {
                     first_seq: run.first_seq,
                     count,
                     errors: run.errors,
@@ -332,7 +362,9 @@ impl Driver {
             return Ok(());
         }
         match self.pending.pop_front().expect("checked above") {
-            ReplyTo::Client { .. } => unreachable!("client replies are delivered by deliver_all"),
+            ReplyTo::Client { .. } | ReplyTo::Scattered { .. } => {
+                unreachable!("client replies are delivered by deliver_all")
+            }
             ReplyTo::Discard | ReplyTo::Stream(_) => {}
             ReplyTo::Release(give_back) => {
                 self.stream_sink = None;
@@ -371,6 +403,14 @@ fn fail_reply(reply: ReplyTo, err: &Bytes) {
             for i in 0..count as u64 {
                 let _ = sink.send(Delivery::Reply {
                     seq: seq + i,
+                    frame: err.clone(),
+                });
+            }
+        }
+        ReplyTo::Scattered { sink, seqs, next } => {
+            for &seq in &seqs[next as usize..] {
+                let _ = sink.send(Delivery::Reply {
+                    seq,
                     frame: err.clone(),
                 });
             }

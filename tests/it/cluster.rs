@@ -474,3 +474,44 @@ fn scoped_flush_reaches_every_primary() {
         .sum();
     assert_eq!(others, keys.len(), "keys of no rule stay");
 }
+
+/// A pipeline whose requests alternate between nodes goes out as one batch per node; each
+/// reply, an error or not, still answers its own request.
+#[test]
+fn replies_of_a_pipeline_spread_over_nodes_keep_their_places() {
+    let cluster = RedisCluster::start();
+    let rekey = Rekey::start_url(&cluster.url(), RULES);
+    let mut raw = rekey.raw();
+    for round in 0..2 {
+        let mut bytes = Vec::new();
+        let mut push = |args: &[&str]| {
+            bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        };
+        for i in 0..60 {
+            let list = format!("AppA_l{round}_{i}");
+            let plain = format!("AppA_k{round}_{i}");
+            push(&["RPUSH", &list, "x"]);
+            push(&["GET", &list]); // WRONGTYPE, from the list's node
+            push(&["SET", &plain, &i.to_string()]);
+            push(&["GET", &plain]);
+        }
+        raw.send(&bytes);
+        for i in 0..60 {
+            assert_eq!(raw.read_reply(), crate::common::Resp::Int(1), "RPUSH {i}");
+            let wrong = raw.read_reply();
+            assert!(
+                matches!(&wrong, crate::common::Resp::Error(e) if e.starts_with("WRONGTYPE")),
+                "GET of list {i}: {wrong:?}"
+            );
+            assert_eq!(raw.read_reply(), crate::common::Resp::Simple("OK".into()));
+            assert_eq!(
+                raw.read_reply(),
+                crate::common::bulk(&i.to_string()),
+                "GET {i}"
+            );
+        }
+    }
+}

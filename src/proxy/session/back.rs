@@ -8,7 +8,7 @@ use crate::proxy::session::replies::Ready;
 use crate::proxy::session::Session;
 use crate::rules::rewrite;
 use crate::stats;
-use crate::upstream::conn::each_reply;
+use crate::upstream::conn::{each_reply, each_scattered};
 use crate::upstream::Delivery;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -60,6 +60,14 @@ impl Session {
                     self.fill(seq, frame)
                 });
             }
+            Delivery::Scattered {
+                seqs,
+                first,
+                count,
+                frames,
+            } => each_scattered(&seqs, first, count, &frames, |seq, frame| {
+                self.fill(seq, frame)
+            }),
             Delivery::Push { frame } => self.on_push(frame),
             Delivery::Event { frame } => self.replies.push(frame),
             Delivery::Lost => {

@@ -22,6 +22,13 @@ impl Session {
     pub(super) fn forward_on(&mut self, payload: Bytes, blocking: bool, node: u64) {
         let resend = (node != 0 && self.lease.pin.is_none()).then(|| payload.clone()); // a cluster may redirect it
         let big = payload.len() >= BATCH_BYTES;
+        if resend.is_some() && !big && !blocking {
+            // A cluster node's share of the pipeline: that node's own batch.
+            let mut info = self.slot_info(false);
+            info.resend = resend;
+            let seq = self.replies.expect(info);
+            return self.sender.join_node(node, seq, &payload);
+        }
         self.open_request(blocking, node, big, resend);
         if big {
             self.sender.outbox.set_big(payload); // large: sent as is, never copied

@@ -5,6 +5,7 @@
 //! never copied into it but sent as it is.
 
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 
 /// Batched request bytes are sent once they reach this size; a larger request goes alone.
 pub(super) const BATCH_BYTES: usize = 16 * 1024;
@@ -41,6 +42,42 @@ pub(super) struct Outbox {
     big: Option<Bytes>,
     /// A rewritten request on its way into `buf`.
     pub(super) scratch: BytesMut,
+    /// Cluster: one batch per node, open side by side, so that a pipeline whose requests go
+    /// to three nodes leaves as three jobs (not one each time the node changes).
+    nodes: Vec<NodeBatch>,
+}
+
+/// The requests for one cluster node not sent yet: their sequence numbers (in request
+/// order, not necessarily consecutive) and bytes.
+#[derive(Debug, Default)]
+pub(super) struct NodeBatch {
+    pub(super) node: u64,
+    pub(super) seqs: Vec<u64>,
+    buf: BytesMut,
+}
+
+/// The requests of a node's batch taken to be sent: whose replies they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Seqs {
+    /// `count` consecutive requests from `first` on.
+    Run { first: u64, count: u32 },
+    /// Requests that are not consecutive, in order.
+    Scattered(Arc<[u64]>),
+}
+
+impl NodeBatch {
+    /// The requests' sequence numbers, as cheaply as they can be said; the list is emptied
+    /// (its memory kept for the next batch).
+    fn take_seqs(&mut self) -> Seqs {
+        let (first, last) = (self.seqs[0], self.seqs[self.seqs.len() - 1]);
+        let count = self.seqs.len() as u32;
+        let seqs = match last - first + 1 == count as u64 {
+            true => Seqs::Run { first, count },
+            false => Seqs::Scattered(Arc::from(&self.seqs[..])),
+        };
+        self.seqs.clear();
+        seqs
+    }
 }
 
 impl Outbox {
@@ -107,10 +144,58 @@ impl Outbox {
         Some((batch, payload))
     }
 
+    /// Adds request `seq` for cluster node `node` to that node's batch; true when the batch
+    /// is large enough to be sent now.
+    pub(super) fn join_node(&mut self, node: u64, seq: u64, bytes: &[u8]) -> bool {
+        let at = match self.nodes.iter().position(|b| b.node == node) {
+            Some(at) => at,
+            None => {
+                self.nodes.push(NodeBatch {
+                    node,
+                    ..NodeBatch::default()
+                });
+                self.nodes.len() - 1
+            }
+        };
+        let batch = &mut self.nodes[at];
+        batch.seqs.push(seq);
+        batch.buf.extend_from_slice(bytes);
+        batch.buf.len() >= BATCH_BYTES
+    }
+
+    /// Takes the batch of node `node`, if it holds requests: whose replies, and the bytes.
+    pub(super) fn take_node(&mut self, node: u64) -> Option<(Seqs, Bytes)> {
+        let batch = self.nodes.iter_mut().find(|b| b.node == node)?;
+        Self::take_node_batch(batch)
+    }
+
+    /// Takes every node's batch that holds requests: `f(node, whose replies, bytes)`.
+    pub(super) fn take_nodes(&mut self, mut f: impl FnMut(u64, Seqs, Bytes)) {
+        for batch in &mut self.nodes {
+            if let Some((seqs, bytes)) = Self::take_node_batch(batch) {
+                f(batch.node, seqs, bytes);
+            }
+        }
+    }
+
+    fn take_node_batch(batch: &mut NodeBatch) -> Option<(Seqs, Bytes)> {
+        if batch.seqs.is_empty() {
+            return None;
+        }
+        Some((batch.take_seqs(), batch.buf.split().freeze()))
+    }
+
     /// Gives back the memory of a burst once nothing is batched.
     pub(super) fn shrink_idle(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 4 * BATCH_BYTES {
             self.buf = BytesMut::new();
+        }
+        if self
+            .nodes
+            .iter()
+            .any(|b| b.seqs.is_empty() && b.buf.capacity() > 4 * BATCH_BYTES)
+        {
+            self.nodes.clear();
         }
     }
 }
@@ -164,5 +249,44 @@ mod tests {
         assert_eq!((batch.first_seq, batch.count), (2, 1));
         assert_eq!(payload.as_ptr(), big.as_ptr(), "the same bytes, not a copy");
         assert!(o.buf.is_empty() && !o.full());
+    }
+
+    #[test]
+    fn each_cluster_node_keeps_its_own_batch_whatever_comes_between() {
+        let mut o = Outbox::default();
+        for (seq, node) in [(1, 7), (2, 8), (3, 7), (4, 9), (5, 7), (6, 8)] {
+            assert!(!o.join_node(node, seq, format!("r{seq};").as_bytes()));
+        }
+        let mut sent = Vec::new();
+        o.take_nodes(|node, seqs, bytes| sent.push((node, seqs, bytes)));
+        assert_eq!(sent.len(), 3, "one batch per node");
+        assert_eq!(sent[0].0, 7);
+        assert_eq!(sent[0].1, Seqs::Scattered(Arc::from(&[1u64, 3, 5][..])));
+        assert_eq!(&sent[0].2[..], b"r1;r3;r5;");
+        assert_eq!(sent[2].1, Seqs::Run { first: 4, count: 1 });
+        let mut again = 0;
+        o.take_nodes(|_, _, _| again += 1);
+        assert_eq!(again, 0, "taken once");
+    }
+
+    #[test]
+    fn a_node_batch_of_consecutive_requests_is_a_run() {
+        let mut o = Outbox::default();
+        assert!(!o.join_node(3, 10, b"a"));
+        assert!(!o.join_node(3, 11, b"b"));
+        let (seqs, bytes) = o.take_node(3).unwrap();
+        assert_eq!(
+            (seqs, &bytes[..]),
+            (
+                Seqs::Run {
+                    first: 10,
+                    count: 2
+                },
+                &b"ab"[..]
+            )
+        );
+        assert!(o.take_node(3).is_none());
+        let big = vec![b'x'; BATCH_BYTES];
+        assert!(o.join_node(3, 12, &big), "a full batch is to be sent now");
     }
 }

@@ -5,7 +5,7 @@
 //! nothing of what a request means or how keys are rewritten.
 
 use crate::protocol::encode::Proto;
-use crate::proxy::session::outbox::{Batch, Outbox, Target};
+use crate::proxy::session::outbox::{Batch, Outbox, Seqs, Target};
 use crate::proxy::Proxy;
 use crate::upstream::{Job, PinnedConn, ReplyTo, SharedPool, Sink, Upstream};
 use arc_swap::{ArcSwap, Cache};
@@ -67,10 +67,33 @@ impl Sender {
         }
     }
 
-    /// Sends the batched requests, if any, as one job.
+    /// Sends the batched requests, if any, as one job per connection.
     pub(super) fn flush(&mut self, pin: Option<&PinnedConn>) {
         if let Some((batch, payload)) = self.outbox.take() {
             self.send(batch, payload, pin);
+        }
+        let Sender {
+            outbox,
+            sink,
+            node_pools,
+            shared,
+            slot,
+            ..
+        } = self;
+        outbox.take_nodes(|node, seqs, payload| {
+            let pool = pool_of(node_pools, shared, node);
+            send_node(sink, (pool, *slot), seqs, payload)
+        });
+    }
+
+    /// Adds request `seq` for cluster node `node` to that node's batch, sending the batch
+    /// once it is large enough.
+    pub(super) fn join_node(&mut self, node: u64, seq: u64, bytes: &[u8]) {
+        if self.outbox.join_node(node, seq, bytes) {
+            if let Some((seqs, payload)) = self.outbox.take_node(node) {
+                let pool = pool_of(&self.node_pools, &self.shared, node);
+                send_node(&self.sink, (pool, self.slot), seqs, payload);
+            }
         }
     }
 
@@ -92,11 +115,7 @@ impl Sender {
 
     /// The pool cached for node `id` (every batch for a node was preceded by `node_pool`).
     pub(super) fn node_pool_by_id(&self, id: u64) -> Arc<SharedPool> {
-        self.node_pools
-            .iter()
-            .find(|(n, _)| *n == id)
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| self.shared.clone())
+        pool_of(&self.node_pools, &self.shared, id).clone()
     }
 
     /// Whether the proxy's upstream was swapped since this session took its pool.
@@ -114,4 +133,34 @@ impl Sender {
         self.shared = self.upstream.shared(self.worker, proto, db);
         self.slot = self.shared.pick();
     }
+}
+
+/// The pool of cluster node `id` among `node_pools`, else the client's own.
+fn pool_of<'a>(
+    node_pools: &'a [(u64, Arc<SharedPool>)],
+    shared: &'a Arc<SharedPool>,
+    id: u64,
+) -> &'a Arc<SharedPool> {
+    node_pools
+        .iter()
+        .find(|(n, _)| *n == id)
+        .map_or(shared, |(_, p)| p)
+}
+
+/// Sends one cluster node's batch on `pool`'s connection `slot`: replies to consecutive
+/// requests come back as a run, others each to its own sequence number.
+fn send_node(sink: &Sink, (pool, slot): (&Arc<SharedPool>, usize), seqs: Seqs, payload: Bytes) {
+    let reply = match seqs {
+        Seqs::Run { first, count } => ReplyTo::Client {
+            sink: sink.clone(),
+            seq: first,
+            count,
+        },
+        Seqs::Scattered(seqs) => ReplyTo::Scattered {
+            sink: sink.clone(),
+            seqs,
+            next: 0,
+        },
+    };
+    pool.send(slot, Job::Send { payload, reply });
 }
