@@ -395,7 +395,9 @@ impl LookupCache {
         self.lookup_parts(req.arg(0).unwrap_or_default(), req.arg(1))
     }
 
-    /// [`LookupCache::lookup`] from the command name and its first argument.
+    /// [`LookupCache::lookup`] from the command name and its first argument. Inlined into
+    /// the forwarding lane (it runs once per request there); a miss goes out of line.
+    #[inline]
     pub fn lookup_parts(&mut self, name: &[u8], sub: Option<&[u8]>) -> &'static CommandSpec {
         if let Some(spec) = self.spec {
             // Short names (nearly all) compare as one 8-byte word, without a memcmp call.
@@ -410,6 +412,12 @@ impl LookupCache {
                 return spec;
             }
         }
+        self.miss(name, sub)
+    }
+
+    /// A lookup the cache could not answer: the table's, remembered when by name alone.
+    #[inline(never)]
+    fn miss(&mut self, name: &[u8], sub: Option<&[u8]>) -> &'static CommandSpec {
         let (spec, by_name) = lookup_parts(name, sub);
         if by_name && name.len() <= CACHED_NAME {
             self.name = [0; CACHED_NAME]; // zero-padded: compared as a word above

@@ -256,11 +256,13 @@ pub struct Peeked {
 
 impl Peeked {
     /// The command name of the request that starts at `raw[0]`.
+    #[inline]
     pub fn name<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
         &raw[self.name.start as usize..self.name.end as usize]
     }
 
     /// Argument 1 of the request that starts at `raw[0]`.
+    #[inline]
     pub fn arg1<'a>(&self, raw: &'a [u8]) -> Option<&'a [u8]> {
         self.arg1
             .as_ref()

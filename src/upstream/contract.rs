@@ -15,6 +15,10 @@ use tokio::sync::mpsc;
 /// Where a client session receives its replies.
 pub type Sink = mpsc::UnboundedSender<Delivery>;
 
+/// The sequence numbers of a batch whose requests are not consecutive, shared by its job and
+/// its deliveries (one pointer wide, so that [`ReplyTo`] and [`Delivery`] stay small).
+pub type Seqs = Arc<Vec<u64>>;
+
 /// What a client session receives from upstream connections.
 #[derive(Debug)]
 pub enum Delivery {
@@ -35,7 +39,7 @@ pub enum Delivery {
     /// requests are not consecutive: a cluster node's share of a pipeline), as consecutive
     /// frames.
     Scattered {
-        seqs: Arc<[u64]>,
+        seqs: Seqs,
         first: u32,
         count: u32,
         frames: Bytes,
@@ -84,11 +88,7 @@ pub enum ReplyTo {
     Client { sink: Sink, seq: u64, count: u32 },
     /// To a client: one reply to each of its requests `seqs[next..]`, in that order (requests
     /// that are not consecutive, sent together: a cluster node's share of a pipeline).
-    Scattered {
-        sink: Sink,
-        seqs: Arc<[u64]>,
-        next: u32,
-    },
+    Scattered { sink: Sink, seqs: Seqs, next: u32 },
     /// No 1:1 reply: from now on every frame on this connection goes to `sink` (subscribe mode).
     Stream(Sink),
     /// Read and dropped (handshake and setup commands rekey sends itself).

@@ -13,7 +13,7 @@
 use crate::protocol::encode;
 use crate::protocol::reply::{self, FrameScanner};
 use crate::transport::{ReadHalf, Transport, WriteHalf};
-use crate::upstream::contract::{Delivery, Job, ReplyTo, Sink};
+use crate::upstream::contract::{Delivery, Job, ReplyTo, Seqs, Sink};
 use crate::upstream::dial::{probe, ConnError};
 use crate::upstream::silence::Silence;
 use crate::upstream::url::UpstreamUrl;
@@ -56,27 +56,28 @@ struct Run {
     /// The first request's sequence number, or for a scattered batch, its index in `seqs`.
     first_seq: u64,
     /// The sequence numbers of a scattered batch.
-    seqs: Option<Arc<[u64]>>,
+    seqs: Option<Seqs>,
     count: u32,
     errors: u32,
     len: usize,
 }
 
 impl Run {
-    /// True when the reply to request `seq` (the index `seq` of `seqs`, for a scattered
-    /// batch) follows this run's last.
-    fn extends(&self, sink: &Sink, seq: u64, seqs: Option<&Arc<[u64]>>) -> bool {
-        let same_batch = match (&self.seqs, seqs) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        same_batch
-            && self.sink.as_ref().is_some_and(|s| s.same_channel(sink))
+    /// True when the reply to request `seq` follows this run's last.
+    fn extends(&self, sink: &Sink, seq: u64) -> bool {
+        self.sink.as_ref().is_some_and(|s| s.same_channel(sink))
             && seq == self.first_seq + self.count as u64
+            && self.seqs.is_none()
     }
 
-    fn start(&mut self, sink: Sink, seq: u64, seqs: Option<Arc<[u64]>>) {
+    /// True when the reply to the request at index `at` of a scattered batch's `seqs` follows
+    /// this run's last.
+    fn extends_scattered(&self, seqs: &Seqs, at: u64) -> bool {
+        self.seqs.as_ref().is_some_and(|s| Arc::ptr_eq(s, seqs))
+            && at == self.first_seq + self.count as u64
+    }
+
+    fn start(&mut self, sink: Sink, seq: u64, seqs: Option<Seqs>) {
         self.sink = Some(sink);
         self.first_seq = seq;
         self.seqs = seqs;
@@ -160,14 +161,14 @@ impl Driver {
                     if r? == 0 {
                         return Err(ConnError::Eof);
                     }
-                    if self.reply_timeout.is_some() {
+                    if self.reply_timeout.is_some() || self.silence.is_some() {
                         self.last_progress = Instant::now();
                     }
                     self.deliver_all()?;
                     if let Some(silence) = &self.silence {
                         match self.pending.is_empty() {
                             true => silence.idle(),
-                            false => silence.progress(std::time::Instant::now()),
+                            false => silence.progress(self.last_progress.into_std()),
                         }
                     }
                 }
@@ -237,11 +238,11 @@ impl Driver {
             Job::Close => false,
             Job::Send { payload, reply } => {
                 if self.pending.is_empty() {
-                    if self.reply_timeout.is_some() {
+                    if self.reply_timeout.is_some() || self.silence.is_some() {
                         self.last_progress = Instant::now();
                     }
                     if let Some(silence) = &self.silence {
-                        silence.progress(std::time::Instant::now());
+                        silence.progress(self.last_progress.into_std());
                     }
                 }
                 self.fresh = true;
@@ -266,7 +267,7 @@ impl Driver {
             // The client's sink is cloned only when a new run starts.
             let next_client = match self.pending.front_mut() {
                 Some(ReplyTo::Client { sink, seq, count }) if !reply::is_push(frame) => {
-                    let target = match run.extends(sink, *seq, None) {
+                    let target = match run.extends(sink, *seq) {
                         true => None,
                         false => Some((sink.clone(), *seq, None)),
                     };
@@ -279,7 +280,7 @@ impl Driver {
                 }
                 Some(ReplyTo::Scattered { sink, seqs, next }) if !reply::is_push(frame) => {
                     let at = *next as u64;
-                    let target = match run.extends(sink, at, Some(seqs)) {
+                    let target = match run.extends_scattered(seqs, at) {
                         true => None,
                         false => Some((sink.clone(), at, Some(seqs.clone()))),
                     };

@@ -142,6 +142,7 @@ pub(super) struct Tally {
 }
 
 impl Tally {
+    #[inline]
     pub(super) fn new(counters: Arc<stats::AppCommands>, per_command: bool) -> Tally {
         Tally {
             counters,
@@ -152,6 +153,7 @@ impl Tally {
     }
 
     /// Counts `n` replies to command `cmd` whose requests arrived at `started`.
+    #[inline]
     pub(super) fn add(&mut self, now: Instant, cmd: u16, error: bool, started: Instant, n: u64) {
         if self.per_command {
             let took = now.saturating_duration_since(started).as_secs_f64();
@@ -175,6 +177,7 @@ impl Tally {
         }
     }
 
+    #[inline]
     pub(super) fn flush_command(&mut self) {
         if let Some((cmd, error, n)) = self.command.take() {
             let counters = self.counters.command(cmd);
@@ -185,6 +188,7 @@ impl Tally {
         }
     }
 
+    #[inline]
     pub(super) fn flush_latency(&mut self, now: Instant) {
         if let Some((started, n)) = self.latency.take() {
             stats::stats()
@@ -193,6 +197,7 @@ impl Tally {
         }
     }
 
+    #[inline]
     pub(super) fn flush(&mut self, now: Instant) {
         self.flush_command();
         self.flush_latency(now);

@@ -58,25 +58,29 @@ pub(super) struct NodeBatch {
 
 /// The requests of a node's batch taken to be sent: whose replies they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Seqs {
+pub(super) enum NodeSeqs {
     /// `count` consecutive requests from `first` on.
     Run { first: u64, count: u32 },
     /// Requests that are not consecutive, in order.
-    Scattered(Arc<[u64]>),
+    Scattered(Arc<Vec<u64>>),
 }
 
 impl NodeBatch {
     /// The requests' sequence numbers, as cheaply as they can be said; the list is emptied
     /// (its memory kept for the next batch).
-    fn take_seqs(&mut self) -> Seqs {
+    fn take_seqs(&mut self) -> NodeSeqs {
         let (first, last) = (self.seqs[0], self.seqs[self.seqs.len() - 1]);
         let count = self.seqs.len() as u32;
-        let seqs = match last - first + 1 == count as u64 {
-            true => Seqs::Run { first, count },
-            false => Seqs::Scattered(Arc::from(&self.seqs[..])),
-        };
-        self.seqs.clear();
-        seqs
+        match last - first + 1 == count as u64 {
+            true => {
+                self.seqs.clear();
+                NodeSeqs::Run { first, count }
+            }
+            false => {
+                let next = Vec::with_capacity(self.seqs.capacity());
+                NodeSeqs::Scattered(Arc::new(std::mem::replace(&mut self.seqs, next)))
+            }
+        }
     }
 }
 
@@ -164,13 +168,13 @@ impl Outbox {
     }
 
     /// Takes the batch of node `node`, if it holds requests: whose replies, and the bytes.
-    pub(super) fn take_node(&mut self, node: u64) -> Option<(Seqs, Bytes)> {
+    pub(super) fn take_node(&mut self, node: u64) -> Option<(NodeSeqs, Bytes)> {
         let batch = self.nodes.iter_mut().find(|b| b.node == node)?;
         Self::take_node_batch(batch)
     }
 
     /// Takes every node's batch that holds requests: `f(node, whose replies, bytes)`.
-    pub(super) fn take_nodes(&mut self, mut f: impl FnMut(u64, Seqs, Bytes)) {
+    pub(super) fn take_nodes(&mut self, mut f: impl FnMut(u64, NodeSeqs, Bytes)) {
         for batch in &mut self.nodes {
             if let Some((seqs, bytes)) = Self::take_node_batch(batch) {
                 f(batch.node, seqs, bytes);
@@ -178,7 +182,7 @@ impl Outbox {
         }
     }
 
-    fn take_node_batch(batch: &mut NodeBatch) -> Option<(Seqs, Bytes)> {
+    fn take_node_batch(batch: &mut NodeBatch) -> Option<(NodeSeqs, Bytes)> {
         if batch.seqs.is_empty() {
             return None;
         }
@@ -186,15 +190,21 @@ impl Outbox {
     }
 
     /// Gives back the memory of a burst once nothing is batched.
+    #[inline]
     pub(super) fn shrink_idle(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 4 * BATCH_BYTES {
             self.buf = BytesMut::new();
         }
-        if self
-            .nodes
-            .iter()
-            .any(|b| b.seqs.is_empty() && b.buf.capacity() > 4 * BATCH_BYTES)
-        {
+        if !self.nodes.is_empty() {
+            self.shrink_idle_nodes();
+        }
+    }
+
+    /// The node batches' share of [`Outbox::shrink_idle`].
+    #[inline(never)]
+    fn shrink_idle_nodes(&mut self) {
+        let large = |b: &NodeBatch| b.seqs.is_empty() && b.buf.capacity() > 4 * BATCH_BYTES;
+        if self.nodes.iter().any(large) {
             self.nodes.clear();
         }
     }
@@ -261,9 +271,9 @@ mod tests {
         o.take_nodes(|node, seqs, bytes| sent.push((node, seqs, bytes)));
         assert_eq!(sent.len(), 3, "one batch per node");
         assert_eq!(sent[0].0, 7);
-        assert_eq!(sent[0].1, Seqs::Scattered(Arc::from(&[1u64, 3, 5][..])));
+        assert_eq!(sent[0].1, NodeSeqs::Scattered(Arc::new(vec![1u64, 3, 5])));
         assert_eq!(&sent[0].2[..], b"r1;r3;r5;");
-        assert_eq!(sent[2].1, Seqs::Run { first: 4, count: 1 });
+        assert_eq!(sent[2].1, NodeSeqs::Run { first: 4, count: 1 });
         let mut again = 0;
         o.take_nodes(|_, _, _| again += 1);
         assert_eq!(again, 0, "taken once");
@@ -278,7 +288,7 @@ mod tests {
         assert_eq!(
             (seqs, &bytes[..]),
             (
-                Seqs::Run {
+                NodeSeqs::Run {
                     first: 10,
                     count: 2
                 },

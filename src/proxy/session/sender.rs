@@ -5,7 +5,7 @@
 //! nothing of what a request means or how keys are rewritten.
 
 use crate::protocol::encode::Proto;
-use crate::proxy::session::outbox::{Batch, Outbox, Seqs, Target};
+use crate::proxy::session::outbox::{Batch, NodeSeqs, Outbox, Target};
 use crate::proxy::Proxy;
 use crate::upstream::{Job, PinnedConn, ReplyTo, SharedPool, Sink, Upstream};
 use arc_swap::{ArcSwap, Cache};
@@ -149,14 +149,14 @@ fn pool_of<'a>(
 
 /// Sends one cluster node's batch on `pool`'s connection `slot`: replies to consecutive
 /// requests come back as a run, others each to its own sequence number.
-fn send_node(sink: &Sink, (pool, slot): (&Arc<SharedPool>, usize), seqs: Seqs, payload: Bytes) {
+fn send_node(sink: &Sink, (pool, slot): (&Arc<SharedPool>, usize), seqs: NodeSeqs, payload: Bytes) {
     let reply = match seqs {
-        Seqs::Run { first, count } => ReplyTo::Client {
+        NodeSeqs::Run { first, count } => ReplyTo::Client {
             sink: sink.clone(),
             seq: first,
             count,
         },
-        Seqs::Scattered(seqs) => ReplyTo::Scattered {
+        NodeSeqs::Scattered(seqs) => ReplyTo::Scattered {
             sink: sink.clone(),
             seqs,
             next: 0,
