@@ -15,7 +15,6 @@ use crate::protocol::encode::Proto;
 use crate::protocol::reply;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
-use crate::upstream::conn::{each_reply, each_scattered};
 use crate::upstream::{Delivery, Job, ReplyTo, SharedPool, Sink};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -206,35 +205,13 @@ async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
     // Two places per part: an ASKING-prefixed part answers twice; the two are joined.
     let mut replies: Vec<Option<Bytes>> = vec![None; n * 2];
     while let Some(d) = rx.recv().await {
-        match d {
-            Delivery::Reply { seq, frame } => {
-                if let Some(slot) = replies.get_mut(seq as usize) {
-                    *slot = Some(frame);
-                }
+        // Parts that went out on one connection come back as one run; other frames are not
+        // a part's.
+        let _ = d.into_replies(|seq, frame| {
+            if let Some(slot) = replies.get_mut(seq as usize) {
+                *slot = Some(frame);
             }
-            // Parts that went out on one connection come back as one run.
-            Delivery::Replies {
-                first_seq,
-                count,
-                frames,
-                ..
-            } => each_reply(first_seq, count, &frames, |seq, frame| {
-                if let Some(slot) = replies.get_mut(seq as usize) {
-                    *slot = Some(frame);
-                }
-            }),
-            Delivery::Scattered {
-                seqs,
-                first,
-                count,
-                frames,
-            } => each_scattered(&seqs, first, count, &frames, |seq, frame| {
-                if let Some(slot) = replies.get_mut(seq as usize) {
-                    *slot = Some(frame);
-                }
-            }),
-            Delivery::Push { .. } | Delivery::Event { .. } | Delivery::Lost => {}
-        }
+        });
     }
     replies
         .chunks(2)

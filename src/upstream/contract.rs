@@ -50,6 +50,30 @@ pub enum Delivery {
     Lost,
 }
 
+impl Delivery {
+    /// Hands each reply this delivery carries to `f`, as `(seq, frame)` in order; a delivery
+    /// that carries none (a push, an event, a lost connection) comes back.
+    pub fn into_replies(self, mut f: impl FnMut(u64, Bytes)) -> Option<Delivery> {
+        match self {
+            Delivery::Reply { seq, frame } => f(seq, frame),
+            Delivery::Replies {
+                first_seq,
+                count,
+                frames,
+                ..
+            } => each_reply(first_seq, count, &frames, f),
+            Delivery::Scattered {
+                seqs,
+                first,
+                count,
+                frames,
+            } => each_scattered(&seqs, first, count, &frames, f),
+            other => return Some(other),
+        }
+        None
+    }
+}
+
 /// Splits a `Delivery::Replies` run into its frames: `(seq, frame)` for each, in order.
 pub fn each_reply(first_seq: u64, count: u32, frames: &Bytes, mut f: impl FnMut(u64, Bytes)) {
     each_frame(count, frames, |i, frame| f(first_seq + i as u64, frame));

@@ -8,7 +8,6 @@ use crate::proxy::session::replies::Ready;
 use crate::proxy::session::Session;
 use crate::rules::rewrite;
 use crate::stats;
-use crate::upstream::conn::{each_reply, each_scattered};
 use crate::upstream::Delivery;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -45,29 +44,21 @@ impl Session {
     }
 
     pub(super) fn on_delivery(&mut self, d: Delivery) {
-        match d {
-            Delivery::Reply { seq, frame } => self.fill(seq, frame),
-            Delivery::Replies {
-                first_seq,
-                count,
-                errors,
-                frames,
-            } => {
-                if errors == 0 && self.relay_run(first_seq, count, &frames) {
-                    return;
-                }
-                each_reply(first_seq, count, &frames, |seq, frame| {
-                    self.fill(seq, frame)
-                });
+        if let Delivery::Replies {
+            first_seq,
+            count,
+            errors: 0,
+            ref frames,
+        } = d
+        {
+            if self.relay_run(first_seq, count, frames) {
+                return;
             }
-            Delivery::Scattered {
-                seqs,
-                first,
-                count,
-                frames,
-            } => each_scattered(&seqs, first, count, &frames, |seq, frame| {
-                self.fill(seq, frame)
-            }),
+        }
+        let Some(d) = d.into_replies(|seq, frame| self.fill(seq, frame)) else {
+            return;
+        };
+        match d {
             Delivery::Push { frame } => self.on_push(frame),
             Delivery::Event { frame } => self.replies.push(frame),
             Delivery::Lost => {
@@ -75,6 +66,7 @@ impl Session {
                     self.pinned_conn_lost();
                 }
             }
+            Delivery::Reply { .. } | Delivery::Replies { .. } | Delivery::Scattered { .. } => {}
         }
     }
 
