@@ -1,10 +1,11 @@
 //! The request path, top to bottom: [`accept`] takes clients (bounded by `max_clients`) and
 //! hands each to a worker thread ([`workers`]), which runs one [`session`] task per client.
-//! The session parses requests ([`crate::protocol::parser`]), looks each up in the command
-//! table ([`crate::commands`]), and either answers it itself (its `local` part: AUTH, HELLO,
-//! SELECT, CLIENT…, with the live clients in [`clients`]), or forwards it to a shared or
-//! pinned upstream connection ([`crate::upstream`]); runs of plain data commands take the
-//! session's short `lane` straight into the upstream batch. Replies come back through
+//! The session parses requests ([`crate::protocol::parser`]); runs of plain data commands take
+//! its lane straight into the upstream batch, every other request goes through named phases
+//! (admit, access check, rewrite, route and send): looked up in the command table
+//! ([`crate::commands`]), answered by rekey (AUTH, HELLO, SELECT, CLIENT…, with the live
+//! clients in [`clients`] and the `MONITOR` feed in [`monitor`]), or forwarded to a shared or
+//! pinned upstream connection ([`crate::upstream`]). Replies come back through
 //! [`session::replies`], which restores request order, and are written back in batches.
 //!
 //! This layer is sockets and sessions only: the rewrite engine is [`crate::rules`], command

@@ -7,10 +7,16 @@
 //! to write, or shutdown. Reading pauses (backpressure) while `max_pipeline` requests are
 //! unanswered or `max_output_bytes` wait to be written.
 //!
-//! Its parts: `conn` (what Redis keeps per connection), `lease` (the pinned connection),
-//! `outbox` (batching); its impl files: `lane`, `local`, `streams`, `flush`, `cluster_route`;
-//! [`replies`] restores request order. It must not know how keys are rewritten (that is
-//! [`crate::rules`]) or what a command's arguments mean (that is [`crate::commands`]).
+//! Its parts, each a type of its own: `io` (the socket and its buffers), `sender` (where
+//! requests go, with `outbox`, the batches), [`replies`] (request order), `conn` (what Redis
+//! keeps per connection), `lease` (the pinned connection), `view` (the config in force). A
+//! request's way: the gate and the lane (`lane`), else the general path's phases (`phases`:
+//! admit, access check, rewrite, route and send), sending (`forward`), the way back (`back`);
+//! the commands rekey answers itself are functions in `cmd`, applied by `local`; pub/sub and
+//! tracking (`streams`), transactions and blocking commands (`pinned`), scoped flushes
+//! (`flush`), cluster routing (`cluster_route`), and what other clients see of this one
+//! (`visibility`). It must not know how keys are rewritten (that is [`crate::rules`]) or what
+//! a command's arguments mean (that is [`crate::commands`]).
 
 mod back;
 mod cluster_route;
