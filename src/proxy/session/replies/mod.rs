@@ -179,8 +179,17 @@ impl ReplyQueue {
     /// Where the slot holding request `seq` is. Almost always the front; else a binary search
     /// (pushes share the sequence number of the request before them and follow it).
     fn index_of(&self, seq: u64) -> Option<usize> {
-        if self.slots.front()?.holds(seq) {
+        let front = self.slots.front()?;
+        if front.holds(seq) {
             return Some(0);
+        }
+        // One slot per request from the front on (no runs, no pushes between: a cluster
+        // node's replies arriving out of order): straight to it.
+        let direct = seq.checked_sub(front.seq).map(|d| d as usize);
+        if let Some(slot) = direct.and_then(|i| self.slots.get(i)) {
+            if slot.seq == seq && slot.holds(seq) {
+                return direct;
+            }
         }
         let mut i = self
             .slots
