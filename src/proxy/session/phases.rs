@@ -3,11 +3,13 @@
 //! 1. **admit**: the connection may send it (authenticated, its pinned connection alive),
 //!    what went before on another connection is answered first, the config in force is
 //!    picked up;
-//! 2. **connection-scoped commands** are answered by rekey (`cmd`), others go on;
-//! 3. **access check** (every identity may run everything, for now);
-//! 4. **rewrite** the keys and channels by the rules, remembering how to map the reply back;
-//! 5. **route**: pinned connection, subscribe stream, cluster node, side channel or the shared
-//!    connection, and **send** (batched, see `forward`).
+//! 2. **access check**: whether the client's identity may run it, on the names it sent
+//!    (every identity may run everything, for now);
+//! 3. **rewrite** the keys and channels by the rules, remembering how to map the reply back;
+//! 4. **route and send**: the subscribe stream, queued in a transaction, a cluster node, the
+//!    client's shared connection (batched, see `forward`), a pinned connection (`pinned`), a
+//!    side connection, or answered by rekey: the connection-scoped commands are functions of
+//!    the connection state (`cmd`), applied by `local`.
 //!
 //! And back (`back`): collect → order → map back → write. Plain runs of data commands skip
 //! all of this through the lane (`lane`), which [`Session::lane_open`] lets run only when the
