@@ -161,16 +161,8 @@ impl Driver {
                     if r? == 0 {
                         return Err(ConnError::Eof);
                     }
-                    if self.reply_timeout.is_some() || self.silence.is_some() {
-                        self.last_progress = Instant::now();
-                    }
                     self.deliver_all()?;
-                    if let Some(silence) = &self.silence {
-                        match self.pending.is_empty() {
-                            true => silence.idle(),
-                            false => silence.progress(self.last_progress.into_std()),
-                        }
-                    }
+                    self.progressed(!self.pending.is_empty());
                 }
                 job = jobs.recv(), if take_jobs && !draining => {
                     let Some(job) = job else {
@@ -232,18 +224,28 @@ impl Driver {
         true
     }
 
+    /// Something happened on the connection (replies arrived, or a request was queued on an
+    /// idle one): the watchdog's clock restarts, and the silence published for sessions says
+    /// whether requests are `waiting` now.
+    fn progressed(&mut self, waiting: bool) {
+        if self.reply_timeout.is_some() || self.silence.is_some() {
+            self.last_progress = Instant::now();
+        }
+        if let Some(silence) = &self.silence {
+            match waiting {
+                true => silence.progress(self.last_progress.into_std()),
+                false => silence.idle(),
+            }
+        }
+    }
+
     /// Queues a job's bytes; false for `Close`.
     fn accept(&mut self, job: Job) -> bool {
         match job {
             Job::Close => false,
             Job::Send { payload, reply } => {
                 if self.pending.is_empty() {
-                    if self.reply_timeout.is_some() || self.silence.is_some() {
-                        self.last_progress = Instant::now();
-                    }
-                    if let Some(silence) = &self.silence {
-                        silence.progress(self.last_progress.into_std());
-                    }
+                    self.progressed(true);
                 }
                 self.fresh = true;
                 self.out.push(&payload);

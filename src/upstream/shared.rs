@@ -23,9 +23,18 @@ use tokio::sync::mpsc;
 /// `connections` multiplexed connections for one (protocol, db).
 pub struct SharedPool {
     slots: Vec<mpsc::UnboundedSender<Job>>,
-    up: Vec<Arc<AtomicBool>>,
-    silence: Vec<Arc<Silence>>,
+    /// What each connection's task publishes, by slot.
+    states: Vec<Arc<SlotState>>,
     next: AtomicUsize,
+}
+
+/// What the task owning one shared connection publishes for the pool.
+#[derive(Default)]
+struct SlotState {
+    /// The connection is up.
+    up: AtomicBool,
+    /// How long its requests have waited with no reply.
+    silence: Arc<Silence>,
 }
 
 impl SharedPool {
@@ -42,27 +51,23 @@ impl SharedPool {
             .div_ceil(settings.workers.max(1))
             .max(1);
         let mut slots = Vec::with_capacity(n);
-        let mut up = Vec::with_capacity(n);
-        let mut silence = Vec::with_capacity(n);
+        let mut states = Vec::with_capacity(n);
         for _ in 0..n {
             let (tx, rx) = mpsc::unbounded_channel();
-            let flag = Arc::new(AtomicBool::new(false));
-            let quiet = Arc::new(Silence::default());
+            let state = Arc::new(SlotState::default());
             tokio::spawn(keep_connected(
                 settings.clone(),
                 (proto, db),
                 rx,
-                (flag.clone(), quiet.clone()),
+                state.clone(),
                 last_error.clone(),
             ));
             slots.push(tx);
-            up.push(flag);
-            silence.push(quiet);
+            states.push(state);
         }
         Arc::new(SharedPool {
             slots,
-            up,
-            silence,
+            states,
             next: AtomicUsize::new(0),
         })
     }
@@ -81,23 +86,28 @@ impl SharedPool {
     }
 
     pub fn healthy(&self) -> bool {
-        self.up.iter().all(|f| f.load(Ordering::Relaxed))
+        self.states.iter().all(|s| s.up.load(Ordering::Relaxed))
     }
 
     /// How many of the pool's connections are up.
     pub fn connections_up(&self) -> usize {
-        self.up.iter().filter(|f| f.load(Ordering::Relaxed)).count()
+        self.states
+            .iter()
+            .filter(|s| s.up.load(Ordering::Relaxed))
+            .count()
     }
 
     /// How many connections the pool has (up or not).
     pub fn connections(&self) -> usize {
-        self.up.len()
+        self.states.len()
     }
 
     /// True when the connection of `slot` has had requests waiting for longer than
     /// [`STALLED_AFTER`] with no reply (a busy script, a Redis that stopped answering).
     pub fn stalled(&self, slot: usize) -> bool {
-        self.silence[slot % self.silence.len()].stalled(STALLED_AFTER)
+        self.states[slot % self.states.len()]
+            .silence
+            .stalled(STALLED_AFTER)
     }
 }
 
@@ -109,7 +119,7 @@ async fn keep_connected(
     settings: UpstreamSettings,
     (proto, db): (Proto, u32),
     mut jobs: mpsc::UnboundedReceiver<Job>,
-    (up, silence): (Arc<AtomicBool>, Arc<Silence>),
+    state: Arc<SlotState>,
     last_error: LastError,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -127,17 +137,17 @@ async fn keep_connected(
                 }
                 connected_before = true;
                 stats().upstream_pooled.increment(1.0);
-                up.store(true, Ordering::Relaxed);
+                state.up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
                 failures = 0;
                 let mut driver = Driver::new(stream, true, settings.reply_timeout)
                     .with_probe(settings.url.clone(), settings.connect_timeout)
-                    .with_silence(silence.clone());
+                    .with_silence(state.silence.clone());
                 if let Some(job) = held.take() {
                     driver.queue(job);
                 }
                 let result = driver.run(&mut jobs).await;
-                up.store(false, Ordering::Relaxed);
+                state.up.store(false, Ordering::Relaxed);
                 stats().upstream_pooled.decrement(1.0);
                 let why = match &result {
                     Ok(()) => "connection closed".to_string(),

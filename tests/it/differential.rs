@@ -1873,6 +1873,26 @@ struct Rec {
     bytes: Vec<u8>,
 }
 
+impl Rec {
+    /// Frame `f`, read while waiting at command `at`.
+    fn of(at: usize, f: &Frame) -> Rec {
+        Rec {
+            at,
+            push: f.is_push_message(),
+            bytes: f.bytes(),
+        }
+    }
+
+    /// A read that failed while waiting at command `at`.
+    fn failed(at: usize, e: &ReadErr) -> Rec {
+        Rec {
+            at,
+            push: false,
+            bytes: e.label().into_bytes(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Transcript {
     main: Vec<Rec>,
@@ -2036,11 +2056,7 @@ impl Side {
                             break;
                         }
                         Err(e) => {
-                            t.main.push(Rec {
-                                at,
-                                push: false,
-                                bytes: e.label().into_bytes(),
-                            });
+                            t.main.push(Rec::failed(at, &e));
                             break 'batches;
                         }
                     }
@@ -2056,21 +2072,13 @@ impl Side {
                 match main.read_frame(REPLY_LIMIT) {
                     Ok(f) => {
                         let push = f.is_push_message();
-                        t.main.push(Rec {
-                            at,
-                            push,
-                            bytes: f.bytes(),
-                        });
+                        t.main.push(Rec::of(at, &f));
                         if !push {
                             break;
                         }
                     }
                     Err(e) => {
-                        t.main.push(Rec {
-                            at,
-                            push: false,
-                            bytes: e.label().into_bytes(),
-                        });
+                        t.main.push(Rec::failed(at, &e));
                         break;
                     }
                 }

@@ -134,7 +134,7 @@ impl Session {
     /// Sends parts to several nodes; their merged reply fills this request's place.
     fn gather(&mut self, parts: Vec<Part>, merge: Merge) {
         self.flush_batch();
-        let info = self.slot_info_for_local();
+        let info = self.slot_info(false);
         let seq = self.replies.expect(info);
         if let Some(cluster) = self.proxy.cluster.clone() {
             fanout::run(

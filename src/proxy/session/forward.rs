@@ -24,9 +24,7 @@ impl Session {
         let big = payload.len() >= BATCH_BYTES;
         if resend.is_some() && !big && !blocking {
             // A cluster node's share of the pipeline: that node's own batch.
-            let mut info = self.slot_info(false);
-            info.resend = resend;
-            let seq = self.replies.expect(info);
+            let seq = self.open_slot(false, resend);
             return self.sender.join_node(node, seq, &payload);
         }
         self.open_request(blocking, node, big, resend);
@@ -57,17 +55,23 @@ impl Session {
         big: bool,
         resend: Option<Bytes>,
     ) {
+        let seq = self.open_slot(blocking, resend);
+        let target = match &self.lease.pin {
+            Some(c) => Target::Pinned(c.id),
+            None => Target::Shared(node),
+        };
+        self.join_batch(target, seq, 1, big);
+    }
+
+    /// Opens the reply slot of the request being forwarded (kept for a redirection with
+    /// `resend`); its sequence number.
+    fn open_slot(&mut self, blocking: bool, resend: Option<Bytes>) -> u64 {
         let mut info = self.slot_info(blocking);
         info.resend = resend;
         if std::mem::take(&mut self.current.queueing) {
             self.lease.queued.push(info.ctx.take()); // its reply is +QUEUED; EXEC's carries it
         }
-        let target = match &self.lease.pin {
-            Some(c) => Target::Pinned(c.id),
-            None => Target::Shared(node),
-        };
-        let seq = self.replies.expect(info);
-        self.join_batch(target, seq, 1, big);
+        self.replies.expect(info)
     }
 
     /// Adds the `count` requests from `seq` on for `target` to the batch (see
@@ -141,11 +145,6 @@ impl Session {
         }
     }
 
-    /// What a new slot for the current request records, for a reply made outside `forward`.
-    pub(super) fn slot_info_for_local(&mut self) -> SlotInfo {
-        self.slot_info(false)
-    }
-
     /// Waits until every request already sent upstream is answered. Redis runs one
     /// connection's requests in order, but not those of two connections: a request about to
     /// go on another connection (a pin taken or returned) must not overtake them.
@@ -159,6 +158,4 @@ impl Session {
         }
         self.sender.barrier = false;
     }
-
-    // @@MOVED@@
 }

@@ -8,7 +8,7 @@
 
 use crate::commands::secrets::{self, Verdict};
 use crate::commands::{Local, ReplyKeys};
-use crate::protocol::encode::{self, Encoder, Proto};
+use crate::protocol::encode;
 use crate::protocol::Request;
 use crate::proxy::session::cmd::{self, Env, Reply};
 use crate::proxy::session::{ReplyMode, Session};
@@ -191,7 +191,7 @@ impl Session {
             }
             Verdict::WhoAmI => {
                 let user = self.conn.user.clone().unwrap_or_else(|| "default".into());
-                self.reply(bulk(user.as_bytes()));
+                self.reply(cmd::bulk(user.as_bytes()));
             }
             Verdict::Refuse(msg) => {
                 self.reply(encode::error(msg));
@@ -232,10 +232,4 @@ impl Session {
         self.switch_pool();
         self.reply(encode::simple("RESET"));
     }
-}
-
-fn bulk(data: &[u8]) -> bytes::Bytes {
-    let mut e = Encoder::new(Proto::Resp2);
-    e.bulk(data);
-    e.finish()
 }

@@ -124,6 +124,11 @@ fn frame_kind(frame: &[u8]) -> Option<Vec<u8>> {
     Some(first.to_ascii_lowercase())
 }
 
+/// True for `CLIENT TRACKING ON … BCAST …`.
+fn is_broadcast(req: &Request) -> bool {
+    req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"))
+}
+
 /// The first key of an invalidation push (`invalidate [key, …]`).
 fn first_invalidated(frame: &[u8]) -> Option<Vec<u8>> {
     if frame.first() != Some(&b'>') {
@@ -217,9 +222,14 @@ impl Session {
 
     /// Sends a `CLIENT TRACKING` command whose `BCAST` mode is `bcast` once Redis accepts it.
     fn forward_tracking(&mut self, req: Request, bcast: bool) {
+        self.expect_broadcast(bcast);
+        self.forward(req.into_raw(), false);
+    }
+
+    /// The request about to be forwarded brings `BCAST` mode `bcast` once it is answered.
+    fn expect_broadcast(&mut self, bcast: bool) {
         let seq = self.replies.next_seq();
         self.lease.broadcast_changes.push_back((seq, bcast));
-        self.forward(req.into_raw(), false);
     }
 
     /// `CLIENT TRACKING ON|OFF …`: tracking lives on the pinned connection; `BCAST PREFIX`
@@ -229,7 +239,7 @@ impl Session {
             if !self.ensure_pinned().await {
                 return;
             }
-            let bcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
+            let bcast = is_broadcast(&req);
             let req = self.rewrite_tracking(req);
             self.forward_tracking(req, bcast);
             self.lease.tracking = true;
@@ -264,9 +274,7 @@ impl Session {
             self.lease.tracking = true;
             // In force from its place in the pipeline (Redis runs it at EXEC, before the
             // writes queued behind it).
-            let bcast = req.args().skip(3).any(|a| a.eq_ignore_ascii_case(b"BCAST"));
-            let seq = self.replies.next_seq();
-            self.lease.broadcast_changes.push_back((seq, bcast));
+            self.expect_broadcast(is_broadcast(&req));
             return self.rewrite_tracking(req);
         }
         // Switched off in a transaction, tracking may still be on (EXEC can abort): the
@@ -313,12 +321,7 @@ impl Session {
         };
         // Redis never gives out id 0: it answers that the client does not exist.
         let upstream = target.unwrap_or(0).to_string();
-        let args: Vec<&[u8]> = req
-            .args()
-            .enumerate()
-            .map(|(i, a)| if i == at { upstream.as_bytes() } else { a })
-            .collect();
-        Request::from_args(args)
+        req.with_changes(std::iter::once((at, upstream.as_bytes(), &[][..])))
     }
 }
 

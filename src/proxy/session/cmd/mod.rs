@@ -80,7 +80,7 @@ fn valid_name(n: &[u8]) -> bool {
     n.iter().all(|&c| (b'!'..=b'~').contains(&c))
 }
 
-fn bulk(data: &[u8]) -> Bytes {
+pub(super) fn bulk(data: &[u8]) -> Bytes {
     let mut e = Encoder::new(Proto::Resp2);
     e.bulk(data);
     e.finish()
