@@ -273,7 +273,13 @@ fn long_pipelines_of_commands_rekey_answers_itself_all_flow() {
 /// Redis's own error.
 #[test]
 fn tracking_redirects_to_the_id_another_client_was_given() {
-    let redis = RedisServer::start();
+    for variant in [Variant::PLAIN, Variant::ACL_USER_DB3] {
+        redirect_to_another_client(variant);
+    }
+}
+
+fn redirect_to_another_client(variant: Variant) {
+    let redis = RedisServer::start_variant(variant);
     let rekey = Rekey::start(&redis, "");
     let missing = direct(&redis).call(&["CLIENT", "TRACKING", "ON", "REDIRECT", "999999"]);
     assert!(missing.is_error(), "{missing:?}");
@@ -289,7 +295,7 @@ fn tracking_redirects_to_the_id_another_client_was_given() {
         assert_eq!(confirmed.texts()[0].as_deref(), Some("subscribe"));
         let mut tracker = rekey.raw();
         let ok = tracker.call(&["CLIENT", "TRACKING", "ON", "REDIRECT", &sub_id.to_string()]);
-        assert_eq!(ok, Resp::Simple("OK".into()), "round {round}");
+        assert_eq!(ok, Resp::Simple("OK".into()), "{variant:?} round {round}");
         let _ = tracker.call(&["GET", "tracked"]);
         let _ = rekey.raw().call(&["SET", "tracked", "1"]);
         let message = sub.read_reply();
@@ -362,8 +368,12 @@ const WATCHED: &[&[&str]] = &[
     &["NOSUCHCOMMAND", "x"],
 ];
 
-/// Sends [`WATCHED`] (then `ECHO end-of-feed`) on `c`, one command at a time.
-fn send_watched(c: &mut RawClient) {
+/// Sends [`WATCHED`] (then `ECHO end-of-feed`) on `c`, one command at a time, after
+/// `HELLO 3` when `resp3`.
+fn send_watched(c: &mut RawClient, resp3: bool) {
+    if resp3 {
+        let _ = c.call(&["HELLO", "3"]);
+    }
     for cmd in WATCHED {
         let _ = c.call(cmd);
     }
@@ -372,14 +382,21 @@ fn send_watched(c: &mut RawClient) {
 
 #[test]
 fn monitor_shows_what_clients_send_as_redis_shows_it() {
+    // A plain upstream with a RESP2 client, a password upstream with a RESP3 client.
+    for (variant, resp3) in [(Variant::PLAIN, false), (Variant::PASSWORD, true)] {
+        monitor_lines_match_redis(variant, resp3);
+    }
+}
+
+fn monitor_lines_match_redis(variant: Variant, resp3: bool) {
     let plain = RedisServer::start();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_variant(variant);
     let rule = "[[rules]]\nname = \"t\"\nmatch = '^AppA_'\nreplace = 'shared_'\n";
     let rekey = Rekey::start(&redis, rule);
     // Redis's own feed of the same commands, sent to it directly.
     let mut watcher = direct(&plain);
     assert_eq!(watcher.call(&["MONITOR"]), Resp::Simple("OK".into()));
-    send_watched(&mut direct(&plain));
+    send_watched(&mut direct(&plain), resp3);
     let want: Vec<String> = monitor_lines_until(&mut watcher, "end-of-feed")
         .iter()
         .filter_map(|l| without_time_and_addr(l))
@@ -390,7 +407,7 @@ fn monitor_shows_what_clients_send_as_redis_shows_it() {
         let mut watcher = rekey.raw();
         assert_eq!(watcher.call(&["MONITOR"]), Resp::Simple("OK".into()));
         let mut sender = rekey.raw();
-        send_watched(&mut sender);
+        send_watched(&mut sender, resp3);
         let lines = monitor_lines_until(&mut watcher, "end-of-feed");
         let got: Vec<String> = lines
             .iter()
@@ -403,7 +420,7 @@ fn monitor_shows_what_clients_send_as_redis_shows_it() {
             .filter(|l| l.contains(" false] "))
             .cloned()
             .collect();
-        assert_eq!(clients, want, "round {round}");
+        assert_eq!(clients, want, "{variant:?}, RESP3 {resp3}, round {round}");
         let upstream: Vec<&String> = got.iter().filter(|l| l.contains(" true] ")).collect();
         assert!(
             upstream
