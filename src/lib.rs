@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -5,6 +5,7 @@
 //! no allocation: the name is lowercased on the stack.
 //! It knows command semantics only: nothing of sockets, rules or connections.
 
+pub mod acl_table;
 pub mod keys;
 pub mod secrets;
 pub mod table;
@@ -121,7 +122,13 @@ pub struct CommandSpec {
     pub keys: &'static [KeySpec],
     pub reply: ReplyKeys,
     pub extra: Extra,
+    /// Index of the same command in [`acl_table::ACL_COMMANDS`] ([`NO_ACL`]: none, or a
+    /// container whose subcommand decides).
+    pub acl: u16,
 }
+
+/// [`CommandSpec::acl`] of a spec that names no one ACL command.
+pub const NO_ACL: u16 = u16::MAX;
 
 const fn spec(name: &'static str, class: Class) -> CommandSpec {
     CommandSpec {
@@ -131,6 +138,7 @@ const fn spec(name: &'static str, class: Class) -> CommandSpec {
         keys: &[],
         reply: ReplyKeys::None,
         extra: Extra::None,
+        acl: NO_ACL,
     }
 }
 
@@ -308,7 +316,11 @@ fn table() -> &'static Table {
         let mut names: Vec<&'static [u8]> = map.keys().copied().collect();
         names.sort();
         for (i, name) in names.iter().enumerate() {
-            map.get_mut(name).expect("listed").id = i as u16 + 1;
+            let spec = map.get_mut(name).expect("listed");
+            spec.id = i as u16 + 1;
+            spec.acl = acl_index(name)
+                .filter(|&i| !acl_table::ACL_COMMANDS[i as usize].container)
+                .unwrap_or(NO_ACL);
         }
         map
     })
@@ -427,6 +439,45 @@ impl LookupCache {
         }
         spec
     }
+}
+
+/// Index in [`acl_table::ACL_COMMANDS`] of the command named `name` (lowercase, `a|b` for a
+/// subcommand).
+fn acl_index(name: &[u8]) -> Option<u16> {
+    acl_table::ACL_COMMANDS
+        .binary_search_by(|c| c.name.as_bytes().cmp(name))
+        .ok()
+        .map(|i| i as u16)
+}
+
+/// The ACL command a request runs, as Redis's `lookupCommand` finds it: the command named by
+/// argument 0, or its subcommand named by argument 1 when it is a container (a container
+/// sent alone is itself). `None`: Redis knows no such command or subcommand (it answers
+/// that error itself).
+pub fn acl_command(name: &[u8], sub: Option<&[u8]>) -> Option<u16> {
+    if name.len() > MAX_NAME / 2 {
+        return None;
+    }
+    let mut buf = [0u8; MAX_NAME];
+    buf[..name.len()].copy_from_slice(name);
+    buf[..name.len()].make_ascii_lowercase();
+    let top = acl_index(&buf[..name.len()])?;
+    let Some(sub) = sub.filter(|_| acl_table::ACL_COMMANDS[top as usize].container) else {
+        return Some(top);
+    };
+    if sub.len() >= MAX_NAME / 2 {
+        return None;
+    }
+    let end = name.len() + 1 + sub.len();
+    buf[name.len()] = b'|';
+    buf[name.len() + 1..end].copy_from_slice(sub);
+    buf[name.len() + 1..end].make_ascii_lowercase();
+    acl_index(&buf[..end])
+}
+
+/// The ACL command named exactly `name` (`get`, `config|get`; any case).
+pub fn acl_command_named(name: &str) -> Option<u16> {
+    acl_index(name.to_ascii_lowercase().as_bytes())
 }
 
 /// Every command and subcommand the table knows keys for (for the live comparison test).

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["upstream"],
     &["cluster"],
     &["rules"],
+    &["acl"],
     &["config"],
     &["proxy"],
     // The two programs, on the layers below: `server` runs the proxy (and follows a
