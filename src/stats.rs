@@ -161,6 +161,25 @@ pub fn register_command_counters(labels: &[String]) {
     }
 }
 
+/// Why an ACL refused a request (`rekey_acl_denied_total`'s `reason`).
+pub const ACL_REASONS: [&str; 4] = ["command", "key", "channel", "auth"];
+
+/// Counts one refusal by the ACL of the identity labelled `app`.
+pub fn acl_denied(app: &str, reason: &'static str) {
+    counter!("rekey_acl_denied_total", "app" => app.to_string(), "reason" => reason).increment(1);
+}
+
+/// Registers `rekey_acl_denied_total` at zero for every label and reason (see
+/// [`register_command_counters`]).
+pub fn register_acl_counters(labels: &[String]) {
+    for label in labels {
+        for reason in ACL_REASONS {
+            counter!("rekey_acl_denied_total", "app" => label.clone(), "reason" => reason)
+                .increment(0);
+        }
+    }
+}
+
 /// Publishes the limits a config sets (at start and after every reload).
 pub fn publish_limits(max_clients: usize, max_pinned: usize) {
     stats().clients_limit.set(max_clients as f64);

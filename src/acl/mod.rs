@@ -16,7 +16,7 @@ pub mod describe;
 pub mod log;
 mod selector;
 
-use crate::commands::acl_table::{ACL_COMMANDS, KEY_READ, KEY_WRITE};
+use crate::commands::acl_table::{AclCommand, ACL_COMMANDS, KEY_READ, KEY_WRITE, NOT_KEY};
 use crate::commands::keys::{self, Begin, Find, KeySpec, Positions};
 use crate::commands::{self, CommandSpec, Extra, NO_ACL};
 use crate::protocol::Request;
@@ -49,7 +49,20 @@ pub enum Denial {
     Command,
     Key,
     Channel,
+    /// A command Redis refuses before it looks at ACLs unless its config enables it
+    /// (`DEBUG`, `MODULE LOAD`), refused with Redis's text for that, not logged.
+    Protected,
 }
+
+/// Commands Redis marks `PROTECTED` (`enable-debug-command`, `enable-module-command`, both
+/// `no` by default): with that default Redis refuses them before its ACL check, so a client
+/// whose ACL refuses them too gets that reply, as from Redis.
+const PROTECTED: &[(&str, &str)] = &[
+    ("debug", "enable-debug-command"),
+    ("module|load", "enable-module-command"),
+    ("module|loadex", "enable-module-command"),
+    ("module|unload", "enable-module-command"),
+];
 
 /// A refusal: why, and of what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +116,17 @@ impl Denied {
     /// The error reply Redis gives for this refusal, without the leading `-`.
     pub fn error(&self, user: &str, texts: Texts) -> String {
         match (texts, self.kind) {
+            (_, Denial::Protected) => {
+                let option = PROTECTED
+                    .iter()
+                    .find(|(n, _)| *n == self.command)
+                    .map_or("", |p| p.1);
+                let name = self.command.split('|').next().unwrap_or_default();
+                format!(
+                    "ERR {} command not allowed. If the {option} option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",
+                    name.to_ascii_uppercase()
+                )
+            }
             (Texts::V70, Denial::Command) => format!(
                 "NOPERM this user has no permissions to run the '{}' command",
                 self.command
@@ -128,7 +152,7 @@ impl Denied {
     pub fn dryrun(&self, req: &Request, user: &str, texts: Texts) -> String {
         let arg = || String::from_utf8_lossy(req.arg(self.arg).unwrap_or_default()).into_owned();
         match (texts, self.kind) {
-            (Texts::V70, Denial::Command) => format!(
+            (Texts::V70, Denial::Command | Denial::Protected) => format!(
                 "This user has no permissions to run the '{}' command",
                 self.command
             ),
@@ -139,7 +163,7 @@ impl Denied {
                 "This user has no permissions to access the '{}' channel",
                 arg()
             ),
-            (Texts::V72, Denial::Command) => format!(
+            (Texts::V72, Denial::Command | Denial::Protected) => format!(
                 "User {user} has no permissions to run the '{}' command",
                 self.command
             ),
@@ -154,7 +178,7 @@ impl Denied {
     pub fn log_fields(&self, req: &Request) -> (&'static str, String) {
         let arg = || String::from_utf8_lossy(req.arg(self.arg).unwrap_or_default()).into_owned();
         match self.kind {
-            Denial::Command => ("command", self.command.clone()),
+            Denial::Command | Denial::Protected => ("command", self.command.clone()),
             Denial::Key => ("key", arg()),
             Denial::Channel => ("channel", arg()),
         }
@@ -273,7 +297,11 @@ impl Acl {
                 });
             }
         }
-        Err(worst.expect("at least the root selector"))
+        let mut worst = worst.expect("at least the root selector");
+        if PROTECTED.iter().any(|(n, _)| *n == cmd.name) {
+            worst.kind = Denial::Protected;
+        }
+        Err(worst)
     }
 
     /// A command rekey's table does not know: one Redis added after the table was made (a
@@ -331,7 +359,7 @@ fn lane_key_allowed(sel: &Selector, spec: &CommandSpec, id: usize, arg1: Option<
                 ..
             }],
             Some(key),
-        ) => needs.len() == 1 && sel.allows_key(key, needs[0]),
+        ) => needs.len() == 1 && needs[0] != NOT_KEY && sel.allows_key(key, needs[0]),
         _ => false,
     }
 }
@@ -346,23 +374,13 @@ struct Targets {
 
 impl Targets {
     fn of(spec: &CommandSpec, id: usize, req: &Request) -> Targets {
-        let acl_name = ACL_COMMANDS[id].name;
-        let mut keys = SmallVec::new();
-        if spec.name == acl_name {
-            let needs = ACL_COMMANDS[id].key_needs;
-            for (i, ks) in spec.keys.iter().enumerate() {
-                let mut at = Positions::new();
-                keys::positions(std::slice::from_ref(ks), req, &mut at);
-                let need = needs.get(i).copied().unwrap_or(KEY_READ | KEY_WRITE);
-                let need = variable_need(acl_name, req).unwrap_or(need);
-                keys.extend(at.into_iter().map(|p| (p, need)));
-            }
-            if spec.extra == Extra::Sort {
-                let (mut store, mut patterns) = (Positions::new(), Positions::new());
-                keys::sort_arguments(req, &mut store, &mut patterns);
-                keys.extend(store.into_iter().map(|p| (p, KEY_WRITE)));
-            }
-        }
+        let cmd = &ACL_COMMANDS[id];
+        let keys = if spec.name == cmd.name {
+            key_targets(spec, cmd, req)
+        } else {
+            SmallVec::new()
+        };
+        let acl_name = cmd.name;
         let mut channels = SmallVec::new();
         let (from, pattern) = match acl_name {
             "publish" | "spublish" => (Some(1..2.min(req.len())), false),
@@ -375,6 +393,54 @@ impl Targets {
         }
         Targets { keys, channels }
     }
+}
+
+/// The keys of `req` and what each is used for, found as Redis finds them for its ACL
+/// check: by the key specs; when one does not fit the arguments, by the command's own finder
+/// for movable keys (approximated by every spec that fits, and SORT's `STORE`), else none.
+fn key_targets(spec: &CommandSpec, cmd: &AclCommand, req: &Request) -> SmallVec<[(usize, u8); 8]> {
+    let mut keys = SmallVec::new();
+    let variable = variable_need(cmd.name, req);
+    let need_of = |i: usize| {
+        variable
+            .or_else(|| cmd.key_needs.get(i).copied())
+            .unwrap_or(KEY_READ | KEY_WRITE)
+    };
+    let mut fits = true;
+    for (i, ks) in spec.keys.iter().enumerate() {
+        if cmd.key_needs.get(i) == Some(&NOT_KEY) {
+            continue;
+        }
+        let mut at = Positions::new();
+        fits &= keys::strict_positions(ks, req, &mut at).is_ok();
+        keys.extend(at.into_iter().map(|p| (p, need_of(i))));
+    }
+    if fits {
+        return keys;
+    }
+    keys.clear();
+    // Redis's finders for movable keys find none when a key count does not fit.
+    let count_unfit = spec.keys.iter().any(|ks| {
+        matches!(ks.find, Find::Keynum { .. })
+            && keys::strict_positions(ks, req, &mut Positions::new()).is_err()
+    });
+    if !cmd.movable || count_unfit {
+        return keys;
+    }
+    for (i, ks) in spec.keys.iter().enumerate() {
+        let mut at = Positions::new();
+        if cmd.key_needs.get(i) != Some(&NOT_KEY)
+            && keys::strict_positions(ks, req, &mut at).is_ok()
+        {
+            keys.extend(at.into_iter().map(|p| (p, need_of(i))));
+        }
+    }
+    if spec.extra == Extra::Sort {
+        let (mut store, mut patterns) = (Positions::new(), Positions::new());
+        keys::sort_arguments(req, &mut store, &mut patterns);
+        keys.extend(store.into_iter().map(|p| (p, KEY_WRITE)));
+    }
+    keys
 }
 
 /// The key need of the two commands whose key spec says `VARIABLE_FLAGS`, from their

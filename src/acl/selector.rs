@@ -3,7 +3,7 @@
 //! A user is a root selector plus any number of `(…)` selectors; a request passes when one
 //! of them allows all of it (see [`super::Acl`]).
 
-use crate::commands::acl_table::{AclCommand, ACL_COMMANDS, CATEGORIES, KEY_READ, KEY_WRITE};
+use crate::commands::acl_table::{ACL_COMMANDS, CATEGORIES, KEY_READ, KEY_WRITE};
 use crate::rules::glob;
 
 /// Words of the command bit set: one bit per [`ACL_COMMANDS`] entry.
@@ -291,11 +291,6 @@ impl Selector {
 /// Index of the ACL command named `lower`.
 fn index_of(lower: &str) -> Option<usize> {
     ACL_COMMANDS.binary_search_by(|c| c.name.cmp(lower)).ok()
-}
-
-/// The command with index `id`.
-pub(super) fn command(id: usize) -> &'static AclCommand {
-    &ACL_COMMANDS[id]
 }
 
 #[cfg(test)]

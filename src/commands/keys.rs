@@ -82,6 +82,93 @@ pub fn positions(specs: &[KeySpec], req: &Request, out: &mut Positions) {
     }
 }
 
+/// The key spec does not fit the request's arguments (a range out of bounds, a bad key
+/// count): Redis then finds no keys from the specs at all (see [`strict_positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfit;
+
+/// The keys one spec finds in `req`, exactly as Redis 7.0's `getKeysUsingKeySpecs` finds
+/// them for ACL checks: a keyword not found finds none; a spec that does not fit the
+/// arguments makes the whole search fail ([`Unfit`]), and Redis falls back to the command's
+/// own key finder (movable keys) or to no keys.
+pub fn strict_positions(spec: &KeySpec, req: &Request, out: &mut Positions) -> Result<(), Unfit> {
+    let argc = req.len() as i64;
+    let first = match spec.begin {
+        Begin::Index(i) => i as i64,
+        Begin::Keyword(word, startfrom) => match keyword_exclusive(word, startfrom, req) {
+            Some(first) => first,
+            None => return Ok(()),
+        },
+        Begin::Unknown => return Err(Unfit),
+    };
+    let (first, last, step) = match spec.find {
+        Find::Range { last, step, limit } => {
+            let last = if last >= 0 {
+                first + last as i64
+            } else if limit == 0 {
+                argc + last as i64
+            } else {
+                first + ((argc - first) / limit as i64 + last as i64)
+            };
+            (first, last, step as i64)
+        }
+        Find::Keynum {
+            idx,
+            first: firstkey,
+            step,
+        } => {
+            let at = first + idx as i64;
+            if idx as i64 >= argc || at >= argc {
+                return Err(Unfit);
+            }
+            let n = req.arg(at as usize).and_then(parse_int).ok_or(Unfit)?;
+            if n < 0 {
+                return Err(Unfit);
+            }
+            let start = first + firstkey as i64;
+            (start, start + n - 1, step as i64)
+        }
+        Find::Unknown => return Err(Unfit),
+    };
+    if last >= argc || last < first || first >= argc || step <= 0 {
+        return Err(Unfit);
+    }
+    let mut i = first;
+    while i <= last {
+        out.push(i as usize);
+        i += step;
+    }
+    if spec.incomplete {
+        return Err(Unfit);
+    }
+    Ok(())
+}
+
+/// Redis's keyword search for a key spec: from `startfrom` (negative: from the end,
+/// backwards) up to but not including the last index it may look at.
+fn keyword_exclusive(word: &str, startfrom: i32, req: &Request) -> Option<i64> {
+    let argc = req.len() as i64;
+    let (start, end, dir) = if startfrom > 0 {
+        (startfrom as i64, argc - 1, 1)
+    } else {
+        (argc + startfrom as i64, 1, -1)
+    };
+    let mut i = start;
+    while i != end {
+        if i >= argc || i < 1 {
+            return None;
+        }
+        if req
+            .arg(i as usize)
+            .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+        {
+            return Some(i + 1);
+        }
+        i += dir;
+    }
+    None
+}
+
 fn begin_index(begin: Begin, req: &Request) -> Option<i64> {
     let argc = req.len() as i64;
     match begin {

@@ -16,15 +16,13 @@ const SECRET_PARAMS: &[&str] = &[
     "tls-client-key-file-pass",
 ];
 
-/// What rekey does with an `ACL` or `CONFIG` request.
+/// What rekey does with a `CONFIG` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Forward; the reply needs no care.
     Forward,
     /// Forward, then blank the values of secret parameters in the reply (`CONFIG GET`).
     ForwardMasked,
-    /// `ACL WHOAMI`: answered with the client's proxy user.
-    WhoAmI,
     /// Refused with this error.
     Refuse(&'static str),
 }
@@ -50,19 +48,6 @@ pub fn config(req: &Request) -> Verdict {
         );
     }
     Verdict::Forward
-}
-
-/// The verdict for an `ACL …` request: only harmless introspection passes.
-pub fn acl(req: &Request) -> Verdict {
-    if req.arg_is(1, "WHOAMI") && req.len() == 2 {
-        Verdict::WhoAmI
-    } else if req.arg_is(1, "CAT") || req.arg_is(1, "HELP") {
-        Verdict::Forward
-    } else {
-        Verdict::Refuse(
-            "ERR rekey: ACL is not available through the proxy (clients share its upstream user); run it against Redis directly",
-        )
-    }
 }
 
 /// Blanks the values of secret parameters in a `CONFIG GET` reply (a flat name/value array in
@@ -106,18 +91,6 @@ mod tests {
             Verdict::Forward
         );
         assert_eq!(r(&["CONFIG", "GET", "*"]), Verdict::ForwardMasked);
-    }
-
-    #[test]
-    fn acl_passes_only_introspection() {
-        let r = |a: &[&str]| acl(&Request::from_args(a.iter().copied()));
-        assert_eq!(r(&["ACL", "WHOAMI"]), Verdict::WhoAmI);
-        assert_eq!(r(&["acl", "cat"]), Verdict::Forward);
-        assert!(matches!(r(&["ACL", "LIST"]), Verdict::Refuse(_)));
-        assert!(matches!(
-            r(&["ACL", "SETUSER", "x", "on"]),
-            Verdict::Refuse(_)
-        ));
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! Load and validate only: applying a config (binding, reloading, swapping pools) is
 //! [`crate::server`]'s job.
 
+mod access;
 pub mod schema;
 mod validate;
+
+pub use access::{Access, Share};
 
 use crate::rules::RuleSet;
 use crate::tls::{ServerTls, TlsError};
@@ -132,6 +135,8 @@ pub struct Config {
     /// Worker threads (resolved: at least 1).
     pub threads: usize,
     pub rules: Arc<RuleSet>,
+    /// Each identity's ACL and limits.
+    pub access: Arc<Access>,
     /// `[tls.server]`, read and checked: what `tls_listen` listeners present. Reloaded with
     /// the config (a new certificate serves new connections; open ones keep theirs).
     pub server_tls: Option<Arc<ServerTls>>,
@@ -380,6 +385,7 @@ mod tests {
             users: vec![UserConfig {
                 name: "appA".into(),
                 password: "a".into(),
+                ..UserConfig::default()
             }],
         };
         assert!(a.check(None, b"pw"));

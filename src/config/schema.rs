@@ -32,6 +32,8 @@ pub struct FileConfig {
     #[serde(default = "default_upstream")]
     pub upstream: String,
     pub requirepass: Option<String>,
+    /// ACL of clients with no identity (the `default` user): `ACL SETUSER`'s rules.
+    pub acl: Option<String>,
     /// Worker threads; 0 means half the CPU cores (at least one).
     #[serde(default)]
     pub threads: usize,
@@ -80,11 +82,19 @@ pub struct MetricsConfig {
     pub command_latency: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
     pub password: String,
+    /// Its ACL, in the rule language of Redis 7's `ACL SETUSER` (none: may do anything).
+    pub acl: Option<String>,
+    /// Its clients at once (the next gets Redis's max-clients error).
+    pub max_clients: Option<usize>,
+    /// Its pinned upstream connections (transactions, blocking calls, subscriptions) at once.
+    pub max_pinned: Option<usize>,
+    /// Its requests per second over all of its clients; beyond, rekey reads more slowly.
+    pub max_requests_per_sec: Option<u64>,
 }
 
 /// What FLUSHDB/FLUSHALL do for a client whose keys are rewritten.
@@ -143,12 +153,20 @@ impl Default for PoolConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub name: String,
     pub listen: Option<OneOrMany>,
     pub tls_listen: Option<OneOrMany>,
+    /// Its ACL, in the rule language of Redis 7's `ACL SETUSER` (none: may do anything).
+    pub acl: Option<String>,
+    /// Its clients at once (the next gets Redis's max-clients error).
+    pub max_clients: Option<usize>,
+    /// Its pinned upstream connections (transactions, blocking calls, subscriptions) at once.
+    pub max_pinned: Option<usize>,
+    /// Its requests per second over all of its clients; beyond, rekey reads more slowly.
+    pub max_requests_per_sec: Option<u64>,
 }
 
 /// `[[rules]]` entries are the rules layer's own type; the file format includes it as is.

@@ -30,6 +30,7 @@ impl Config {
         check_pool(&file.pool)?;
         let auth = auth(&file)?;
         let rules = rules(&file)?;
+        let access = super::access::access(&file)?;
         Ok(Config {
             source: None,
             listeners,
@@ -43,6 +44,7 @@ impl Config {
             metrics: file.metrics.clone(),
             threads: threads(file.threads),
             rules: Arc::new(rules),
+            access: Arc::new(access),
             server_tls,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })

@@ -101,6 +101,15 @@ impl Encoder {
         }
     }
 
+    /// A double (RESP3 `,`), a bulk string in RESP2, as Redis's `addReplyDouble`.
+    pub fn double(&mut self, v: f64) -> &mut Self {
+        let text = format!("{v}");
+        match self.proto {
+            Proto::Resp3 => self.line(b',', text.as_bytes()),
+            Proto::Resp2 => self.bulk(text.as_bytes()),
+        }
+    }
+
     /// An out-of-band push (a plain array in RESP2, as Redis sends pub/sub messages).
     pub fn push(&mut self, n: usize) -> &mut Self {
         match self.proto {

@@ -44,6 +44,8 @@ pub struct Proxy {
     pub upstream_info: UpstreamInfo,
     /// The Prometheus handle, when this process installed the recorder.
     pub metrics: Option<PrometheusHandle>,
+    /// Refusals by the identities' ACLs and failed logins (`ACL LOG`).
+    pub acl_log: crate::acl::log::AclLog,
 }
 
 impl Proxy {

@@ -88,6 +88,7 @@ impl Server {
         warn_insecure(&config);
         crate::stats::publish_limits(config.limits.max_clients, config.pool.max_pinned);
         crate::stats::register_command_counters(config.rules.labels());
+        crate::stats::register_acl_counters(config.rules.labels());
         // The live address: the one configured, or the primary the sentinels name now.
         let live = match &config.upstream {
             UpstreamTarget::Sentinel(s) => {
@@ -117,6 +118,7 @@ impl Server {
             registry: Default::default(),
             upstream_info,
             metrics: options.metrics,
+            acl_log: Default::default(),
         });
         let reloader = Arc::new(Reloader::new(config_source, options.upstream_override));
         Ok(Server {

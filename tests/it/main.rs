@@ -5,6 +5,7 @@
 //!
 //! Run one module with `cargo test --test it <module>::`, e.g. `cargo test --test it pinned::`.
 
+mod acl;
 mod busy;
 mod cluster;
 mod common;

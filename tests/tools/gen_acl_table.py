@@ -21,12 +21,14 @@ categories = cli("ACL", "CAT").split()
 version = next(l.split(":")[1].strip() for l in cli("INFO", "server").splitlines()
                if l.startswith("redis_version:"))
 
-READ, WRITE = 1, 2
+READ, WRITE, NOT_KEY = 1, 2, 4
 
 
 def need(flags):
     """What a key of this spec needs: read (ACCESS) and/or write (INSERT/DELETE/UPDATE)."""
     flags = [f.lower() for f in flags]
+    if "not_key" in flags:
+        return NOT_KEY
     bits = 0
     if "access" in flags:
         bits |= READ
@@ -46,7 +48,9 @@ def visit(entry, parent=None):
     specs = entry[8] if len(entry) > 8 else []
     subs = (entry[9] if len(entry) > 9 else None) or []
     no_auth = "no_auth" in entry[2]
-    rows.append((name, entry[1], cats, [need(s.get("flags", [])) for s in specs], no_auth, bool(subs)))
+    movable = "movablekeys" in entry[2]
+    rows.append((name, entry[1], cats, [need(s.get("flags", [])) for s in specs], no_auth,
+                 movable, bool(subs)))
     for sub in subs:
         visit(sub, name)
 
@@ -71,6 +75,8 @@ print("/// A key spec's keys are read (`ACCESS`).")
 print(f"pub const KEY_READ: u8 = {READ};")
 print("/// A key spec's keys are written (`INSERT`, `DELETE` or `UPDATE`).")
 print(f"pub const KEY_WRITE: u8 = {WRITE};")
+print("/// A key spec that names no key (`NOT_KEY`: a shard channel, for routing only).")
+print(f"pub const NOT_KEY: u8 = {NOT_KEY};")
 print()
 print("/// One command or subcommand as ACLs see it.")
 print("#[derive(Debug)]")
@@ -81,10 +87,13 @@ print("    /// Redis's arity: exact when positive, a minimum (`-n`) when negativ
 print("    pub arity: i16,")
 print("    /// Bit set of [`CATEGORIES`].")
 print("    pub categories: u32,")
-print("    /// Per key spec, in `COMMAND INFO` order: [`KEY_READ`] | [`KEY_WRITE`].")
+print("    /// Per key spec, in `COMMAND INFO` order: [`KEY_READ`] | [`KEY_WRITE`], or [`NOT_KEY`].")
 print("    pub key_needs: &'static [u8],")
 print("    /// Runs before authentication (`AUTH`, `HELLO`): never refused by an ACL.")
 print("    pub no_auth: bool,")
+print("    /// Its keys move (`movablekeys`): Redis finds them with code of its own when the")
+print("    /// key specs do not fit the arguments.")
+print("    pub movable: bool,")
 print("    /// Has subcommands (`config`, `client`): rules name them as `container|sub`.")
 print("    pub container: bool,")
 print("}")
@@ -92,8 +101,9 @@ print()
 print("/// Every command and subcommand, sorted by name.")
 print("#[rustfmt::skip]")
 print("pub static ACL_COMMANDS: &[AclCommand] = &[")
-for name, arity, cats, needs, no_auth, container in rows:
+for name, arity, cats, needs, no_auth, movable, container in rows:
     needs_s = ", ".join(str(n) for n in needs)
     print(f"    AclCommand {{ name: {json.dumps(name)}, arity: {arity}, categories: {cats:#x}, "
-          f"key_needs: &[{needs_s}], no_auth: {str(no_auth).lower()}, container: {str(container).lower()} }},")
+          f"key_needs: &[{needs_s}], no_auth: {str(no_auth).lower()}, "
+          f"movable: {str(movable).lower()}, container: {str(container).lower()} }},")
 print("];")

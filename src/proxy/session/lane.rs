@@ -114,7 +114,8 @@ impl Session {
     }
 
     /// The command id of `req` (at `offset` in the read buffer) when it is a plainly forwarded
-    /// command whose keys, if rules apply, are just its argument 1.
+    /// command whose keys, if rules apply, are just its argument 1, and the client's ACL
+    /// (if it has one) plainly allows it (else the general path's access check decides).
     #[inline(always)]
     pub(super) fn lane_takes(&mut self, req: &Peeked, offset: usize, rules: bool) -> Option<u16> {
         if req.len >= BATCH_BYTES {
@@ -123,7 +124,9 @@ impl Session {
         let raw = &self.io.rbuf[offset..offset + req.len];
         let spec = self.lookups.lookup_parts(req.name(raw), req.arg1(raw));
         let plain = spec.class == Class::Forward && (!rules || rewrite::has_sole_key(spec));
-        if plain || (!rules && self.lane_pings(spec.class)) {
+        let allowed =
+            (self.view.acl.as_ref()).is_none_or(|acl| acl.lane_permits(spec, req.arg1(raw)));
+        if allowed && (plain || (!rules && self.lane_pings(spec.class))) {
             return Some(spec.id);
         }
         None

@@ -23,6 +23,7 @@ macro_rules! env_of {
             pinned: $s.lease.pin.is_some(),
             proxy: &$s.proxy,
             me: &$s.client,
+            label: $s.view.app_stats.label(),
         }
     };
 }
@@ -66,7 +67,10 @@ impl Session {
                 self.answer(reply, req)
             }
             Local::Config => self.guarded(secrets::config(&req), &req),
-            Local::Acl => self.guarded(secrets::acl(&req), &req),
+            Local::Acl => {
+                let reply = cmd::acl::acl(&req, &self.conn, &env_of!(self));
+                self.answer(reply, req)
+            }
             Local::SideChannel => self.side_channel(req).await,
             Local::Monitor => self.monitor(),
         }
@@ -160,7 +164,7 @@ impl Session {
     /// After refusing a command that Redis would have queued: a transaction in progress must
     /// fail at EXEC (`-EXECABORT`), as when Redis rejects a command while queueing. An unknown
     /// command is such a rejection, with no other effect; its reply is dropped.
-    fn abort_transaction(&self) {
+    pub(super) fn abort_transaction(&self) {
         if let Some(conn) = self.lease.pin.as_ref().filter(|_| self.lease.in_multi) {
             conn.send_quiet(&Request::from_args([""]));
         }
@@ -188,10 +192,6 @@ impl Session {
                     ..ReplyCtx::default()
                 }));
                 self.forward(req.raw().clone(), false);
-            }
-            Verdict::WhoAmI => {
-                let user = self.conn.user.clone().unwrap_or_else(|| "default".into());
-                self.reply(cmd::bulk(user.as_bytes()));
             }
             Verdict::Refuse(msg) => {
                 self.reply(encode::error(msg));

@@ -18,6 +18,7 @@
 //! (`visibility`). It must not know how keys are rewritten (that is [`crate::rules`]) or what
 //! a command's arguments mean (that is [`crate::commands`]).
 
+mod access;
 mod back;
 mod cluster_route;
 mod cmd;

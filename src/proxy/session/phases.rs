@@ -3,8 +3,8 @@
 //! 1. **admit**: the connection may send it (authenticated, its pinned connection alive),
 //!    what went before on another connection is answered first, the config in force is
 //!    picked up;
-//! 2. **access check**: whether the client's identity may run it, on the names it sent
-//!    (every identity may run everything, for now);
+//! 2. **access check**: whether the client's identity may run it, by its ACL, on the names
+//!    it sent (`access`);
 //! 3. **rewrite** the keys and channels by the rules, remembering how to map the reply back;
 //! 4. **route and send**: the subscribe stream, queued in a transaction, a cluster node, the
 //!    client's shared connection (batched, see `forward`), a pinned connection (`pinned`), a
@@ -91,10 +91,12 @@ impl Session {
     }
 
     /// Phase 2, access: whether this client's identity may run the command on these keys
-    /// and channels, on the names it sent (before any rule). Every identity may run
-    /// everything for now; per-identity ACLs go here.
-    fn check_access(&mut self, _spec: &'static CommandSpec, _req: &Request) -> Result<(), Bytes> {
-        Ok(())
+    /// and channels, by its ACL, on the names it sent (before any rule); see `access`.
+    fn check_access(&mut self, spec: &'static CommandSpec, req: &Request) -> Result<(), Bytes> {
+        match self.access_refusal(spec, req) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     /// Phase 3, rewrite: the rules applied to the request's keys and channels (a flush from

@@ -2,6 +2,7 @@
 //! compare per command), or the snapshot a transaction started with, and the metrics label
 //! of the client's identity under it.
 
+use crate::acl::Acl;
 use crate::config::{Config, Limits};
 use crate::stats;
 use arc_swap::{ArcSwap, Cache};
@@ -20,6 +21,10 @@ pub(super) struct ConfigView {
     pub(super) app_stats: Arc<stats::AppCommands>,
     /// The limits the client was accepted under.
     pub(super) limits: Limits,
+    /// The ACL of the client's identity under `cfg` (`None`: it may do anything), kept up
+    /// to date by [`ConfigView::relabel`]: a reload applies to the next command, as
+    /// `ACL SETUSER` does in Redis.
+    pub(super) acl: Option<Arc<Acl>>,
 }
 
 impl ConfigView {
@@ -31,6 +36,7 @@ impl ConfigView {
             live: Cache::new(Arc::clone(live)),
             snapshot: None,
             app_stats: stats::AppCommands::of(crate::rules::NO_LABEL),
+            acl: None,
         }
     }
 
@@ -50,8 +56,9 @@ impl ConfigView {
         self.snapshot.as_ref().unwrap_or(&self.cfg)
     }
 
-    /// Follows the client's identity into the metrics' `app` label.
+    /// Follows the client's identity into the metrics' `app` label and its ACL.
     pub(super) fn relabel(&mut self, identity: Option<&str>) {
+        self.acl = self.cfg.access.acl(identity).cloned();
         let rules = &self.cfg.rules;
         let label = rules
             .labels()

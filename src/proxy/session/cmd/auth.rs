@@ -4,11 +4,14 @@
 //! with the Redis password keep working unchanged.
 
 use super::{valid_name, wrong_args, Env, Reply};
+use crate::acl::log::Refusal;
 use crate::protocol::encode::{self, Encoder, Proto};
 use crate::protocol::scan::parse_int;
 use crate::protocol::Request;
 use crate::proxy::session::conn::ConnState;
+use crate::stats;
 use bytes::Bytes;
+use std::time::Instant;
 
 /// `AUTH [user] password`.
 pub(in crate::proxy::session) fn auth(req: &Request, conn: &mut ConnState, env: &Env) -> Reply {
@@ -17,7 +20,7 @@ pub(in crate::proxy::session) fn auth(req: &Request, conn: &mut ConnState, env: 
         3 => (req.arg(1), req.arg(2).unwrap_or_default()),
         _ => return wrong_args("auth"),
     };
-    match log_in(conn, env, user, pass) {
+    match log_in(conn, env, "AUTH", user, pass) {
         Ok(()) => Reply::ok(),
         Err(e) => Reply::Frame(e),
     }
@@ -25,9 +28,25 @@ pub(in crate::proxy::session) fn auth(req: &Request, conn: &mut ConnState, env: 
 
 /// Checks credentials against the proxy's own; on success the connection is logged in as
 /// `user` (the `default` user when `None`).
-fn log_in(conn: &mut ConnState, env: &Env, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Bytes> {
+/// A refusal goes to `ACL LOG` (reason `auth`, object the command: `AUTH` or `HELLO`).
+fn log_in(
+    conn: &mut ConnState,
+    env: &Env,
+    command: &str,
+    user: Option<&[u8]>,
+    pass: &[u8],
+) -> Result<(), Bytes> {
     let config = env.proxy.config.load();
     if config.auth.required() && !config.auth.check(user, pass) {
+        env.proxy.acl_log.add(Refusal {
+            reason: "auth",
+            context: "toplevel",
+            object: command.to_string(),
+            username: String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned(),
+            identity: env.viewer.clone(),
+            client_info: env.me.line(Instant::now()),
+        });
+        stats::acl_denied(env.label, "auth");
         return Err(encode::error(
             "WRONGPASS invalid username-password pair or user is disabled.",
         ));
@@ -79,6 +98,7 @@ fn hello_options(req: &Request, conn: &mut ConnState, env: &Env) -> Result<Optio
             log_in(
                 conn,
                 env,
+                "HELLO",
                 req.arg(i + 1),
                 req.arg(i + 2).unwrap_or_default(),
             )?;

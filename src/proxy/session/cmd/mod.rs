@@ -6,10 +6,12 @@
 //! what follows from the change (a new protocol or db moves it to another shared pool) in
 //! `local`.
 //!
+//! - [`acl`]: ACL WHOAMI/CAT/DRYRUN/GETUSER/LIST/USERS/LOG for rekey's own identities.
 //! - [`auth`]: AUTH, HELLO.
 //! - [`connection`]: SELECT, READONLY/READWRITE, UNSUBSCRIBE outside subscribe mode.
 //! - [`client`]: CLIENT SETNAME/GETNAME/SETINFO/ID/INFO/LIST/KILL/REPLY/NO-EVICT/NO-TOUCH.
 
+pub(super) mod acl;
 pub(super) mod auth;
 pub(super) mod client;
 pub(super) mod connection;
@@ -28,6 +30,8 @@ pub(super) struct Env<'a> {
     pub(super) viewer: Option<String>,
     /// The client holds a pinned connection (Redis keeps state for it there).
     pub(super) pinned: bool,
+    /// The metrics' `app` label of the client's identity.
+    pub(super) label: &'a str,
 }
 
 /// What the client gets.
@@ -130,6 +134,7 @@ pub(super) mod testing {
             registry: Registry::default(),
             upstream_info: UpstreamInfo::default(),
             metrics: None,
+            acl_log: Default::default(),
         })
     }
 
@@ -151,6 +156,7 @@ pub(super) mod testing {
             me,
             viewer: None,
             pinned: false,
+            label: "-",
         }
     }
 }
