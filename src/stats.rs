@@ -169,6 +169,13 @@ pub fn acl_denied(app: &str, reason: &'static str) {
     counter!("rekey_acl_denied_total", "app" => app.to_string(), "reason" => reason).increment(1);
 }
 
+/// Adds to the time the identity labelled `app` was paused over its `max_requests_per_sec`
+/// (a total that only grows; kept as a gauge because counters here count whole numbers).
+pub fn app_throttled(app: &str, paused: std::time::Duration) {
+    gauge!("rekey_app_throttled_seconds_total", "app" => app.to_string())
+        .increment(paused.as_secs_f64());
+}
+
 /// Registers `rekey_acl_denied_total` at zero for every label and reason (see
 /// [`register_command_counters`]).
 pub fn register_acl_counters(labels: &[String]) {
@@ -178,6 +185,11 @@ pub fn register_acl_counters(labels: &[String]) {
                 .increment(0);
         }
     }
+}
+
+/// Publishes one identity's limit (`rekey_app_limit{app, limit}`).
+pub fn publish_app_limit(app: &str, limit: &'static str, value: f64) {
+    gauge!("rekey_app_limit", "app" => app.to_string(), "limit" => limit).set(value);
 }
 
 /// Publishes the limits a config sets (at start and after every reload).

@@ -16,6 +16,7 @@ pub mod accept;
 pub mod clients;
 pub mod monitor;
 pub mod session;
+pub mod tenants;
 pub mod workers;
 
 use crate::cluster::Cluster;
@@ -46,6 +47,8 @@ pub struct Proxy {
     pub metrics: Option<PrometheusHandle>,
     /// Refusals by the identities' ACLs and failed logins (`ACL LOG`).
     pub acl_log: crate::acl::log::AclLog,
+    /// Each identity's clients, pinned connections and request budget now.
+    pub tenants: tenants::Tenants,
 }
 
 impl Proxy {

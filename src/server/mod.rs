@@ -86,9 +86,7 @@ impl Server {
         };
         stats().config_generation.set(config.generation as f64);
         warn_insecure(&config);
-        crate::stats::publish_limits(config.limits.max_clients, config.pool.max_pinned);
-        crate::stats::register_command_counters(config.rules.labels());
-        crate::stats::register_acl_counters(config.rules.labels());
+        publish_config(&config);
         // The live address: the one configured, or the primary the sentinels name now.
         let live = match &config.upstream {
             UpstreamTarget::Sentinel(s) => {
@@ -119,6 +117,7 @@ impl Server {
             upstream_info,
             metrics: options.metrics,
             acl_log: Default::default(),
+            tenants: Default::default(),
         });
         let reloader = Arc::new(Reloader::new(config_source, options.upstream_override));
         Ok(Server {
@@ -293,4 +292,27 @@ async fn learn_upstream(config: &Config, url: &UpstreamUrl) -> UpstreamInfo {
         }
     }
     info
+}
+
+/// The metrics a config sets: its limits (global and per identity), and every command and
+/// ACL counter of every identity registered at zero (at start and after every reload).
+pub(crate) fn publish_config(config: &Config) {
+    crate::stats::publish_limits(config.limits.max_clients, config.pool.max_pinned);
+    crate::stats::register_command_counters(config.rules.labels());
+    crate::stats::register_acl_counters(config.rules.labels());
+    for (name, share) in &config.access.identities {
+        let limits = [
+            ("max_clients", share.max_clients.map(|n| n as f64)),
+            ("max_pinned", share.max_pinned.map(|n| n as f64)),
+            (
+                "max_requests_per_sec",
+                share.max_requests_per_sec.map(|n| n as f64),
+            ),
+        ];
+        for (limit, value) in limits {
+            if let Some(value) = value {
+                crate::stats::publish_app_limit(name, limit, value);
+            }
+        }
+    }
 }

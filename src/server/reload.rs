@@ -101,9 +101,7 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
         proxy.swap_upstream(&new, new.upstream.template().clone());
     }
     let generation = new.generation;
-    crate::stats::publish_limits(new.limits.max_clients, new.pool.max_pinned);
-    crate::stats::register_command_counters(new.rules.labels());
-    crate::stats::register_acl_counters(new.rules.labels());
+    crate::server::publish_config(&new);
     proxy.config.store(Arc::new(new));
     stats().reloads_ok.increment(1);
     stats().config_generation.set(generation as f64);

@@ -1,5 +1,7 @@
 //! `/status`: what an operator needs to see at a glance, as JSON.
 
+use crate::acl::Acl;
+use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::server::reload::Reloader;
 use serde_json::json;
@@ -25,6 +27,7 @@ pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
             })
         })
         .collect();
+    let identities = identities(proxy, &config);
     let body = json!({
         "config": {
             "file": config.source.as_ref().map(|p| p.display().to_string()),
@@ -50,7 +53,38 @@ pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
             "tls": config.upstream.template().tls.is_some(),
         },
         "clients": proxy.clients.load(Ordering::Relaxed),
+        "identities": identities,
         "listeners": config.listeners.iter().map(|l| json!({"addr": l.addr.to_string(), "app": l.app})).collect::<Vec<_>>(),
     });
     format!("{body:#}\n")
+}
+
+/// Each identity's effective ACL (as `ACL LIST` prints it), its limits, and what it holds
+/// now; `default` is the clients with no identity.
+fn identities(proxy: &Proxy, config: &Config) -> Vec<serde_json::Value> {
+    let mut names: Vec<&String> = config.access.identities.keys().collect();
+    names.sort();
+    let default = std::iter::once((None, &config.access.default));
+    let named = names
+        .into_iter()
+        .map(|n| (Some(n.as_str()), &config.access.identities[n]));
+    default
+        .chain(named)
+        .map(|(name, share)| {
+            let acl = share
+                .acl
+                .as_deref()
+                .map_or_else(|| Acl::unrestricted().describe(), Acl::describe);
+            let tenant = name.map(|n| proxy.tenants.get(n));
+            json!({
+                "name": name.unwrap_or("default"),
+                "acl": acl,
+                "max_clients": share.max_clients,
+                "max_pinned": share.max_pinned,
+                "max_requests_per_sec": share.max_requests_per_sec,
+                "clients": tenant.as_ref().map(|t| t.clients()),
+                "pinned": tenant.as_ref().map(|t| t.pinned()),
+            })
+        })
+        .collect()
 }

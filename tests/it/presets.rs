@@ -7,11 +7,43 @@ use crate::common::{RedisServer, Rekey, Variant};
 use redis::{cmd, Connection, Value};
 
 fn preset(name: &str) -> String {
-    std::fs::read_to_string(format!(
+    let text = std::fs::read_to_string(format!(
         "{}/config/presets/{name}.toml",
         env!("CARGO_MANIFEST_DIR")
     ))
-    .unwrap()
+    .unwrap();
+    if !WITH_ACL.with(|w| w.get()) {
+        return text;
+    }
+    // Both example apps are this test's clients (no identity): the preset's recommended ACL,
+    // for the default user, with every pattern for appA given for appB too.
+    let acl = recommended_acl(&text);
+    let mut rules: Vec<String> = Vec::new();
+    for rule in acl.split(' ') {
+        rules.push(rule.to_string());
+        let other = rule
+            .replace("appA", "appB")
+            .replace("AppA", "AppB")
+            .replace("APPA", "APPB");
+        if other != rule {
+            rules.push(other);
+        }
+    }
+    format!("acl = \"{}\"\n{text}", rules.join(" "))
+}
+
+/// The `# acl = "…"` line a preset recommends.
+fn recommended_acl(preset: &str) -> String {
+    let line = preset
+        .lines()
+        .find_map(|l| l.strip_prefix("# acl = "))
+        .expect("every preset recommends an ACL");
+    line.trim_matches('"').to_string()
+}
+
+thread_local! {
+    /// This test runs its preset under the preset's recommended ACL.
+    static WITH_ACL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Redis of `variant`, rekey with the preset `name` in front, and two clients.
@@ -460,9 +492,10 @@ fn django_cache_sessions(v: Variant) {
         .query(&mut a)
         .unwrap();
     assert_eq!(vals, vec![Some("pickled".to_string()), None]);
-    // cache.clear() is FLUSHDB: refused, nothing is lost.
+    // cache.clear() is FLUSHDB: refused (by the rules, or first by the ACL), nothing is lost.
     let err = cmd("FLUSHDB").query::<()>(&mut a).unwrap_err();
-    assert!(err.to_string().contains("refused"), "{err}");
+    let by_acl = WITH_ACL.with(|w| w.get()) && err.to_string().contains("NOPERM");
+    assert!(err.to_string().contains("refused") || by_acl, "{err}");
     let _: i64 = cmd("DEL").arg(key_b).query(&mut b).unwrap();
     assert!(!exists(&mut a, key_a));
     let n: i64 = cmd("DBSIZE").query(&mut redis.direct()).unwrap();
@@ -496,46 +529,57 @@ fn flask_session_keys(v: Variant) {
 /// Each preset's test, as a test per upstream variant (`cargo test --test presets requirepass`).
 macro_rules! presets_for {
     ($module:ident, $variant:expr) => {
+        presets_for!($module, $variant, false);
+    };
+    ($module:ident, $variant:expr, $acl:expr) => {
         mod $module {
             use super::Variant;
 
             #[test]
             fn aspnet_session_state_provider_v5_and_v4_scripts() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::aspnet_session_state_provider_v5_and_v4_scripts($variant);
             }
 
             #[test]
             fn aspnetcore_rediscache_session() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::aspnetcore_rediscache_session($variant);
             }
 
             #[test]
             fn harbour_session_with_lock_transactions() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::harbour_session_with_lock_transactions($variant);
             }
 
             #[test]
             fn connect_redis_with_scan_listing() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::connect_redis_with_scan_listing($variant);
             }
 
             #[test]
             fn phpredis_session_with_lock_and_unlock_script() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::phpredis_session_with_lock_and_unlock_script($variant);
             }
 
             #[test]
             fn spring_session_keys_events_and_keyspace_notifications() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::spring_session_keys_events_and_keyspace_notifications($variant);
             }
 
             #[test]
             fn django_cache_sessions() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::django_cache_sessions($variant);
             }
 
             #[test]
             fn flask_session_keys() {
+                super::WITH_ACL.with(|w| w.set($acl));
                 super::flask_session_keys($variant);
             }
         }
@@ -548,3 +592,32 @@ presets_for!(acl_user, Variant::ACL_USER);
 presets_for!(db3, Variant::DB3);
 presets_for!(acl_user_db3, Variant::ACL_USER_DB3);
 presets_for!(tls_acl_user, Variant::TLS_ACL_USER);
+// Each preset's flow again, under the ACL the preset recommends (through an ACL user).
+presets_for!(recommended_acl, Variant::ACL_USER, true);
+
+/// Every preset's recommended ACL compiles and keeps the app to its own keys and away from
+/// the dangerous commands.
+#[test]
+fn recommended_acls_keep_each_app_to_its_own() {
+    use rekey::acl::{Acl, Denial};
+    use rekey::protocol::Request;
+    let dir = format!("{}/config/presets", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let acl = Acl::parse(&recommended_acl(&text)).unwrap();
+        let check = |args: &[&str]| {
+            let req = Request::from_args(args.iter().copied());
+            acl.check(rekey::commands::lookup(&req), &req)
+                .err()
+                .map(|d| d.kind)
+        };
+        for dangerous in [
+            &["FLUSHALL"][..],
+            &["SWAPDB", "0", "1"],
+            &["CLIENT", "PAUSE", "1"],
+        ] {
+            assert_eq!(check(dangerous), Some(Denial::Command), "{dangerous:?}");
+        }
+        assert_eq!(check(&["GET", "other_secret"]), Some(Denial::Key));
+    }
+}

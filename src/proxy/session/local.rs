@@ -45,7 +45,7 @@ impl Session {
             Local::Auth => {
                 let env = env_of!(self);
                 let reply = cmd::auth::auth(&req, &mut self.conn, &env);
-                self.refresh_label();
+                let reply = self.admitted(reply);
                 self.answer(reply, req)
             }
             Local::Hello => self.hello(req),
@@ -101,7 +101,7 @@ impl Session {
         let before = self.conn.proto;
         let env = env_of!(self);
         let reply = cmd::auth::hello(&req, &mut self.conn, &env);
-        self.refresh_label();
+        let reply = self.admitted(reply);
         let proto = self.conn.proto;
         if proto != before {
             self.switch_pool();
@@ -215,6 +215,15 @@ impl Session {
             true => self.cluster_forward(crate::commands::lookup(&req), req),
             false => self.forward(req.into_raw(), false),
         }
+    }
+
+    /// After a login: the client's new identity may be at its `max_clients`, and then the
+    /// client gets Redis's error for that instead, and is closed.
+    fn admitted(&mut self, reply: Reply) -> Reply {
+        if self.refresh_label() {
+            return reply;
+        }
+        Reply::ThenClose(encode::error(super::share::MAX_CLIENTS))
     }
 
     /// `RESET`: back to a fresh connection's state, as Redis does.

@@ -34,6 +34,7 @@ mod phases;
 mod pinned;
 pub mod replies;
 mod sender;
+mod share;
 mod streams;
 mod view;
 mod visibility;
@@ -57,6 +58,7 @@ pub use conn::ReplyMode;
 use io::ClientIo;
 use lease::{AtExec, Lease};
 use sender::Sender;
+use share::Tenancy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -131,6 +133,8 @@ pub struct Session {
     /// MULTI was answered but not yet sent: the node is chosen by the first queued command.
     cluster_multi: bool,
     closing: bool,
+    /// Its place in its identity's share: counted client, pinned connection, budget.
+    tenancy: Tenancy,
 }
 
 impl Session {
@@ -177,8 +181,12 @@ impl Session {
             exec_effects: None,
             cluster_multi: false,
             closing: false,
+            tenancy: Tenancy::default(),
         };
-        session.refresh_label();
+        if !session.refresh_label() {
+            session.reply(encode::error(share::MAX_CLIENTS));
+            session.closing = true;
+        }
         session
     }
 
@@ -194,10 +202,14 @@ impl Session {
         let cancelled = shutdown.cancelled();
         let killed = Arc::clone(&self.client.handle).killed();
         tokio::pin!(idle_sleep, cancelled, killed);
+        let pause = tokio::time::sleep(self.pause_left());
+        tokio::pin!(pause);
         loop {
             self.drain_ready();
-            if !self.io.need_input && self.can_read() {
+            if !self.io.need_input && self.can_read() && !self.paused() {
+                let before = self.replies.next_seq();
                 self.take_input().await;
+                self.spend_budget(self.replies.next_seq() - before);
                 self.drain_ready();
             }
             self.publish_activity();
@@ -213,14 +225,20 @@ impl Session {
             if self.closing && self.replies.is_empty() && self.io.out.is_empty() {
                 break;
             }
-            if !self.io.need_input && self.can_read() {
+            let paused = self.paused();
+            if !self.io.need_input && self.can_read() && !paused {
                 // Requests wait in the read buffer and the pipeline has room again: replies
                 // rekey made itself filled it, and no delivery will come to wake the loop for
                 // them. Let the worker's other clients run, then go on parsing.
                 tokio::task::yield_now().await;
                 continue;
             }
-            let read_ok = self.can_read();
+            let read_ok = self.can_read() && !paused;
+            if paused {
+                pause
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.pause_left());
+            }
             let mut room = 0;
             if read_ok {
                 self.shrink_idle_buffers();
@@ -269,6 +287,7 @@ impl Session {
                     self.closing = true;
                 }
                 _ = &mut killed => break,
+                _ = &mut pause, if paused => {}
                 _ = &mut idle_sleep, if idle.is_some() && !self.lease.subs.active() && self.replies.is_empty() => break,
             }
         }
@@ -296,9 +315,11 @@ impl Session {
     }
 
     /// Follows the client's identity (its listener's app, its AUTH user) into the metrics'
-    /// `app` label: after AUTH, RESET, and a reload that may name new apps or users.
-    pub(super) fn refresh_label(&mut self) {
+    /// `app` label, its ACL and its share: after AUTH, RESET, and a reload that may name new
+    /// apps or users. False when the identity is at its `max_clients`.
+    pub(super) fn refresh_label(&mut self) -> bool {
         self.view.relabel(identity(&self.client, &self.conn));
+        self.follow_share()
     }
 
     /// Upstream prefixes this client's keys were rewritten to.

@@ -120,6 +120,10 @@ impl Session {
         }
         // What went on the shared connection runs before anything on the pinned one.
         self.settle().await;
+        if let Err(msg) = self.take_pin_slot() {
+            self.reply(encode::error(&msg));
+            return false;
+        }
         let upstream = match self.sender.pin_hint.take() {
             Some(node) => node,
             None => self.proxy.upstream.load_full(),
@@ -139,6 +143,7 @@ impl Session {
                 true
             }
             Err(msg) => {
+                self.sync_pin_slot();
                 self.reply(encode::error(&msg));
                 false
             }

@@ -39,7 +39,8 @@ impl Session {
 
     /// Publishes Redis's id of the pinned connection the client holds (or that it holds
     /// none), for `CLIENT TRACKING … REDIRECT` from other clients.
-    pub(super) fn publish_pin(&self) {
+    pub(super) fn publish_pin(&mut self) {
+        self.sync_pin_slot();
         let id = self.lease.pin.as_ref().and_then(|p| p.redis_id);
         self.client.update(|d| d.redis_id = id);
     }

@@ -135,6 +135,7 @@ pub(super) mod testing {
             upstream_info: UpstreamInfo::default(),
             metrics: None,
             acl_log: Default::default(),
+            tenants: Default::default(),
         })
     }
 
