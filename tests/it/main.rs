@@ -28,5 +28,6 @@ mod reload;
 mod robustness;
 mod rules;
 mod sentinel;
+mod share;
 mod soak;
 mod tls;
