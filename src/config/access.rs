@@ -18,6 +18,8 @@ pub struct Share {
     pub max_clients: Option<usize>,
     pub max_pinned: Option<usize>,
     pub max_requests_per_sec: Option<u64>,
+    /// Its own upstream login (user, password): its connections to Redis log in as that.
+    pub upstream_login: Option<(Option<String>, String)>,
 }
 
 impl Share {
@@ -98,6 +100,8 @@ struct Written<'a> {
     max_clients: Option<usize>,
     max_pinned: Option<usize>,
     max_requests_per_sec: Option<u64>,
+    upstream_user: Option<&'a str>,
+    upstream_password: Option<&'a str>,
 }
 
 fn app_share(a: &AppConfig) -> Written<'_> {
@@ -106,6 +110,8 @@ fn app_share(a: &AppConfig) -> Written<'_> {
         max_clients: a.max_clients,
         max_pinned: a.max_pinned,
         max_requests_per_sec: a.max_requests_per_sec,
+        upstream_user: a.upstream_user.as_deref(),
+        upstream_password: a.upstream_password.as_deref(),
     }
 }
 
@@ -115,6 +121,8 @@ fn user_share(u: &UserConfig) -> Written<'_> {
         max_clients: u.max_clients,
         max_pinned: u.max_pinned,
         max_requests_per_sec: u.max_requests_per_sec,
+        upstream_user: u.upstream_user.as_deref(),
+        upstream_password: u.upstream_password.as_deref(),
     }
 }
 
@@ -125,11 +133,21 @@ impl Written<'_> {
                 "{what}: max_requests_per_sec must be at least 1"
             )));
         }
+        let upstream_login = match (self.upstream_user, self.upstream_password) {
+            (user, Some(pass)) => Some((user.map(str::to_string), pass.to_string())),
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(format!(
+                    "{what}: upstream_user needs upstream_password"
+                )))
+            }
+            (None, None) => None,
+        };
         Ok(Share {
             acl: compile(&format!("{what}: acl"), self.acl)?,
             max_clients: self.max_clients,
             max_pinned: self.max_pinned,
             max_requests_per_sec: self.max_requests_per_sec,
+            upstream_login,
         })
     }
 }

@@ -95,6 +95,11 @@ pub struct UserConfig {
     pub max_pinned: Option<usize>,
     /// Its requests per second over all of its clients; beyond, rekey reads more slowly.
     pub max_requests_per_sec: Option<u64>,
+    /// Its own Redis user upstream (with `upstream_password`): its traffic goes over pools
+    /// logged in as that user, so Redis's own ACL applies (inside scripts too).
+    pub upstream_user: Option<String>,
+    /// The password of `upstream_user` (or of `default` when no user is given).
+    pub upstream_password: Option<String>,
 }
 
 /// What FLUSHDB/FLUSHALL do for a client whose keys are rewritten.
@@ -167,6 +172,11 @@ pub struct AppConfig {
     pub max_pinned: Option<usize>,
     /// Its requests per second over all of its clients; beyond, rekey reads more slowly.
     pub max_requests_per_sec: Option<u64>,
+    /// Its own Redis user upstream (with `upstream_password`): its traffic goes over pools
+    /// logged in as that user, so Redis's own ACL applies (inside scripts too).
+    pub upstream_user: Option<String>,
+    /// The password of `upstream_user` (or of `default` when no user is given).
+    pub upstream_password: Option<String>,
 }
 
 /// `[[rules]]` entries are the rules layer's own type; the file format includes it as is.

@@ -31,6 +31,15 @@ impl Config {
         let auth = auth(&file)?;
         let rules = rules(&file)?;
         let access = super::access::access(&file)?;
+        let own_logins = access
+            .identities
+            .values()
+            .any(|s| s.upstream_login.is_some());
+        if own_logins && matches!(upstream, UpstreamTarget::Cluster { .. }) {
+            return Err(ConfigError::Invalid(
+                "upstream_user/upstream_password of an identity need a single or Sentinel upstream, not a cluster".into(),
+            ));
+        }
         Ok(Config {
             source: None,
             listeners,

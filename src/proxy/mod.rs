@@ -15,6 +15,7 @@
 pub mod accept;
 pub mod clients;
 pub mod monitor;
+pub mod own_upstreams;
 pub mod session;
 pub mod tenants;
 pub mod workers;
@@ -49,12 +50,15 @@ pub struct Proxy {
     pub acl_log: crate::acl::log::AclLog,
     /// Each identity's clients, pinned connections and request budget now.
     pub tenants: tenants::Tenants,
+    /// Upstreams of the identities that log in to Redis as users of their own.
+    pub own_upstreams: own_upstreams::OwnUpstreams,
 }
 
 impl Proxy {
     /// New pools to `url` (a reload changed the upstream, or the sentinels named a new
     /// primary). Sessions move to them on their next command; the old pools drain.
     pub fn swap_upstream(&self, config: &Config, url: crate::upstream::UpstreamUrl) {
+        self.own_upstreams.follow(config, &url);
         self.upstream
             .store(Upstream::new(config.upstream_settings(url)));
     }

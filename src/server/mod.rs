@@ -118,6 +118,7 @@ impl Server {
             metrics: options.metrics,
             acl_log: Default::default(),
             tenants: Default::default(),
+            own_upstreams: Default::default(),
         });
         let reloader = Arc::new(Reloader::new(config_source, options.upstream_override));
         Ok(Server {

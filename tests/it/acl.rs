@@ -394,3 +394,63 @@ fn reload_applies_to_the_next_command() {
     assert!(body.contains("rule 3 ('+nosuch', at byte 14)"), "{body}");
     assert!(c.call(&["SET", "other", "1"]).is_error());
 }
+
+/// An identity with its own upstream login: its traffic (scripts included) reaches Redis as
+/// that Redis user, so Redis's own ACL holds inside scripts, with the same replies a client
+/// logged in as that user directly gets; other identities keep rekey's login.
+#[test]
+fn own_upstream_login_puts_scripts_under_redis_acl() {
+    let redis = RedisServer::start();
+    let mut admin = login(redis.port, 2, &[]);
+    let setup = [
+        "ACL",
+        "SETUSER",
+        "appb_up",
+        "on",
+        ">up-pw",
+        "+@all",
+        "-flushall",
+        "~AppB_*",
+    ];
+    assert_eq!(admin.call(&setup), Resp::Simple("OK".into()));
+    let rekey = Rekey::start(
+        &redis,
+        "[[users]]\nname = \"appb\"\npassword = \"pw\"\nacl = \"+@all -@dangerous ~AppB_*\"\n\
+         upstream_user = \"appb_up\"\nupstream_password = \"up-pw\"\n\
+         [[users]]\nname = \"other\"\npassword = \"pw2\"\n",
+    );
+    let script: &[&[&str]] = &[
+        &["SET", "AppB_a", "1"],
+        &["EVAL", "return redis.call('FLUSHALL')", "0"],
+        &["EVAL", "return redis.call('GET', 'secret')", "0"],
+        &["EVAL", "return redis.call('GET', KEYS[1])", "1", "AppB_a"],
+    ];
+    for proto in [2, 3] {
+        for round in 0..2 {
+            let mut direct = login(redis.port, proto, &["appb_up", "up-pw"]);
+            let mut through = login(rekey.port, proto, &["appb", "pw"]);
+            for cmd in script {
+                let want = direct.call(cmd);
+                assert_eq!(
+                    through.call(cmd),
+                    want,
+                    "RESP{proto} round {round}: {cmd:?}"
+                );
+            }
+            let mut other = login(rekey.port, proto, &["other", "pw2"]);
+            assert_eq!(
+                other.call(&["SET", "secret", "s"]),
+                Resp::Simple("OK".into())
+            );
+        }
+    }
+    let list = admin.call(&["CLIENT", "LIST"]).text().unwrap();
+    assert!(list.contains("user=appb_up"), "{list}");
+    assert!(list.contains("user=default"), "{list}");
+    // A cluster upstream cannot: refused at load.
+    let err = rekey::config::Config::parse(
+        "upstream = \"redis-cluster://127.0.0.1:7000\"\n[[users]]\nname = \"a\"\npassword = \"p\"\nupstream_password = \"x\"",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not a cluster"), "{err}");
+}

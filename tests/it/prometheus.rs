@@ -279,15 +279,40 @@ fn substitute(expr: &str, instance: &str) -> String {
     out
 }
 
-const RULES: &str = r#"
+/// The config under test: rules, a client limit, and app `appz` (on a listener of its own)
+/// with an ACL and a request budget.
+fn rules() -> String {
+    static APP_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let port = APP_PORT.get_or_init(crate::common::free_port);
+    format!(
+        r#"
 [limits]
 max_clients = 6
 
 [[rules]]
 name    = "sessions"
-match   = '^(\{?)(AppA|AppB)_'
-replace = '${1}shared_'
-"#;
+match   = '^(\{{?)(AppA|AppB)_'
+replace = '${{1}}shared_'
+
+[[apps]]
+name = "appz"
+listen = "127.0.0.1:{port}"
+acl = "+@all -@dangerous ~AppZ_*"
+max_requests_per_sec = 100
+"#
+    )
+}
+
+/// The port of app `appz`'s listener.
+fn appz_port(rules: &str) -> u16 {
+    let line = rules.lines().find(|l| l.starts_with("listen = ")).unwrap();
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('"')
+        .parse()
+        .unwrap()
+}
 
 fn cmd(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut c = redis::cmd(args[0]);
@@ -358,6 +383,25 @@ fn load(redis: &mut RedisServer, rekey: &Rekey, prom: &Prometheus) -> Vec<RawCli
         .unwrap();
     wait_metric(rekey, "rekey_upstream_connections{kind=\"pinned\"}");
 
+    // App appz: a command its ACL refuses, and more requests than its budget (paused, all
+    // answered).
+    let stream = std::net::TcpStream::connect(("127.0.0.1", appz_port(&rules()))).unwrap();
+    let mut appz = RawClient::from_stream(stream);
+    assert!(appz.call(&["FLUSHALL"]).is_error());
+    let mut pings = Vec::new();
+    for _ in 0..300 {
+        pings.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    }
+    appz.send(&pings);
+    for _ in 0..300 {
+        assert!(!appz.read_reply().is_error());
+    }
+    wait_metric(
+        rekey,
+        "rekey_acl_denied_total{app=\"appz\",reason=\"command\"}",
+    );
+    wait_metric(rekey, "rekey_app_throttled_seconds_total{app=\"appz\"}");
+
     // A protocol error: rekey answers it and closes the connection.
     let mut raw = rekey.raw();
     raw.send(b"*1\r\n$abc\r\n");
@@ -367,10 +411,10 @@ fn load(redis: &mut RedisServer, rekey: &Rekey, prom: &Prometheus) -> Vec<RawCli
     // Reloads: a good one, a bad one (the file stays broken only for it), a good one again.
     let (code, body) = rekey.admin("POST", "/reload");
     assert_eq!(code, 200, "reload: {body}");
-    rekey.write_config(&redis.url(), &format!("{RULES}\n[limits\nbroken"));
+    rekey.write_config(&redis.url(), &format!("{}\n[limits\nbroken", rules()));
     let (code, body) = rekey.admin("POST", "/reload");
     assert_eq!(code, 422, "a broken config must be refused: {body}");
-    rekey.write_config(&redis.url(), RULES);
+    rekey.write_config(&redis.url(), &rules());
     let (code, body) = rekey.admin("POST", "/reload");
     assert_eq!(code, 200, "reload: {body}");
 
@@ -413,7 +457,7 @@ fn load(redis: &mut RedisServer, rekey: &Rekey, prom: &Prometheus) -> Vec<RawCli
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     require_tool("prometheus");
     let mut redis = RedisServer::start();
-    let rekey = Rekey::start(&redis, RULES);
+    let rekey = Rekey::start(&redis, &rules());
     let prom = Prometheus::start(rekey.admin_port);
     let instance = format!("127.0.0.1:{}", rekey.admin_port);
 

@@ -43,7 +43,7 @@ impl Session {
 
     /// Where the client's keys live now: every primary of a cluster, else the live upstream
     /// (after a Sentinel failover, the new primary; not the address the config started with).
-    fn flush_targets(&self) -> Vec<UpstreamUrl> {
+    fn flush_targets(&mut self) -> Vec<UpstreamUrl> {
         match &self.proxy.cluster {
             Some(cluster) => cluster
                 .topology()
@@ -51,7 +51,7 @@ impl Session {
                 .iter()
                 .map(|n| n.upstream.url().clone())
                 .collect(),
-            None => vec![self.proxy.upstream.load().url().clone()],
+            None => vec![self.sender.live_upstream().url().clone()],
         }
     }
 

@@ -174,7 +174,7 @@ impl Session {
     /// reach a Redis busy with a script even when the client's shared connection is the one
     /// waiting behind it (Redis reads nothing more from the connection running a script).
     async fn side_channel(&mut self, req: Request) {
-        let upstream = self.proxy.upstream.load_full();
+        let upstream = self.sender.live_upstream();
         let frame = match upstream.side_query(&req, self.conn.proto).await {
             Ok(frame) => frame,
             Err(e) => encode::error(&format!("ERR rekey: upstream unavailable ({e})")),

@@ -319,6 +319,7 @@ impl Session {
     /// apps or users. False when the identity is at its `max_clients`.
     pub(super) fn refresh_label(&mut self) -> bool {
         self.view.relabel(identity(&self.client, &self.conn));
+        self.follow_own_upstream();
         self.follow_share()
     }
 

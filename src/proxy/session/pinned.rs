@@ -126,7 +126,7 @@ impl Session {
         }
         let upstream = match self.sender.pin_hint.take() {
             Some(node) => node,
-            None => self.proxy.upstream.load_full(),
+            None => self.sender.live_upstream(),
         };
         match upstream.pin(self.conn.proto, self.conn.db).await {
             Ok(conn) => {

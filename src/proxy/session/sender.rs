@@ -21,10 +21,12 @@ pub(super) struct Sender {
     /// The client's shared pool for its protocol and db, and its connection in it.
     pub(super) shared: Arc<SharedPool>,
     pub(super) slot: usize,
-    /// The upstream `shared` belongs to, and the proxy's live one (a reload with a new
-    /// upstream, or a Sentinel failover, swaps it): when the two differ, the session moves.
+    /// The upstream `shared` belongs to, and the live one (a reload with a new upstream, or
+    /// a Sentinel failover, swaps it): when the two differ, the session moves. The live one
+    /// is the proxy's, or the client's identity's own (`upstream_user`), `upstream_cell`.
     pub(super) upstream: Arc<Upstream>,
     pub(super) upstream_live: Cache<Arc<ArcSwap<Upstream>>, Arc<Upstream>>,
+    upstream_cell: Arc<ArcSwap<Upstream>>,
     /// Cluster mode: shared pools of the nodes this client has used, by node id.
     pub(super) node_pools: Vec<(u64, Arc<SharedPool>)>,
     /// The upstream the next pinned connection comes from (a cluster node), if not the default.
@@ -48,6 +50,7 @@ impl Sender {
             shared,
             upstream,
             upstream_live: Cache::new(Arc::clone(&proxy.upstream)),
+            upstream_cell: Arc::clone(&proxy.upstream),
             node_pools: Vec::new(),
             pin_hint: None,
             barrier: false,
@@ -119,6 +122,20 @@ impl Sender {
     }
 
     /// Whether the proxy's upstream was swapped since this session took its pool.
+    /// Follows `cell` (the proxy's upstream, or an identity's own) from now on; the session
+    /// moves to it like to a swapped upstream ([`Sender::upstream_moved`]).
+    pub(super) fn follow(&mut self, cell: &Arc<ArcSwap<Upstream>>) {
+        if !Arc::ptr_eq(cell, &self.upstream_cell) {
+            self.upstream_cell = Arc::clone(cell);
+            self.upstream_live = Cache::new(Arc::clone(cell));
+        }
+    }
+
+    /// The live upstream this client's connections come from.
+    pub(super) fn live_upstream(&mut self) -> Arc<Upstream> {
+        Arc::clone(self.upstream_live.load())
+    }
+
     pub(super) fn upstream_moved(&mut self) -> bool {
         !Arc::ptr_eq(self.upstream_live.load(), &self.upstream)
     }

@@ -7,6 +7,7 @@
 
 use crate::proxy::session::Session;
 use crate::proxy::tenants::{Member, PinSlot};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Redis's reply to a client over `maxclients`.
@@ -44,6 +45,14 @@ impl Session {
         let max = self.view.cfg.access.share(Some(&name)).max_clients;
         self.tenancy.member = self.proxy.tenants.get(&name).join(max);
         self.tenancy.member.is_some()
+    }
+
+    /// Follows the client's identity to its own upstream login, or back to the proxy's.
+    pub(super) fn follow_own_upstream(&mut self) {
+        let url = self.proxy.upstream.load().url().clone();
+        let own = (self.proxy.own_upstreams).of(&self.view.cfg, &url, self.identity());
+        let cell = own.unwrap_or_else(|| Arc::clone(&self.proxy.upstream));
+        self.sender.follow(&cell);
     }
 
     /// Counts a pinned connection about to be taken against the identity's `max_pinned`;

@@ -136,6 +136,7 @@ pub(super) mod testing {
             metrics: None,
             acl_log: Default::default(),
             tenants: Default::default(),
+            own_upstreams: Default::default(),
         })
     }
 
