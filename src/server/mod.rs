@@ -315,5 +315,8 @@ pub(crate) fn publish_config(config: &Config) {
                 crate::stats::publish_app_limit(name, limit, value);
             }
         }
+        if share.max_requests_per_sec.is_some() {
+            crate::stats::app_throttled(name, std::time::Duration::ZERO);
+        }
     }
 }

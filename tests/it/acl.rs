@@ -454,3 +454,26 @@ fn own_upstream_login_puts_scripts_under_redis_acl() {
     .unwrap_err();
     assert!(err.to_string().contains("not a cluster"), "{err}");
 }
+
+/// The ACL facts of the command table (arity, categories, key use) are those of the Redis the
+/// tests run: regenerating `src/commands/acl_table.rs` from it changes nothing.
+#[test]
+fn acl_table_matches_live_redis() {
+    let redis = RedisServer::start();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/tests/tools/gen_acl_table.py"))
+        .arg(redis.port.to_string())
+        .output()
+        .expect("python3 runs the generator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = std::fs::read_to_string(format!("{root}/src/commands/acl_table.rs")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == table,
+        "src/commands/acl_table.rs differs from this Redis: rerun tests/tools/gen_acl_table.py"
+    );
+}

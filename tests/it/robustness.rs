@@ -90,9 +90,8 @@ fn upstream_credentials_never_reach_clients() {
     for args in [
         vec!["CONFIG", "SET", "requirepass", "x"],
         vec!["CONFIG", "SET", "maxmemory", "0", "masterauth", "x"],
-        vec!["ACL", "LIST"],
-        vec!["ACL", "GETUSER", "default"],
         vec!["ACL", "SETUSER", "evil", "on", ">pw", "~*", "+@all"],
+        vec!["ACL", "DELUSER", "default"],
     ] {
         let err = redis::cmd(args[0])
             .arg(&args[1..])
@@ -101,6 +100,15 @@ fn upstream_credentials_never_reach_clients() {
         assert!(err.to_string().contains("rekey"), "{args:?}: {err}");
         assert!(!err.to_string().contains(secret));
     }
+    // ACL LIST and GETUSER describe rekey's own users, never the upstream's.
+    let list: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut con).unwrap();
+    assert_eq!(list, ["user default on nopass ~* &* +@all"]);
+    let user = redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg("default")
+        .query::<redis::Value>(&mut con)
+        .unwrap();
+    assert!(!format!("{user:?}").contains(secret));
     let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut con).unwrap();
     assert_eq!(who, "default");
     let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
