@@ -15,13 +15,17 @@ use std::time::Instant;
 impl Session {
     /// Whether the client's identity may run `req` (its ACL, on the names it sent); the
     /// refusal to answer, else.
-    pub(super) fn access_refusal(
+    pub(super) async fn access_refusal(
         &mut self,
         spec: &'static CommandSpec,
         req: &Request,
     ) -> Option<Bytes> {
         let acl = self.view.acl.as_ref()?;
         let denied = acl.check(spec, req).err()?;
+        // A reply rekey makes waits for frames still owed on the subscribed connection.
+        if self.lease.subs.waiting() {
+            self.settle().await;
+        }
         Some(self.refused(&denied, req))
     }
 
@@ -35,6 +39,9 @@ impl Session {
         }
         stats::acl_denied(self.view.app_stats.label(), reason);
         let error = denied.error(&user, Texts::of(&self.proxy.upstream_info.version));
+        // What was routed before (`MULTI` itself, in the same pipeline) leaves first: what
+        // follows goes straight to the pinned connection.
+        self.flush_batch();
         if denied.command == "exec" {
             self.discard_transaction();
             return encode::error(&format!(

@@ -47,7 +47,7 @@ impl Session {
         if !self.admit(spec).await {
             return;
         }
-        if let Err(refusal) = self.check_access(spec, &req) {
+        if let Err(refusal) = self.check_access(spec, &req).await {
             return self.reply(refusal);
         }
         let Some(req) = self.rewrite(spec, req).await else {
@@ -92,8 +92,12 @@ impl Session {
 
     /// Phase 2, access: whether this client's identity may run the command on these keys
     /// and channels, by its ACL, on the names it sent (before any rule); see `access`.
-    fn check_access(&mut self, spec: &'static CommandSpec, req: &Request) -> Result<(), Bytes> {
-        match self.access_refusal(spec, req) {
+    async fn check_access(
+        &mut self,
+        spec: &'static CommandSpec,
+        req: &Request,
+    ) -> Result<(), Bytes> {
+        match self.access_refusal(spec, req).await {
             Some(refusal) => Err(refusal),
             None => Ok(()),
         }
