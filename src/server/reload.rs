@@ -10,7 +10,8 @@
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::stats::stats;
-use std::path::{Path, PathBuf};
+use crate::upstream::credentials::watch::watch_file;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -90,8 +91,9 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
     if let Some(u) = &reloader.upstream_override {
         new.upstream = u.clone();
     }
-    crate::server::warn_insecure(&new);
     let old = proxy.config.load_full();
+    keep_credentials(&old, &mut new);
+    crate::server::warn_insecure(&new);
     let needs_restart = keep_fixed_settings(&old, &mut new);
     for what in &needs_restart {
         tracing::warn!(setting = %what, "changed in the config file but needs a restart to take effect");
@@ -132,7 +134,22 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push(format!("upstream ({})", new.upstream));
         new.upstream = old.upstream.clone();
     }
+    if old.upstream_auth != new.upstream_auth {
+        changed.push("[upstream_auth]".to_string());
+        new.upstream_auth = old.upstream_auth.clone();
+    }
     changed
+}
+
+/// The live `[upstream_auth]` credential carries over to the new config (its source keeps
+/// running; a changed `[upstream_auth]` table needs a restart), and its source fetches again
+/// now: a reload or SIGHUP reruns a helper command and re-reads a password file.
+fn keep_credentials(old: &Config, new: &mut Config) {
+    let creds = old.upstream.credentials().cloned();
+    if let Some(c) = &creds {
+        c.refresh_now();
+    }
+    new.upstream.with_credentials(creds);
 }
 
 fn upstream_changed(old: &Config, new: &Config) -> bool {
@@ -158,17 +175,14 @@ pub async fn on_sighup(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     }
 }
 
-/// Reloads when the config file changes. Watches the file's directory, so editors that write
-/// a new file and rename it over the old one are seen too, and so is a Kubernetes ConfigMap
-/// or Secret update: the kubelet never touches `rekey.toml` (a symlink to
-/// `..data/rekey.toml`) but renames a new `..data` symlink over the old one, so any change in
-/// the directory that makes the path resolve to another file counts. Events are debounced.
+/// Reloads when the config file changes ([`watch_file`]: editors that rename a new file over
+/// the old one and Kubernetes ConfigMap `..data` swaps included). Events are debounced.
 pub async fn on_file_change(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     let Some(path) = reloader.source.clone() else {
         return;
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let _watcher = match watch(&path, tx) {
+    let _watcher = match watch_file(&path, tx) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "cannot watch the config file; reload with SIGHUP or POST /reload");
@@ -181,43 +195,4 @@ pub async fn on_file_change(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
         tracing::info!(path = %path.display(), "config file changed: reloading");
         let _ = reload(&proxy, &reloader).await;
     }
-}
-
-fn watch(
-    path: &Path,
-    tx: tokio::sync::mpsc::UnboundedSender<()>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let file_name = path.file_name().map(|n| n.to_os_string());
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // The file the path resolves to through symlinks, to see a swap of a symlink on the way.
-    let resolved = Mutex::new(std::fs::canonicalize(path).ok());
-    let path = path.to_path_buf();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        let named = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-        let now = std::fs::canonicalize(&path).ok();
-        let retargeted = {
-            let mut last = resolved.lock().expect("watcher state poisoned");
-            let changed = now.is_some() && now != *last;
-            if changed {
-                *last = now;
-            }
-            changed
-        };
-        if named || retargeted {
-            let _ = tx.send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
 }
