@@ -285,10 +285,13 @@ impl Driver {
 
     /// Queues the renewal `AUTH` when one is owed and the connection can take it now.
     fn queue_renewal(&mut self) {
-        let subscribed = self.stream_sink.is_some();
-        let Some(auth) = self.renewal.as_mut().and_then(|r| r.take(subscribed)) else {
+        let Some(auth) = self.renewal.as_mut().and_then(Renewal::take) else {
             return;
         };
+        tracing::debug!(
+            shared = self.shared,
+            "renewing the upstream login on a live connection"
+        );
         if self.pending.is_empty() {
             self.progressed(true);
         }

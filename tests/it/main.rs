@@ -10,6 +10,7 @@ mod busy;
 mod cluster;
 mod common;
 mod compat;
+mod credentials;
 mod deploy;
 mod differential;
 mod docs;

@@ -28,6 +28,10 @@ pub async fn run(weak: Weak<Credentials>) {
     loop {
         let Some(creds) = weak.upgrade() else { return };
         let wait = next_wait(&creds, retry.then_some(backoff));
+        tracing::debug!(
+            wait_ms = wait.as_millis() as u64,
+            "upstream credential: next fetch"
+        );
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = creds.wake.notified() => {}
@@ -37,6 +41,7 @@ pub async fn run(weak: Weak<Credentials>) {
                 while files.try_recv().is_ok() {}
             }
         }
+        tracing::debug!(source = %creds.source_name(), "fetching the upstream credential");
         retry = !fetch_once(&creds).await;
         backoff = match retry {
             true => (backoff * 2).min(MAX_BACKOFF),

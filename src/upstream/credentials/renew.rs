@@ -32,6 +32,9 @@ pub struct Renewal {
     resp3: bool,
     /// The connection has sent `MULTI` and not yet what ends it.
     in_multi: bool,
+    /// The connection has sent a `SUBSCRIBE` (`PSUBSCRIBE`, `SSUBSCRIBE`) since its last
+    /// `RESET`: in RESP2 it may be in subscribe mode (a lease ends with `RESET`).
+    subscribed: bool,
     /// An `AUTH` with the current credential is owed.
     due: bool,
     /// The changes channel is gone: nothing more will come.
@@ -51,6 +54,7 @@ impl Renewal {
             changes,
             resp3,
             in_multi: false,
+            subscribed: false,
             due: false,
             closed: false,
             retry_at: None,
@@ -83,24 +87,45 @@ impl Renewal {
         }
     }
 
-    /// Notes what a pinned connection sends (transaction state).
+    /// Notes what a pinned connection sends: its transaction state and protocol (a lease
+    /// may switch it with `HELLO`; `RESET` brings it back to RESP2), and a lease's handshake
+    /// `AUTH` made with a credential that has changed since (it then needs one more).
     pub fn note_sent(&mut self, payload: &[u8]) {
-        for name in command_names(payload) {
-            if name.eq_ignore_ascii_case(b"MULTI") {
+        for (name, arg1, frame) in command_words(payload) {
+            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+            if is("AUTH") {
+                self.due |= frame != &self.creds.current().auth_request().raw()[..];
+            } else if is("MULTI") {
                 self.in_multi = true;
-            } else if [&b"EXEC"[..], b"DISCARD", b"RESET"]
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n))
-            {
+            } else if is("EXEC") || is("DISCARD") {
                 self.in_multi = false;
+            } else if is("SUBSCRIBE") || is("PSUBSCRIBE") || is("SSUBSCRIBE") {
+                self.subscribed = true;
+            } else if is("RESET") {
+                self.in_multi = false;
+                self.subscribed = false;
+                self.resp3 = false;
+            } else if is("HELLO") {
+                match arg1 {
+                    Some(b"3") => self.resp3 = true,
+                    Some(b"2") => self.resp3 = false,
+                    _ => {}
+                }
             }
         }
     }
 
-    /// The `AUTH` to queue now, if one is owed and the connection can take it;
-    /// `subscribed`: the connection is in subscribe mode.
-    pub fn take(&mut self, subscribed: bool) -> Option<Bytes> {
-        if !self.due || self.in_multi || (subscribed && !self.resp3) {
+    /// The `AUTH` to queue now, if one is owed and the connection can take it.
+    pub fn take(&mut self) -> Option<Bytes> {
+        if !self.due {
+            return None;
+        }
+        if self.in_multi || (self.subscribed && !self.resp3) {
+            tracing::debug!(
+                in_multi = self.in_multi,
+                subscribed = self.subscribed,
+                "upstream login renewal held back"
+            );
             return None;
         }
         self.due = false;
@@ -111,6 +136,7 @@ impl Renewal {
     pub fn reset(&mut self) {
         self.due = false;
         self.in_multi = false;
+        self.subscribed = false;
         self.retry_at = None;
     }
 
@@ -137,28 +163,34 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// The command name of each request in `payload` (RESP arrays of bulk strings, as rekey
-/// sends them); stops at anything else.
-pub fn command_names(payload: &[u8]) -> Vec<&[u8]> {
+/// A request's command name, first argument (if any) and whole frame.
+pub type Words<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+/// The command name, first argument and whole frame of each request in `payload` (RESP
+/// arrays of bulk strings, as rekey sends them); stops at anything else.
+pub fn command_words(payload: &[u8]) -> Vec<Words<'_>> {
     let mut out = Vec::new();
     let mut rest = payload;
     while let Ok(Some(n)) = reply::frame_len(rest) {
-        if let Some(name) = first_bulk(&rest[..n]) {
-            out.push(name);
+        let frame = &rest[..n];
+        let body = frame
+            .strip_prefix(b"*")
+            .and_then(|f| memchr::memmem::find(f, b"\r\n").map(|at| &f[at + 2..]));
+        if let Some((name, after)) = body.and_then(bulk) {
+            out.push((name, bulk(after).map(|(arg, _)| arg), frame));
         }
         rest = &rest[n..];
     }
     out
 }
 
-/// `*N\r\n$L\r\nNAME\r\n…` → `NAME`.
-fn first_bulk(frame: &[u8]) -> Option<&[u8]> {
-    let after_header = frame.strip_prefix(b"*")?;
-    let crlf = memchr::memmem::find(after_header, b"\r\n")?;
-    let bulk = after_header[crlf + 2..].strip_prefix(b"$")?;
-    let crlf2 = memchr::memmem::find(bulk, b"\r\n")?;
-    let len: usize = std::str::from_utf8(&bulk[..crlf2]).ok()?.parse().ok()?;
-    bulk.get(crlf2 + 2..crlf2 + 2 + len)
+/// `$L\r\nDATA\r\n…` → (`DATA`, what follows).
+fn bulk(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let buf = buf.strip_prefix(b"$")?;
+    let crlf = memchr::memmem::find(buf, b"\r\n")?;
+    let len: usize = std::str::from_utf8(&buf[..crlf]).ok()?.parse().ok()?;
+    let data = buf.get(crlf + 2..crlf + 2 + len)?;
+    Some((data, buf.get(crlf + 4 + len..).unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -184,9 +216,14 @@ mod tests {
         let mut p = raw(&["MULTI"]);
         p.extend(raw(&["SET", "k", "v"]));
         p.extend(raw(&["exec"]));
-        let names = command_names(&p);
-        assert_eq!(names, [&b"MULTI"[..], b"SET", b"exec"]);
-        assert!(command_names(b"*1\r\n$5\r\nMUL").is_empty());
+        let words: Vec<_> = command_words(&p)
+            .into_iter()
+            .map(|(n, a, _)| (n, a))
+            .collect();
+        let want: [(&[u8], Option<&[u8]>); 3] =
+            [(b"MULTI", None), (b"SET", Some(b"k")), (b"exec", None)];
+        assert_eq!(words, want);
+        assert!(command_words(b"*1\r\n$5\r\nMUL").is_empty());
     }
 
     #[test]
@@ -194,14 +231,29 @@ mod tests {
         let mut r = Renewal::new(creds(), false);
         r.due = true;
         r.note_sent(&raw(&["MULTI"]));
-        assert!(r.take(false).is_none(), "inside MULTI");
+        assert!(r.take().is_none(), "inside MULTI");
         r.note_sent(&raw(&["EXEC"]));
-        assert!(r.take(true).is_none(), "RESP2 subscribe mode");
-        let auth = r.take(false).unwrap();
+        r.note_sent(&raw(&["SUBSCRIBE", "ch"]));
+        assert!(r.take().is_none(), "RESP2 subscribe mode");
+        r.note_sent(&raw(&["RESET"]));
+        let auth = r.take().unwrap();
         assert_eq!(&auth[..], &raw(&["AUTH", "u", "p1"])[..]);
-        assert!(r.take(false).is_none(), "once");
+        assert!(r.take().is_none(), "once");
         let mut r3 = Renewal::new(creds(), true);
         r3.due = true;
-        assert!(r3.take(true).is_some(), "RESP3 subscribe mode takes AUTH");
+        r3.note_sent(&raw(&["PSUBSCRIBE", "c*"]));
+        assert!(r3.take().is_some(), "RESP3 subscribe mode takes AUTH");
+        // A lease's RESET brings the connection back to RESP2; HELLO 3 switches it again.
+        r3.due = true;
+        r3.note_sent(&raw(&["RESET"]));
+        r3.note_sent(&raw(&["SUBSCRIBE", "ch"]));
+        assert!(r3.take().is_none(), "RESP2 again after RESET");
+        r3.note_sent(&raw(&["HELLO", "3"]));
+        assert!(r3.take().is_some());
+        // A handshake AUTH made with an older credential needs one more right behind it.
+        r3.note_sent(&raw(&["AUTH", "u", "p1"]));
+        assert!(r3.take().is_none(), "the current credential");
+        r3.note_sent(&raw(&["AUTH", "u", "p0"]));
+        assert!(r3.take().is_some(), "an older one");
     }
 }
