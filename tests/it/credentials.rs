@@ -130,6 +130,8 @@ struct Upstream {
     user: String,
     resp: u32,
     subscribed: bool,
+    /// Blocked in a command (`BLPOP`).
+    blocked: bool,
     /// The last command it ran (shown by `Debug` in failure messages).
     #[allow(dead_code)]
     cmd: String,
@@ -162,6 +164,7 @@ fn client_list(admin: &mut redis::Connection) -> HashMap<u64, Upstream> {
                 user: f.get("user").unwrap_or(&"").to_string(),
                 resp: num("resp") as u32,
                 subscribed: num("sub") + num("psub") + num("ssub") > 0,
+                blocked: f.get("flags").is_some_and(|f| f.contains('b')),
                 cmd: f.get("cmd").unwrap_or(&"").to_string(),
             },
         );
@@ -419,10 +422,35 @@ fn rotate_and_check(
     rotate: impl FnOnce(),
 ) {
     load.wait_for_progress("every client served before the rotation");
+    // A client blocked across the whole rotation: its `AUTH` waits behind its `BLPOP`.
+    let key = format!("held-{new_pass}");
+    let mut blocked = rekey.client();
+    blocked.set_read_timeout(None).unwrap();
+    let held_key = key.clone();
+    let held = std::thread::spawn(move || {
+        redis::cmd("BLPOP")
+            .arg(&held_key)
+            .arg(0)
+            .query::<(String, String)>(&mut blocked)
+    });
+    wait_until("the BLPOP client is blocked", || {
+        client_list(admin).values().any(|c| c.blocked)
+    });
     let before = client_list(admin);
     let renewing = before.values().filter(|c| c.takes_auth()).count() as u64;
     let (auth_before, renewed_before) = (auth_calls(admin), rekey.renewed());
     rotate();
+    wait_until("every connection but the blocked one renewed", || {
+        load.assert_no_errors();
+        rekey.renewed() >= renewed_before + renewing - 1
+    });
+    let _: () = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("released")
+        .query(&mut rekey.client())
+        .unwrap();
+    let got = held.join().unwrap().expect("the blocked client is served");
+    assert_eq!(got, (key, "released".to_string()));
     let all_renewed = wait_for(|| {
         load.assert_no_errors();
         rekey.renewed() >= renewed_before + renewing
