@@ -7,6 +7,8 @@
 //! Its own file so that the table's rules sit in one place beside the rest of the schema.
 
 use super::{ConfigError, UpstreamTarget};
+use crate::upstream::credentials::aws::AwsSpec;
+use crate::upstream::credentials::azure::{AzureSpec, Identity, IMDS_ENDPOINT, REDIS_SCOPE};
 use crate::upstream::credentials::source::{AuthSpec, SourceSpec, UserSpec};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -20,6 +22,10 @@ pub struct UpstreamAuthConfig {
     pub password_file: Option<PathBuf>,
     /// A helper program and its arguments; prints the secret or JSON.
     pub command: Option<Vec<String>>,
+    /// `[upstream_auth.azure]`: a Microsoft Entra ID token.
+    pub azure: Option<AzureConfig>,
+    /// `[upstream_auth.aws_iam]`: an ElastiCache / MemoryDB IAM auth token.
+    pub aws_iam: Option<AwsIamConfig>,
     /// The user name (else Redis's `default`, or the one the source gives).
     pub user: Option<String>,
     /// A file holding the user name (re-read with the secret).
@@ -31,6 +37,38 @@ pub struct UpstreamAuthConfig {
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+
+/// `[upstream_auth.azure]` as written.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// `auto` (workload identity when `AZURE_FEDERATED_TOKEN_FILE` is set), `managed` or
+    /// `workload`.
+    pub identity: Option<String>,
+    /// A user-assigned managed identity's client id (workload identity: instead of
+    /// `AZURE_CLIENT_ID`).
+    pub client_id: Option<String>,
+    /// The token's scope.
+    pub scope: Option<String>,
+    /// The instance metadata token endpoint (tests, proxies).
+    pub imds_endpoint: Option<String>,
+}
+
+/// `[upstream_auth.aws_iam]` as written.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AwsIamConfig {
+    /// The replication group, serverless cache or MemoryDB cluster name.
+    #[serde(default)]
+    pub cache_name: String,
+    /// The region (else `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    pub region: Option<String>,
+    /// ElastiCache Serverless.
+    #[serde(default)]
+    pub serverless: bool,
+    /// `elasticache` (default) or `memorydb`.
+    pub service: Option<String>,
 }
 
 /// The validated table, or `None` when the file has none.
@@ -69,6 +107,11 @@ pub fn upstream_auth(
     if t.timeout_ms == 0 {
         return Err(invalid("timeout_ms must be at least 1"));
     }
+    if matches!(source, SourceSpec::AwsIam(_)) && !matches!(user, UserSpec::Name(_)) {
+        return Err(invalid(
+            "aws_iam needs user: the IAM-enabled Redis user (user_file is not supported)",
+        ));
+    }
     Ok(Some(AuthSpec {
         source,
         user,
@@ -90,6 +133,12 @@ fn source(t: &UpstreamAuthConfig) -> Result<SourceSpec, String> {
         }
         found.push(("command", SourceSpec::Command(argv.clone())));
     }
+    if let Some(a) = &t.azure {
+        found.push(("azure", SourceSpec::Azure(azure(a)?)));
+    }
+    if let Some(a) = &t.aws_iam {
+        found.push(("aws_iam", SourceSpec::AwsIam(aws_iam(a)?)));
+    }
     match found.len() {
         0 => Err("set one of password_file, command, azure, aws_iam".into()),
         1 => Ok(found.pop().expect("one").1),
@@ -103,9 +152,62 @@ fn source(t: &UpstreamAuthConfig) -> Result<SourceSpec, String> {
     }
 }
 
+/// `[upstream_auth.azure]`: its identity flow known, defaults filled in.
+fn azure(a: &AzureConfig) -> Result<AzureSpec, String> {
+    let identity = match a.identity.as_deref().unwrap_or("auto") {
+        "auto" => Identity::Auto,
+        "managed" => Identity::Managed,
+        "workload" => Identity::Workload,
+        other => {
+            return Err(format!(
+                "azure.identity {other:?} is not one of auto, managed, workload"
+            ))
+        }
+    };
+    let imds_endpoint = a
+        .imds_endpoint
+        .clone()
+        .unwrap_or_else(|| IMDS_ENDPOINT.into());
+    if !imds_endpoint.starts_with("http://") && !imds_endpoint.starts_with("https://") {
+        return Err(format!(
+            "azure.imds_endpoint {imds_endpoint:?} is not an http(s) URL"
+        ));
+    }
+    Ok(AzureSpec {
+        identity,
+        client_id: a.client_id.clone().filter(|c| !c.is_empty()),
+        scope: a.scope.clone().unwrap_or_else(|| REDIS_SCOPE.into()),
+        imds_endpoint,
+    })
+}
+
+/// `[upstream_auth.aws_iam]`: a cache name (lowercased, as the services sign it) and a known
+/// service.
+fn aws_iam(a: &AwsIamConfig) -> Result<AwsSpec, String> {
+    if a.cache_name.is_empty() || a.cache_name.contains(['/', '?', ' ']) {
+        return Err(format!(
+            "aws_iam.cache_name {:?} is not a cache name",
+            a.cache_name
+        ));
+    }
+    let service = a.service.clone().unwrap_or_else(|| "elasticache".into());
+    if service != "elasticache" && service != "memorydb" {
+        return Err(format!(
+            "aws_iam.service {service:?} is not elasticache or memorydb"
+        ));
+    }
+    Ok(AwsSpec {
+        cache_name: a.cache_name.to_lowercase(),
+        region: a.region.clone().filter(|r| !r.is_empty()),
+        serverless: a.serverless,
+        service,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+    use crate::upstream::credentials::source::{SourceSpec, UserSpec};
 
     fn error(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
@@ -136,8 +238,32 @@ mod tests {
     }
 
     #[test]
+    fn cloud_sources() {
+        let e = error("[upstream_auth]\ncommand = ['/h']\n[upstream_auth.azure]");
+        assert!(e.contains("found command, azure"), "{e}");
+        let e = error("[upstream_auth.azure]\nidentity = 'magic'");
+        assert!(e.contains("azure.identity \"magic\""), "{e}");
+        let e = error("[upstream_auth.aws_iam]\ncache_name = 'c'");
+        assert!(e.contains("aws_iam needs user"), "{e}");
+        let e = error("[upstream_auth]\nuser = 'u'\n[upstream_auth.aws_iam]\ncache_name = ''");
+        assert!(e.contains("cache_name"), "{e}");
+        let c = Config::parse("[upstream_auth]\nuser = 'u'\n[upstream_auth.aws_iam]\ncache_name = 'My-Cache'\nregion = 'us-east-1'").unwrap();
+        let SourceSpec::AwsIam(a) = c.upstream_auth.unwrap().source else {
+            panic!()
+        };
+        assert_eq!(
+            (a.cache_name.as_str(), a.service.as_str()),
+            ("my-cache", "elasticache")
+        );
+        let c = Config::parse("[upstream_auth.azure]").unwrap();
+        let SourceSpec::Azure(a) = c.upstream_auth.unwrap().source else {
+            panic!()
+        };
+        assert_eq!(a.scope, "https://redis.azure.com/.default");
+    }
+
+    #[test]
     fn the_url_user_is_the_default_user() {
-        use crate::upstream::credentials::source::{SourceSpec, UserSpec};
         let c = Config::parse(
             "upstream = 'redis://app:@127.0.0.1:6379'\n[upstream_auth]\npassword_file = '/p'",
         )

@@ -12,8 +12,11 @@
 //! Secrets are a [`Secret`], whose `Debug` and `Display` print `***`: no log line, `/status`
 //! field, metric or error text can carry one by accident.
 
+pub mod aws;
+pub mod azure;
 pub mod command;
 pub mod file;
+pub mod http;
 pub mod refresh;
 pub mod renew;
 pub mod source;

@@ -4,7 +4,7 @@
 //! Its own file so that the config layer can build an `AuthSpec` without knowing how any
 //! source works, and so that [`Credentials`](super::Credentials) fetches through one `match`.
 
-use crate::upstream::credentials::{command, file, Credential, CredentialError};
+use crate::upstream::credentials::{aws, azure, command, file, Credential, CredentialError};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +26,10 @@ pub enum SourceSpec {
     PasswordFile(PathBuf),
     /// A helper program: argv, run without a shell.
     Command(Vec<String>),
+    /// Microsoft Entra ID (managed identity or workload identity).
+    Azure(azure::AzureSpec),
+    /// An ElastiCache / MemoryDB IAM auth token (the user is required).
+    AwsIam(aws::AwsSpec),
 }
 
 /// `[upstream_auth]`, validated.
@@ -41,6 +45,8 @@ pub struct AuthSpec {
 pub enum Source {
     File(file::FileSource),
     Command(command::CommandSource),
+    Azure(azure::AzureSource),
+    Aws(aws::AwsSource),
     /// Never changes (tests, one-off tools).
     Fixed(Credential),
 }
@@ -56,6 +62,19 @@ impl Source {
                 spec.user.clone(),
                 spec.timeout,
             )),
+            SourceSpec::Azure(a) => Source::Azure(azure::AzureSource::new(
+                a.clone(),
+                spec.user.clone(),
+                spec.timeout,
+            )),
+            SourceSpec::AwsIam(a) => {
+                let user = match &spec.user {
+                    UserSpec::Name(n) => n.clone(),
+                    // The config refuses aws_iam without a user name.
+                    _ => String::new(),
+                };
+                Source::Aws(aws::AwsSource::new(a.clone(), user, spec.timeout))
+            }
         }
     }
 
@@ -64,6 +83,8 @@ impl Source {
         match self {
             Source::File(f) => f.name(),
             Source::Command(c) => c.name(),
+            Source::Azure(a) => a.name(),
+            Source::Aws(a) => a.name(),
             Source::Fixed(_) => "fixed".into(),
         }
     }
@@ -73,6 +94,8 @@ impl Source {
         let result = match self {
             Source::File(f) => f.fetch().await,
             Source::Command(c) => c.fetch().await,
+            Source::Azure(a) => a.fetch().await,
+            Source::Aws(a) => a.fetch().await,
             Source::Fixed(c) => Ok(c.clone()),
         };
         result.map_err(|reason| CredentialError {
