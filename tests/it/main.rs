@@ -7,6 +7,7 @@
 
 mod acl;
 mod busy;
+mod cloud_auth;
 mod cluster;
 mod common;
 mod compat;
