@@ -768,3 +768,44 @@ fn a_source_that_fails_at_start_stops_rekey_naming_it() {
         assert!(err.contains(&format!("upstream_auth {named}")), "{err}");
     }
 }
+
+#[test]
+fn migrate_logs_in_with_the_upstream_auth_source() {
+    let (redis, mut admin) = redis_with_users();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "off"])
+        .query(&mut admin)
+        .unwrap();
+    let mut app = redis::Client::open(format!("redis://app:pw1@127.0.0.1:{}/", redis.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("AppA_s1")
+        .arg("v")
+        .query(&mut app)
+        .unwrap();
+    let dir = scratch_dir("migrate-auth");
+    std::fs::write(dir.join("password"), "pw1\n").unwrap();
+    let config = dir.join("rekey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"redis://127.0.0.1:{}\"\n[[rules]]\nname = \"s\"\nmatch = '^AppA_'\nreplace = 'shared_'\n[upstream_auth]\nuser = \"app\"\npassword_file = \"{}\"\n",
+            redis.port,
+            dir.join("password").display()
+        ),
+    )
+    .unwrap();
+    for round in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_rekey"))
+            .args(["-c", config.to_str().unwrap(), "migrate", "-q"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "round {round}: {stderr}");
+        assert!(!stderr.contains("pw1"), "{stderr}");
+    }
+    let v: Option<String> = redis::cmd("GET").arg("shared_s1").query(&mut app).unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
+}
