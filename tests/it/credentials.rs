@@ -809,3 +809,73 @@ fn migrate_logs_in_with_the_upstream_auth_source() {
     let v: Option<String> = redis::cmd("GET").arg("shared_s1").query(&mut app).unwrap();
     assert_eq!(v.as_deref(), Some("v"));
 }
+
+#[test]
+fn a_refused_renewal_keeps_the_old_login_and_is_retried_until_redis_takes_it() {
+    let (redis, mut admin) = redis_with_users();
+    let dir = scratch_dir("refused");
+    let password = dir.join("password");
+    let write = |p: &str| {
+        std::fs::write(dir.join("tmp"), p).unwrap();
+        std::fs::rename(dir.join("tmp"), &password).unwrap();
+    };
+    write("pw1");
+    let rekey = LoggedRekey::start(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        &format!(
+            "[upstream_auth]\nuser = \"app\"\npassword_file = \"{}\"",
+            password.display()
+        ),
+    );
+    let mut shared = rekey.client();
+    let mut pinned = rekey.client();
+    let _: () = redis::cmd("WATCH").arg("w").query(&mut pinned).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut shared)
+        .unwrap();
+    for (old, new) in [("pw1", "pw2"), ("pw2", "pw3")] {
+        let live = client_list(&mut admin).len() as u64;
+        let (renewed, refused_before) = (rekey.renewed(), refused(&rekey));
+        write(new); // Redis does not know `new` yet.
+        wait_until("the refusal is reported", || {
+            refused(&rekey) >= refused_before + live
+                && metric(
+                    &rekey.metrics(),
+                    "rekey_upstream_auth_renewals_total{result=\"refused\"}",
+                ) >= (refused_before + live) as f64
+        });
+        let status = rekey.status();
+        let why = status["upstream"]["auth"]["connections"]["last_refusal"]["error"]
+            .as_str()
+            .unwrap();
+        assert!(why.starts_with("WRONGPASS"), "{why}");
+        // Still logged in as before: everything is served.
+        let v: String = redis::cmd("GET").arg("k").query(&mut shared).unwrap();
+        assert_eq!(v, "v");
+        let _: () = redis::cmd("GET").arg("w").query(&mut pinned).unwrap();
+        // Redis learns the new password: the retries succeed on the same connections.
+        let ids: Vec<u64> = client_list(&mut admin).keys().copied().collect();
+        acl(&mut admin, &["app", &format!(">{new}")]);
+        wait_until("the retries succeed", || rekey.renewed() >= renewed + live);
+        acl(&mut admin, &["app", &format!("<{old}")]);
+        let after = client_list(&mut admin);
+        assert!(ids.iter().all(|id| after.contains_key(id)), "{after:?}");
+        let v: String = redis::cmd("GET").arg("k").query(&mut shared).unwrap();
+        assert_eq!(v, "v");
+    }
+    let (ok,): (String,) = redis::pipe()
+        .atomic()
+        .set("w", 1)
+        .query(&mut pinned)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert_no_leak(&rekey, &["pw1", "pw2", "pw3"]);
+}
+
+fn refused(rekey: &LoggedRekey) -> u64 {
+    rekey.status()["upstream"]["auth"]["connections"]["refused"]
+        .as_u64()
+        .unwrap()
+}
