@@ -70,6 +70,7 @@ pub enum BindError {
 impl Server {
     /// Binds every listener and prepares the upstream pools.
     pub async fn bind(mut config: Config, options: ServeOptions) -> Result<Server, BindError> {
+        crate::upstream::credentials::status::register_metrics();
         if let Some(spec) = &config.upstream_auth {
             let creds = Credentials::start(spec).await?;
             config.upstream.with_credentials(Some(CredentialRef(creds)));

@@ -125,7 +125,6 @@ impl Credentials {
             changes: signal::channel(0).0,
             wake: Notify::new(),
         });
-        status::publish_expiry(&creds.current());
         tracing::info!(source = %creds.source.name(), user = creds.current().user.as_deref().unwrap_or("default"), "upstream credential loaded");
         tokio::spawn(refresh::run(Arc::downgrade(&creds)));
         Ok(creds)

@@ -28,13 +28,10 @@ pub struct RenewalStatus {
 }
 
 impl RenewalStatus {
-    pub fn new(source: String, _first: &Credential) -> RenewalStatus {
+    pub fn new(source: String, first: &Credential) -> RenewalStatus {
         let now = SystemTime::now();
-        metrics::gauge!("rekey_upstream_credential_renewal_failing").set(0.0);
-        for result in ["ok", "refused", "source_error"] {
-            metrics::counter!("rekey_upstream_auth_renewals_total", "result" => result)
-                .increment(0);
-        }
+        register_metrics();
+        publish_expiry(first);
         RenewalStatus {
             source,
             issued: now,
@@ -118,6 +115,16 @@ impl RenewalStatus {
                 "last_refusal": at(&self.last_refusal),
             },
         })
+    }
+}
+
+/// Exports the renewal metrics at zero (a fixed login exports them too, so dashboards and
+/// alerts find them everywhere: expiry 0 means "does not expire").
+pub fn register_metrics() {
+    metrics::gauge!("rekey_upstream_credential_renewal_failing").set(0.0);
+    metrics::gauge!("rekey_upstream_credential_expiry_timestamp_seconds").set(0.0);
+    for result in ["ok", "refused", "source_error"] {
+        metrics::counter!("rekey_upstream_auth_renewals_total", "result" => result).increment(0);
     }
 }
 
