@@ -189,8 +189,9 @@ fn bulk(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let buf = buf.strip_prefix(b"$")?;
     let crlf = memchr::memmem::find(buf, b"\r\n")?;
     let len: usize = std::str::from_utf8(&buf[..crlf]).ok()?.parse().ok()?;
-    let data = buf.get(crlf + 2..crlf + 2 + len)?;
-    Some((data, buf.get(crlf + 4 + len..).unwrap_or_default()))
+    let end = (crlf + 2).checked_add(len)?;
+    let data = buf.get(crlf + 2..end)?;
+    Some((data, buf.get(end.checked_add(2)?..).unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -224,6 +225,8 @@ mod tests {
             [(b"MULTI", None), (b"SET", Some(b"k")), (b"exec", None)];
         assert_eq!(words, want);
         assert!(command_words(b"*1\r\n$5\r\nMUL").is_empty());
+        let huge = format!("*1\r\n${}\r\nx\r\n", usize::MAX);
+        assert!(command_words(huge.as_bytes()).is_empty());
     }
 
     #[test]

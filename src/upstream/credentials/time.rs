@@ -46,8 +46,10 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     let offset = match rest {
         "Z" | "z" => 0,
         _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") => {
-            let h: i64 = rest[1..3].parse().map_err(|_| bad())?;
-            let m: i64 = rest[4..6].parse().map_err(|_| bad())?;
+            let part = |r: std::ops::Range<usize>| -> Result<i64, String> {
+                rest.get(r).and_then(|t| t.parse().ok()).ok_or_else(bad)
+            };
+            let (h, m) = (part(1..3)?, part(4..6)?);
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (h * 3600 + m * 60)
         }
@@ -100,6 +102,9 @@ mod tests {
             "2030-13-02T03:04:05Z",
             "2030-01-02T03:04:05",
             "x030-01-02T03:04:05Z",
+            "2030-01-02T03:04:05+0é00",
+            "2030-01-02T03:04:05.é",
+            "2030-01-02T03:04é05Z",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
