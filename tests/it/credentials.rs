@@ -879,3 +879,40 @@ fn refused(rekey: &LoggedRekey) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+#[test]
+fn an_identity_with_its_own_upstream_login_keeps_it_beside_upstream_auth() {
+    let (redis, mut admin) = redis_with_users();
+    let dir = scratch_dir("own-login");
+    std::fs::write(dir.join("password"), "pw1\n").unwrap();
+    let rekey = LoggedRekey::start(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        &format!(
+            "[[users]]\nname = \"alice\"\npassword = \"a\"\nupstream_user = \"app2\"\nupstream_password = \"pw1\"\n\
+             [[users]]\nname = \"bob\"\npassword = \"b\"\n\
+             [upstream_auth]\nuser = \"app\"\npassword_file = \"{}\"",
+            dir.join("password").display()
+        ),
+    );
+    let login = |user: &str, pass: &str| {
+        let mut c = redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{}/", rekey.port))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: () = redis::cmd("SET").arg(user).arg(1).query(&mut c).unwrap();
+        c
+    };
+    let (_alice, _bob) = (login("alice", "a"), login("bob", "b"));
+    let users: Vec<String> = client_list(&mut admin)
+        .values()
+        .map(|c| c.user.clone())
+        .collect();
+    assert!(
+        users.iter().any(|u| u == "app2"),
+        "alice's own login: {users:?}"
+    );
+    assert!(
+        users.iter().any(|u| u == "app"),
+        "[upstream_auth] for the rest: {users:?}"
+    );
+}
