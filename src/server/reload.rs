@@ -5,12 +5,14 @@
 //!
 //! Settings that cannot change while serving (listen and admin addresses) are kept as they are
 //! and reported as needing a restart. A changed upstream gets new pools; the old ones finish
-//! their in-flight replies and close.
+//! their in-flight replies and close. So does a changed `[upstream_auth]` table (its new
+//! source must produce a credential first); an unchanged one makes its source fetch again.
 
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::stats::stats;
 use crate::upstream::credentials::watch::watch_file;
+use crate::upstream::credentials::{CredentialRef, Credentials};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -92,7 +94,12 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
         new.upstream = u.clone();
     }
     let old = proxy.config.load_full();
-    keep_credentials(&old, &mut new);
+    if let Err(e) = credentials(&old, &mut new).await {
+        stats().reloads_error.increment(1);
+        tracing::error!(error = %e, "config reload refused; the previous config keeps serving");
+        reloader.record(Err(e.clone()));
+        return Err(e);
+    }
     crate::server::warn_insecure(&new);
     let needs_restart = keep_fixed_settings(&old, &mut new);
     for what in &needs_restart {
@@ -134,22 +141,37 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push(format!("upstream ({})", new.upstream));
         new.upstream = old.upstream.clone();
     }
-    if old.upstream_auth != new.upstream_auth {
+    if !live && old.upstream_auth != new.upstream_auth {
         changed.push("[upstream_auth]".to_string());
         new.upstream_auth = old.upstream_auth.clone();
     }
     changed
 }
 
-/// The live `[upstream_auth]` credential carries over to the new config (its source keeps
-/// running; a changed `[upstream_auth]` table needs a restart), and its source fetches again
-/// now: a reload or SIGHUP reruns a helper command and re-reads a password file.
-fn keep_credentials(old: &Config, new: &mut Config) {
-    let creds = old.upstream.credentials().cloned();
-    if let Some(c) = &creds {
-        c.refresh_now();
+/// The live `[upstream_auth]` credential of the new config. An unchanged table keeps the
+/// running source, which fetches again now (a reload or SIGHUP reruns a helper command and
+/// re-reads a password file); so does a changed one in front of a cluster or a Sentinel setup
+/// (that needs a restart). A changed table in front of one Redis starts its source first (a
+/// source that cannot produce a credential refuses the reload: the old login keeps serving),
+/// and the upstream gets new pools that log in with it while the old ones drain.
+async fn credentials(old: &Config, new: &mut Config) -> Result<(), String> {
+    let running = old.upstream.credentials().cloned();
+    let live = old.upstream.reloadable() && new.upstream.reloadable();
+    if old.upstream_auth == new.upstream_auth || !live {
+        if let Some(c) = &running {
+            c.refresh_now();
+        }
+        new.upstream.with_credentials(running);
+        return Ok(());
     }
-    new.upstream.with_credentials(creds);
+    let started = match &new.upstream_auth {
+        Some(spec) => Some(CredentialRef(
+            Credentials::start(spec).await.map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    new.upstream.with_credentials(started);
+    Ok(())
 }
 
 fn upstream_changed(old: &Config, new: &Config) -> bool {

@@ -916,3 +916,70 @@ fn an_identity_with_its_own_upstream_login_keeps_it_beside_upstream_auth() {
         "[upstream_auth] for the rest: {users:?}"
     );
 }
+
+#[test]
+fn a_changed_upstream_auth_table_is_applied_on_reload_with_new_pools() {
+    let (redis, mut admin) = redis_with_users();
+    let dir = scratch_dir("table-change");
+    std::fs::write(dir.join("password"), "pw1\n").unwrap();
+    let script = helper(&dir);
+    write_cred(&dir, serde_json::json!({"user": "app2", "password": "pw1"}));
+    let file_table = format!(
+        "[upstream_auth]\nuser = \"app\"\npassword_file = \"{}\"",
+        dir.join("password").display()
+    );
+    let command_table = format!("[upstream_auth]\ncommand = [\"{}\"]", script.display());
+    let upstream = format!("redis://127.0.0.1:{}", redis.port);
+    let rekey = LoggedRekey::start(&upstream, &file_table);
+    let config = rekey.log.with_file_name("rekey.toml");
+    let write_config = |table: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let head = text.split("[upstream_auth]").next().unwrap().to_string();
+        std::fs::write(config.with_extension("tmp"), format!("{head}{table}\n")).unwrap();
+        std::fs::rename(config.with_extension("tmp"), &config).unwrap();
+    };
+    let mut con = rekey.client();
+    let users = |admin: &mut redis::Connection| -> Vec<String> {
+        client_list(admin)
+            .values()
+            .map(|c| c.user.clone())
+            .collect()
+    };
+    for _ in 0..2 {
+        // To the helper command: new pools log in as its user.
+        write_config(&command_table);
+        rekey.reload();
+        let status = rekey.status();
+        assert!(
+            status["upstream"]["auth"]["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("command "),
+            "{status}"
+        );
+        assert!(status["reload"]["needs_restart"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        let _: () = redis::cmd("SET").arg("k").arg(1).query(&mut con).unwrap();
+        wait_until("a pool logged in as app2", || {
+            users(&mut admin).iter().any(|u| u == "app2")
+        });
+        // A source that cannot start refuses the reload; the helper keeps serving.
+        write_config("[upstream_auth]\npassword_file = \"/nonexistent/pw\"");
+        let (code, body) = http(rekey.admin_port, "POST", "/reload");
+        assert_eq!(code, 422, "{body}");
+        assert!(
+            body.contains("upstream_auth password_file /nonexistent/pw"),
+            "{body}"
+        );
+        let _: () = redis::cmd("SET").arg("k").arg(2).query(&mut con).unwrap();
+        // Back to the file.
+        write_config(&file_table);
+        rekey.reload();
+        let _: () = redis::cmd("SET").arg("k").arg(3).query(&mut con).unwrap();
+        let status = rekey.status();
+        assert_eq!(status["upstream"]["auth"]["user"], "app", "{status}");
+    }
+    assert_no_leak(&rekey, &["pw1"]);
+}
