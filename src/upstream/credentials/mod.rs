@@ -6,8 +6,9 @@
 //! `AUTH` again in its own pipeline ([`renew`]) instead of being dropped.
 //!
 //! Why its own directory, below every other file of `upstream`: the dialer, the driver and both
-//! pools read it, and it reads none of them. It knows nothing of rules or commands beyond the
-//! few that change a connection's login state (`AUTH`, `MULTI`, `RESET`).
+//! pools read it, and it reads none of them. It knows nothing of rules, and of commands only
+//! the few that decide whether a connection can take `AUTH` now (`MULTI`/`EXEC`/`DISCARD`,
+//! `SUBSCRIBE`, `HELLO`, `RESET`, `AUTH` itself).
 //!
 //! Secrets are a [`Secret`], whose `Debug` and `Display` print `***`: no log line, `/status`
 //! field, metric or error text can carry one by accident.
@@ -107,8 +108,8 @@ pub struct Credentials {
     current: ArcSwap<Credential>,
     /// Bumped on every change; each live connection's driver watches it.
     changes: signal::Sender<u64>,
-    /// Wakes the refresher now (reload, SIGHUP).
-    wake: Notify,
+    /// Wakes the refresher now (reload, SIGHUP, and this value dropped: the refresher ends).
+    wake: Arc<Notify>,
     status: Mutex<RenewalStatus>,
 }
 
@@ -123,7 +124,7 @@ impl Credentials {
             source,
             current: ArcSwap::from_pointee(first),
             changes: signal::channel(0).0,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         });
         tracing::info!(source = %creds.source.name(), user = creds.current().user.as_deref().unwrap_or("default"), "upstream credential loaded");
         tokio::spawn(refresh::run(Arc::downgrade(&creds)));
@@ -137,7 +138,7 @@ impl Credentials {
             source: Source::Fixed(credential.clone()),
             current: ArcSwap::from_pointee(credential),
             changes: signal::channel(0).0,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -182,6 +183,13 @@ impl Credentials {
 
     fn with_status<T>(&self, f: impl FnOnce(&mut RenewalStatus) -> T) -> T {
         f(&mut self.status.lock().expect("renewal status poisoned"))
+    }
+}
+
+impl Drop for Credentials {
+    /// The refresher (which holds only a weak reference) wakes up and ends.
+    fn drop(&mut self) {
+        self.wake.notify_one();
     }
 }
 

@@ -16,7 +16,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a credential that does not expire waits for a file change or a reload.
 const IDLE: Duration = Duration::from_secs(24 * 3600);
 
-/// Runs until the [`Credentials`] is dropped.
+/// Runs until the [`Credentials`] is dropped (a reload replaced the `[upstream_auth]` table
+/// and the old pools are gone).
 pub async fn run(weak: Weak<Credentials>) {
     let (tx, mut files) = mpsc::unbounded_channel();
     let _watchers = match weak.upgrade() {
@@ -26,21 +27,28 @@ pub async fn run(weak: Weak<Credentials>) {
     let mut backoff = FIRST_BACKOFF;
     let mut retry = false;
     loop {
-        let Some(creds) = weak.upgrade() else { return };
-        let wait = next_wait(&creds, retry.then_some(backoff));
+        // Only a weak reference while waiting: dropping the credentials ends this task.
+        let (wait, wake) = match weak.upgrade() {
+            Some(creds) => (
+                next_wait(&creds, retry.then_some(backoff)),
+                creds.wake.clone(),
+            ),
+            None => return,
+        };
         tracing::debug!(
             wait_ms = wait.as_millis() as u64,
             "upstream credential: next fetch"
         );
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = creds.wake.notified() => {}
+            _ = wake.notified() => {}
             Some(()) = files.recv() => {
                 // Debounce: a Secret update is several events.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 while files.try_recv().is_ok() {}
             }
         }
+        let Some(creds) = weak.upgrade() else { return };
         tracing::debug!(source = %creds.source_name(), "fetching the upstream credential");
         retry = !fetch_once(&creds).await;
         backoff = match retry {
@@ -107,5 +115,30 @@ async fn fetch_once(creds: &Credentials) -> bool {
             tracing::warn!(error = %e, failures_in_a_row = n, expires_in_secs = ?expires.map(|t| t.duration_since(SystemTime::now()).map(|d| d.as_secs()).unwrap_or(0)), "cannot renew the upstream credential; the current one stays in use");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::upstream::credentials::source::{AuthSpec, SourceSpec, UserSpec};
+    use crate::upstream::credentials::Credentials;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_refresher_ends_when_the_credentials_are_dropped() {
+        let dir = std::env::temp_dir().join(format!("rekey-refresh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "s").unwrap();
+        let spec = AuthSpec {
+            source: SourceSpec::PasswordFile(dir.join("pw")),
+            user: UserSpec::Default,
+            timeout: Duration::from_secs(1),
+        };
+        let creds = Credentials::start(&spec).await.unwrap();
+        let weak = std::sync::Arc::downgrade(&creds);
+        tokio::task::yield_now().await;
+        drop(creds);
+        // The task held no strong reference: the value is gone at once.
+        assert!(weak.upgrade().is_none());
     }
 }
