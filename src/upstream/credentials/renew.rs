@@ -68,6 +68,20 @@ impl Renewal {
         Some(Renewal::new(auth?.clone(), proto == Proto::Resp3))
     }
 
+    /// Notes a change of credential or a retry that is due, without waiting.
+    fn notice(&mut self) {
+        if matches!(self.changes.has_changed(), Ok(true)) {
+            self.changes.borrow_and_update();
+            self.due = true;
+            self.retry_at = None;
+            self.backoff = FIRST_RETRY;
+        }
+        if self.retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.retry_at = None;
+            self.due = true;
+        }
+    }
+
     /// Resolves when an `AUTH` may be owed: the credential changed, or a retry is due.
     pub async fn wanted(&mut self) {
         let retry = self.retry_at;
@@ -115,8 +129,11 @@ impl Renewal {
         }
     }
 
-    /// The `AUTH` to queue now, if one is owed and the connection can take it.
+    /// The `AUTH` to queue now, if one is owed and the connection can take it. Also checks
+    /// for a change without waiting, so a connection too busy for its driver to pick the
+    /// renewal branch renews with its next request.
     pub fn take(&mut self) -> Option<Bytes> {
+        self.notice();
         if !self.due {
             return None;
         }
@@ -210,6 +227,21 @@ mod tests {
 
     fn raw(args: &[&str]) -> Vec<u8> {
         Request::from_args(args.iter().copied()).raw().to_vec()
+    }
+
+    #[test]
+    fn a_change_is_seen_without_waiting() {
+        let creds = creds();
+        let mut r = Renewal::new(creds.clone(), false);
+        assert!(r.take().is_none(), "nothing changed");
+        creds.publish(Credential {
+            user: Some("u".into()),
+            secret: Secret::new("p2"),
+            expires_at: None,
+        });
+        let auth = r.take().expect("the change is noticed by take itself");
+        assert_eq!(&auth[..], &raw(&["AUTH", "u", "p2"])[..]);
+        assert!(r.take().is_none(), "once");
     }
 
     #[test]
