@@ -263,6 +263,42 @@ mod tests {
     }
 
     #[test]
+    fn the_live_credential_reaches_every_kind_of_upstream() {
+        use crate::upstream::credentials::{Credential, CredentialRef, Credentials, Secret};
+        let creds = CredentialRef(Credentials::fixed(Credential {
+            user: Some("u".into()),
+            secret: Secret::new("s"),
+            expires_at: None,
+        }));
+        for upstream in [
+            "redis://127.0.0.1:6379",
+            "redis-cluster://127.0.0.1:7000,127.0.0.1:7001",
+            "redis-sentinel://127.0.0.1:26379/mymaster/2",
+        ] {
+            let mut c = Config::parse(&format!(
+                "upstream = '{upstream}'\n[upstream_auth]\npassword_file = '/p'"
+            ))
+            .unwrap();
+            c.upstream.with_credentials(Some(creds.clone()));
+            assert_eq!(c.upstream.credentials(), Some(&creds), "{upstream}");
+            match &c.upstream {
+                crate::config::UpstreamTarget::Cluster { seeds } => {
+                    assert!(seeds.iter().all(|s| s.auth.as_ref() == Some(&creds)))
+                }
+                crate::config::UpstreamTarget::Sentinel(s) => {
+                    let primary = s.primary_at("10.0.0.9".into(), 6380);
+                    assert_eq!(primary.auth.as_ref(), Some(&creds), "a failover keeps it");
+                    assert!(
+                        s.sentinels.iter().all(|s| s.auth.is_none()),
+                        "not the sentinels'"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
     fn the_url_user_is_the_default_user() {
         let c = Config::parse(
             "upstream = 'redis://app:@127.0.0.1:6379'\n[upstream_auth]\npassword_file = '/p'",

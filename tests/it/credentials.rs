@@ -983,3 +983,74 @@ fn a_changed_upstream_auth_table_is_applied_on_reload_with_new_pools() {
     }
     assert_no_leak(&rekey, &["pw1"]);
 }
+
+#[test]
+fn every_cluster_node_connection_is_renewed() {
+    use crate::common::cluster::RedisCluster;
+    let cluster = RedisCluster::start();
+    let mut admins: Vec<redis::Connection> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut c = n.direct();
+            let _: () = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg("test-admin")
+                .query(&mut c)
+                .unwrap();
+            acl(&mut c, &["app", "on", ">pw1", "~*", "&*", "+@all"]);
+            c
+        })
+        .collect();
+    let dir = scratch_dir("cluster-auth");
+    let password = dir.join("password");
+    let write = |p: &str| {
+        std::fs::write(dir.join("tmp"), p).unwrap();
+        std::fs::rename(dir.join("tmp"), &password).unwrap();
+    };
+    write("pw1");
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let rekey = LoggedRekey::start(
+        &format!("redis-cluster://{}", seeds.join(",")),
+        &format!(
+            "[upstream_auth]\nuser = \"app\"\npassword_file = \"{}\"",
+            password.display()
+        ),
+    );
+    let mut con = rekey.client();
+    let touch_every_node = |con: &mut redis::Connection, round: u32| {
+        for k in 0..30 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("k{k}"))
+                .arg(round)
+                .query(con)
+                .unwrap();
+        }
+    };
+    touch_every_node(&mut con, 0);
+    for (round, (old, new)) in [("pw1", "pw2"), ("pw2", "pw3")].into_iter().enumerate() {
+        let app_conns: u64 = admins
+            .iter_mut()
+            .map(|a| client_list(a).values().filter(|c| c.user == "app").count() as u64)
+            .sum();
+        assert!(app_conns >= 3, "a connection to each node: {app_conns}");
+        let renewed = rekey.renewed();
+        for a in admins.iter_mut() {
+            acl(a, &["app", &format!(">{new}")]);
+        }
+        write(new);
+        wait_until("every node's connections renewed", || {
+            rekey.renewed() >= renewed + app_conns
+        });
+        for a in admins.iter_mut() {
+            acl(a, &["app", &format!("<{old}")]);
+        }
+        touch_every_node(&mut con, round as u32 + 1);
+        touch_every_node(&mut rekey.client(), round as u32 + 1);
+    }
+    assert_no_leak(&rekey, &["pw1", "pw2", "pw3"]);
+}
