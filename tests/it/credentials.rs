@@ -1054,3 +1054,67 @@ fn every_cluster_node_connection_is_renewed() {
     }
     assert_no_leak(&rekey, &["pw1", "pw2", "pw3"]);
 }
+
+#[test]
+fn a_credential_is_renewed_before_it_expires_and_a_failed_renewal_is_reported_before_expiry() {
+    let (redis, mut admin) = redis_with_users();
+    for u in ["app", "app2"] {
+        acl(&mut admin, &[u, ">pw2", ">pw3"]);
+    }
+    let dir = scratch_dir("expiry");
+    let script = helper(&dir);
+    // Six seconds: rekey renews a tenth of the lifetime ahead, without being asked.
+    write_cred(
+        &dir,
+        serde_json::json!({"user": "app", "password": "pw1", "expires_at": unix_now() + 6}),
+    );
+    let rekey = LoggedRekey::start(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        &format!("[upstream_auth]\ncommand = [\"{}\"]", script.display()),
+    );
+    let mut con = rekey.client();
+    let _: () = redis::cmd("SET").arg("k").arg(1).query(&mut con).unwrap();
+    let live = client_list(&mut admin).len() as u64;
+    write_cred(
+        &dir,
+        // Twenty seconds: renewed two seconds ahead, time enough to report a failure first.
+        serde_json::json!({"user": "app", "password": "pw2", "expires_at": unix_now() + 20}),
+    );
+    wait_until("renewed by the timer", || rekey.renewed() >= live);
+    let _: () = redis::cmd("SET").arg("k").arg(2).query(&mut con).unwrap();
+    // The next renewal fails: it is reported while the credential is still valid.
+    std::fs::write(dir.join("fail"), "").unwrap();
+    wait_until("the failed renewal is reported", || {
+        rekey.status()["upstream"]["auth"]["failures_in_a_row"].as_u64() >= Some(1)
+    });
+    let status = rekey.status();
+    let auth = &status["upstream"]["auth"];
+    let failed_at = auth["last_error"]["time_unix"].as_f64().unwrap();
+    let expires = auth["expires_at_unix"].as_f64().unwrap();
+    assert!(
+        failed_at < expires,
+        "reported at {failed_at}, expiry {expires}: {auth}"
+    );
+    let m = rekey.metrics();
+    assert_eq!(
+        metric(&m, "rekey_upstream_credential_expiry_timestamp_seconds"),
+        expires
+    );
+    assert!(
+        metric(
+            &m,
+            "rekey_upstream_auth_renewals_total{result=\"source_error\"}"
+        ) >= 1.0
+    );
+    // The source recovers: renewed again, served throughout.
+    std::fs::remove_file(dir.join("fail")).unwrap();
+    write_cred(
+        &dir,
+        serde_json::json!({"user": "app2", "password": "pw3", "expires_at": unix_now() + 3600}),
+    );
+    wait_until("renewed after the failures", || {
+        rekey.status()["upstream"]["auth"]["user"] == "app2"
+    });
+    let _: () = redis::cmd("SET").arg("k").arg(3).query(&mut con).unwrap();
+    assert_no_leak(&rekey, &["pw1", "pw2", "pw3"]);
+}
