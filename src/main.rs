@@ -182,7 +182,18 @@ fn migrate(config: &Config, options: &rekey::migrate::Options, mode: Mode) -> Re
         .context("tokio runtime")?;
     let mut progress = Progress::new(mode, options.dry_run);
     let summary = runtime
-        .block_on(rekey::migrate::run(config, options, &mut progress))
+        .block_on(async {
+            // `[upstream_auth]`: migrate logs in with the same live credential as serving.
+            let mut config = config.clone();
+            if let Some(spec) = &config.upstream_auth {
+                let creds = rekey::upstream::credentials::Credentials::start(spec).await?;
+                let creds = rekey::upstream::credentials::CredentialRef(creds);
+                config.upstream.with_credentials(Some(creds));
+            }
+            rekey::migrate::run(&config, options, &mut progress)
+                .await
+                .map_err(anyhow::Error::from)
+        })
         .context("rekey migrate stopped (what it moved stays moved: run it again to go on)")?;
     drop(progress);
     print!("{}", summary.report());

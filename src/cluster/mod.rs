@@ -120,6 +120,7 @@ impl Cluster {
                     port,
                     user: seed.user.clone(),
                     pass: seed.pass.clone(),
+                    auth: seed.auth.clone(),
                     db: 0,
                     // Nodes are announced by IP: verified against the seed's host name (or
                     // `[tls.upstream] server_name`).

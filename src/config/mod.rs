@@ -6,12 +6,15 @@
 
 mod access;
 pub mod schema;
+pub mod upstream_auth;
 mod validate;
 
 pub use access::{Access, Share};
 
 use crate::rules::RuleSet;
 use crate::tls::{ServerTls, TlsError};
+use crate::upstream::credentials::source::AuthSpec;
+use crate::upstream::credentials::CredentialRef;
 use crate::upstream::url::{UpstreamUrl, UrlError};
 use crate::upstream::UpstreamSettings;
 // `redis-sentinel://`'s settings: the upstream layer's type, which resolves them.
@@ -142,6 +145,9 @@ pub struct Config {
     pub server_tls: Option<Arc<ServerTls>>,
     /// Distinct for every config validated in this process; prefix memories key on it.
     pub generation: u64,
+    /// `[upstream_auth]`, validated: the server starts its source and attaches the live
+    /// credential to the upstream's URLs ([`UpstreamTarget::with_credentials`]).
+    pub upstream_auth: Option<AuthSpec>,
 }
 
 /// The `upstream` setting: one Redis, a cluster's seeds, or the sentinels of a primary. This
@@ -172,6 +178,23 @@ impl UpstreamTarget {
     /// The db a new client starts in.
     pub fn db(&self) -> u32 {
         self.template().db
+    }
+
+    /// Attaches the live `[upstream_auth]` credential (or none) to every URL rekey logs in
+    /// with: the one Redis, each cluster seed (and so each node), a Sentinel's primary.
+    pub fn with_credentials(&mut self, creds: Option<CredentialRef>) {
+        match self {
+            UpstreamTarget::Single(url) => url.auth = creds,
+            UpstreamTarget::Cluster { seeds } => {
+                seeds.iter_mut().for_each(|s| s.auth = creds.clone())
+            }
+            UpstreamTarget::Sentinel(s) => s.primary.auth = creds,
+        }
+    }
+
+    /// The live credential attached by [`UpstreamTarget::with_credentials`], if any.
+    pub fn credentials(&self) -> Option<&CredentialRef> {
+        self.template().auth.as_ref()
     }
 
     /// Whether a reload may move to another upstream of this kind without a restart.

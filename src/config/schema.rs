@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub rules: Vec<RuleConfig>,
     #[serde(default)]
     pub tls: TlsSection,
+    /// `[upstream_auth]`: a changing upstream login (see `upstream_auth.rs`).
+    pub upstream_auth: Option<super::upstream_auth::UpstreamAuthConfig>,
 }
 
 /// `[tls.upstream]` (for `rediss://` upstreams) and `[tls.server]` (for `tls_listen`).

@@ -40,6 +40,8 @@ impl Config {
                 "upstream_user/upstream_password of an identity need a single or Sentinel upstream, not a cluster".into(),
             ));
         }
+        let upstream_auth =
+            super::upstream_auth::upstream_auth(file.upstream_auth.as_ref(), &upstream)?;
         Ok(Config {
             source: None,
             listeners,
@@ -56,6 +58,7 @@ impl Config {
             access: Arc::new(access),
             server_tls,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            upstream_auth,
         })
     }
 }

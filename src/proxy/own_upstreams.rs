@@ -71,11 +71,13 @@ impl OwnUpstreams {
     }
 }
 
-/// `url` with `login` in place of its credentials.
+/// `url` with `login` in place of its credentials (the identity's own login, not the
+/// proxy's `[upstream_auth]` credential).
 fn logged_in(url: &UpstreamUrl, login: &Login) -> UpstreamUrl {
     UpstreamUrl {
         user: login.0.clone(),
         pass: Some(login.1.clone()),
+        auth: None,
         ..url.clone()
     }
 }

@@ -17,6 +17,7 @@ use crate::proxy::accept::accept_loop;
 use crate::proxy::workers::Workers;
 use crate::proxy::{Proxy, UpstreamInfo};
 use crate::stats::stats;
+use crate::upstream::credentials::{CredentialError, CredentialRef, Credentials};
 use crate::upstream::sentinel::{self, SentinelError};
 use crate::upstream::UpstreamUrl;
 use crate::upstream::{conn, Upstream};
@@ -61,11 +62,19 @@ pub enum BindError {
     },
     #[error(transparent)]
     Sentinel(#[from] SentinelError),
+    /// `[upstream_auth]`'s source could not produce a first credential.
+    #[error("cannot start: {0}")]
+    Credentials(#[from] CredentialError),
 }
 
 impl Server {
     /// Binds every listener and prepares the upstream pools.
-    pub async fn bind(config: Config, options: ServeOptions) -> Result<Server, BindError> {
+    pub async fn bind(mut config: Config, options: ServeOptions) -> Result<Server, BindError> {
+        crate::upstream::credentials::status::register_metrics();
+        if let Some(spec) = &config.upstream_auth {
+            let creds = Credentials::start(spec).await?;
+            config.upstream.with_credentials(Some(CredentialRef(creds)));
+        }
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let socket = TcpListener::bind(l.addr)

@@ -5,12 +5,15 @@
 //!
 //! Settings that cannot change while serving (listen and admin addresses) are kept as they are
 //! and reported as needing a restart. A changed upstream gets new pools; the old ones finish
-//! their in-flight replies and close.
+//! their in-flight replies and close. So does a changed `[upstream_auth]` table (its new
+//! source must produce a credential first); an unchanged one makes its source fetch again.
 
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::stats::stats;
-use std::path::{Path, PathBuf};
+use crate::upstream::credentials::watch::watch_file;
+use crate::upstream::credentials::{CredentialRef, Credentials};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -90,8 +93,14 @@ pub async fn reload(proxy: &Proxy, reloader: &Reloader) -> Result<u64, String> {
     if let Some(u) = &reloader.upstream_override {
         new.upstream = u.clone();
     }
-    crate::server::warn_insecure(&new);
     let old = proxy.config.load_full();
+    if let Err(e) = credentials(&old, &mut new).await {
+        stats().reloads_error.increment(1);
+        tracing::error!(error = %e, "config reload refused; the previous config keeps serving");
+        reloader.record(Err(e.clone()));
+        return Err(e);
+    }
+    crate::server::warn_insecure(&new);
     let needs_restart = keep_fixed_settings(&old, &mut new);
     for what in &needs_restart {
         tracing::warn!(setting = %what, "changed in the config file but needs a restart to take effect");
@@ -132,7 +141,37 @@ fn keep_fixed_settings(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push(format!("upstream ({})", new.upstream));
         new.upstream = old.upstream.clone();
     }
+    if !live && old.upstream_auth != new.upstream_auth {
+        changed.push("[upstream_auth]".to_string());
+        new.upstream_auth = old.upstream_auth.clone();
+    }
     changed
+}
+
+/// The live `[upstream_auth]` credential of the new config. An unchanged table keeps the
+/// running source, which fetches again now (a reload or SIGHUP reruns a helper command and
+/// re-reads a password file); so does a changed one in front of a cluster or a Sentinel setup
+/// (that needs a restart). A changed table in front of one Redis starts its source first (a
+/// source that cannot produce a credential refuses the reload: the old login keeps serving),
+/// and the upstream gets new pools that log in with it while the old ones drain.
+async fn credentials(old: &Config, new: &mut Config) -> Result<(), String> {
+    let running = old.upstream.credentials().cloned();
+    let live = old.upstream.reloadable() && new.upstream.reloadable();
+    if old.upstream_auth == new.upstream_auth || !live {
+        if let Some(c) = &running {
+            c.refresh_now();
+        }
+        new.upstream.with_credentials(running);
+        return Ok(());
+    }
+    let started = match &new.upstream_auth {
+        Some(spec) => Some(CredentialRef(
+            Credentials::start(spec).await.map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    new.upstream.with_credentials(started);
+    Ok(())
 }
 
 fn upstream_changed(old: &Config, new: &Config) -> bool {
@@ -158,17 +197,14 @@ pub async fn on_sighup(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     }
 }
 
-/// Reloads when the config file changes. Watches the file's directory, so editors that write
-/// a new file and rename it over the old one are seen too, and so is a Kubernetes ConfigMap
-/// or Secret update: the kubelet never touches `rekey.toml` (a symlink to
-/// `..data/rekey.toml`) but renames a new `..data` symlink over the old one, so any change in
-/// the directory that makes the path resolve to another file counts. Events are debounced.
+/// Reloads when the config file changes ([`watch_file`]: editors that rename a new file over
+/// the old one and Kubernetes ConfigMap `..data` swaps included). Events are debounced.
 pub async fn on_file_change(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
     let Some(path) = reloader.source.clone() else {
         return;
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let _watcher = match watch(&path, tx) {
+    let _watcher = match watch_file(&path, tx) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "cannot watch the config file; reload with SIGHUP or POST /reload");
@@ -181,43 +217,4 @@ pub async fn on_file_change(proxy: Arc<Proxy>, reloader: Arc<Reloader>) {
         tracing::info!(path = %path.display(), "config file changed: reloading");
         let _ = reload(&proxy, &reloader).await;
     }
-}
-
-fn watch(
-    path: &Path,
-    tx: tokio::sync::mpsc::UnboundedSender<()>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let file_name = path.file_name().map(|n| n.to_os_string());
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // The file the path resolves to through symlinks, to see a swap of a symlink on the way.
-    let resolved = Mutex::new(std::fs::canonicalize(path).ok());
-    let path = path.to_path_buf();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        let named = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-        let now = std::fs::canonicalize(&path).ok();
-        let retargeted = {
-            let mut last = resolved.lock().expect("watcher state poisoned");
-            let changed = now.is_some() && now != *last;
-            if changed {
-                *last = now;
-            }
-            changed
-        };
-        if named || retargeted {
-            let _ = tx.send(());
-        }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
 }

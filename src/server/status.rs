@@ -51,6 +51,7 @@ pub fn render(proxy: &Proxy, reloader: &Reloader) -> String {
                 "error": why,
             })),
             "tls": config.upstream.template().tls.is_some(),
+            "auth": config.upstream.credentials().map(|c| c.status_json()),
         },
         "clients": proxy.clients.load(Ordering::Relaxed),
         "identities": identities,

@@ -117,6 +117,9 @@ pub enum ReplyTo {
     Stream(Sink),
     /// Read and dropped (handshake and setup commands rekey sends itself).
     Discard,
+    /// The reply to an `AUTH` the driver queued itself to renew the connection's login: the
+    /// driver reads it (accepted or refused), no client sees it.
+    Renewal,
     /// The reply to the `RESET` that ends a pinned lease: fire the callback, which gives the
     /// connection back to its pool.
     Release(GiveBack),

@@ -126,13 +126,16 @@ pub async fn connect(
     }
 }
 
-/// The commands that bring a connection to "ready": authenticated as the upstream URL says,
+/// The commands that bring a connection to "ready": authenticated as the upstream URL says
+/// (with the live `[upstream_auth]` credential when there is one),
 /// speaking `proto`, in `db`. A fresh connection and one that was just `RESET` (which logs a
 /// connection out, back to RESP2 and db 0) both go through exactly this list, so the two
 /// paths cannot drift apart.
 pub fn ready_commands(url: &UpstreamUrl, proto: Proto, db: u32) -> Vec<Request> {
     let mut out = Vec::new();
-    if let Some(pass) = &url.pass {
+    if let Some(creds) = &url.auth {
+        out.push(creds.current().auth_request());
+    } else if let Some(pass) = &url.pass {
         match &url.user {
             Some(user) => out.push(Request::from_args(["AUTH", user, pass])),
             None => out.push(Request::from_args(["AUTH", pass])),

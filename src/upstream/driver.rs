@@ -6,6 +6,10 @@
 //! Frames that answer no request go to the connection's current stream sink (pub/sub messages
 //! and RESP3 pushes on a pinned connection) or are dropped (a push on a shared connection).
 //!
+//! With `[upstream_auth]`, the driver also renews the connection's login when the credential
+//! changes: it queues `AUTH` itself, in pipeline order, and reads the reply
+//! ([`Renewal`](crate::upstream::credentials::renew::Renewal) says when it may).
+//!
 //! It knows jobs and deliveries (`contract`) and how to probe a silent upstream (`dial`), and
 //! nothing of the pools that own it: the reply to a lease's `RESET` fires the
 //! [`GiveBack`](crate::upstream::contract::GiveBack) the pinned pool put in the job.
@@ -14,6 +18,7 @@ use crate::protocol::encode;
 use crate::protocol::reply::{self, FrameScanner};
 use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::upstream::contract::{Delivery, Job, ReplyTo, Seqs, Sink};
+use crate::upstream::credentials::renew::Renewal;
 use crate::upstream::dial::{probe, ConnError};
 use crate::upstream::silence::Silence;
 use crate::upstream::url::UpstreamUrl;
@@ -47,6 +52,8 @@ pub struct Driver {
     probe: Option<(UpstreamUrl, Duration)>,
     /// Published for sessions (shared connections only, see [`Driver::with_silence`]).
     silence: Option<Arc<Silence>>,
+    /// Re-login when the upstream credential changes (see [`Driver::with_renewal`]).
+    renewal: Option<Renewal>,
 }
 
 /// Consecutive replies for one client, not yet split off the read buffer.
@@ -107,7 +114,15 @@ impl Driver {
             fresh: false,
             probe: None,
             silence: None,
+            renewal: None,
         }
+    }
+
+    /// Renews this connection's login in its own pipeline whenever the upstream credential
+    /// changes (`[upstream_auth]`); `None`: a fixed login.
+    pub fn with_renewal(mut self, renewal: Option<Renewal>) -> Driver {
+        self.renewal = renewal;
+        self
     }
 
     /// Publishes how long requests on this connection have waited with no reply.
@@ -178,6 +193,9 @@ impl Driver {
                     }
                 }
                 w = self.wr.writable(), if !self.out.is_empty() => { w?; }
+                _ = renewal_wanted(&mut self.renewal), if self.renewal.is_some() => {
+                    self.queue_renewal();
+                }
                 _ = &mut watchdog, if waiting => {
                     let due = self.last_progress + limit;
                     if Instant::now() >= due {
@@ -253,9 +271,32 @@ impl Driver {
                     ReplyTo::Stream(sink) => self.stream_sink = Some(sink),
                     other => self.pending.push_back(other),
                 }
+                if !self.shared {
+                    if let Some(r) = &mut self.renewal {
+                        r.note_sent(&payload);
+                    }
+                }
+                // An `AUTH` held back (inside MULTI) goes right behind what ended it.
+                self.queue_renewal();
                 true
             }
         }
+    }
+
+    /// Queues the renewal `AUTH` when one is owed and the connection can take it now.
+    fn queue_renewal(&mut self) {
+        let Some(auth) = self.renewal.as_mut().and_then(Renewal::take) else {
+            return;
+        };
+        tracing::debug!(
+            shared = self.shared,
+            "renewing the upstream login on a live connection"
+        );
+        if self.pending.is_empty() {
+            self.progressed(true);
+        }
+        self.out.push(&auth);
+        self.pending.push_back(ReplyTo::Renewal);
     }
 
     /// Hands every complete reply frame in the read buffer to whoever waits for it. Replies
@@ -369,8 +410,16 @@ impl Driver {
                 unreachable!("client replies are delivered by deliver_all")
             }
             ReplyTo::Discard | ReplyTo::Stream(_) => {}
+            ReplyTo::Renewal => {
+                if let Some(r) = &mut self.renewal {
+                    r.answered(&frame);
+                }
+            }
             ReplyTo::Release(give_back) => {
                 self.stream_sink = None;
+                if let Some(r) = &mut self.renewal {
+                    r.reset();
+                }
                 give_back.fire();
             }
         }
@@ -421,6 +470,14 @@ fn fail_reply(reply: ReplyTo, err: &Bytes) {
         ReplyTo::Stream(sink) => {
             let _ = sink.send(Delivery::Lost);
         }
-        ReplyTo::Discard | ReplyTo::Release(_) => {}
+        ReplyTo::Discard | ReplyTo::Renewal | ReplyTo::Release(_) => {}
+    }
+}
+
+/// Resolves when the connection's renewal wants attention (see [`Renewal::wanted`]).
+async fn renewal_wanted(renewal: &mut Option<Renewal>) {
+    match renewal {
+        Some(r) => r.wanted().await,
+        None => std::future::pending().await,
     }
 }

@@ -8,6 +8,8 @@
 //! ([`ReplyTo`]). Replies are delivered as [`Delivery`] values into the client's channel.
 //!
 //! Files, lowest first; each imports only those before it (`tests/it/layers.rs` checks):
+//! - [`credentials`]: the upstream login when it changes (`[upstream_auth]`): its sources,
+//!   their renewal, and the re-login of live connections.
 //! - [`url`], [`silence`]: the upstream address and credentials; how long a shared
 //!   connection has waited with no reply (a stalled Redis).
 //! - [`settings`]: how to reach and size the upstream.
@@ -22,6 +24,7 @@
 
 pub mod conn;
 pub mod contract;
+pub mod credentials;
 pub mod dial;
 pub mod driver;
 pub mod pinned;

@@ -12,6 +12,7 @@ use crate::protocol::Request;
 use crate::stats::stats;
 use crate::transport::Transport;
 use crate::upstream::contract::{GiveBack, Job, ReplyTo};
+use crate::upstream::credentials::renew::Renewal;
 use crate::upstream::dial::{self, LastError};
 use crate::upstream::driver::{fail_job, Driver};
 use crate::upstream::url::UpstreamUrl;
@@ -185,6 +186,7 @@ impl PinnedPool {
                 self.max
             )));
         }
+        let renewal = Renewal::watching(self.url.auth.as_ref(), proto);
         let stream = match dial::connect(&self.url, proto, db, self.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
@@ -199,7 +201,7 @@ impl PinnedPool {
         let returned = self.returned.clone();
         stats().upstream_pinned.increment(1.0);
         tokio::spawn(async move {
-            let mut driver = Driver::new(stream, false, None);
+            let mut driver = Driver::new(stream, false, None).with_renewal(renewal);
             let why = match driver.run(&mut rx).await {
                 Ok(()) => "connection closed".to_string(),
                 Err(e) => e.to_string(),

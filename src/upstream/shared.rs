@@ -10,6 +10,7 @@
 use crate::protocol::encode::{self, Proto};
 use crate::stats::stats;
 use crate::upstream::contract::Job;
+use crate::upstream::credentials::renew::Renewal;
 use crate::upstream::dial::{self, LastError};
 use crate::upstream::driver::{fail_job, Driver};
 use crate::upstream::settings::UpstreamSettings;
@@ -130,6 +131,8 @@ async fn keep_connected(
     // A job taken from the channel to try a connection for (Redis was busy): sent first.
     let mut held: Option<Job> = None;
     loop {
+        // Watching the credential from before the handshake: no change is missed.
+        let renewal = Renewal::watching(settings.url.auth.as_ref(), proto);
         let why = match dial::connect(&settings.url, proto, db, settings.connect_timeout).await {
             Ok(stream) => {
                 if connected_before {
@@ -142,7 +145,8 @@ async fn keep_connected(
                 failures = 0;
                 let mut driver = Driver::new(stream, true, settings.reply_timeout)
                     .with_probe(settings.url.clone(), settings.connect_timeout)
-                    .with_silence(state.silence.clone());
+                    .with_silence(state.silence.clone())
+                    .with_renewal(renewal);
                 if let Some(job) = held.take() {
                     driver.queue(job);
                 }

@@ -1,7 +1,9 @@
 //! `redis://[user:pass@]host:port[/db]` (or `rediss://` for TLS): where the upstream Redis is,
-//! how to reach it and how to log in.
+//! how to reach it and how to log in (the URL's `user:pass`, or the live credential of
+//! `[upstream_auth]`, attached after the config is read).
 
 use crate::tls::UpstreamTls;
+use crate::upstream::credentials::CredentialRef;
 use std::fmt;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub struct UpstreamUrl {
     pub db: u32,
     /// `rediss://`: connect with TLS, with these settings.
     pub tls: Option<UpstreamTls>,
+    /// `[upstream_auth]`: the live credential, which wins over `user`/`pass` (the config
+    /// refuses both at once).
+    pub auth: Option<CredentialRef>,
 }
 
 impl UpstreamUrl {
@@ -68,6 +73,7 @@ impl UpstreamUrl {
             pass,
             db,
             tls,
+            auth: None,
         })
     }
 
@@ -84,6 +90,7 @@ impl UpstreamUrl {
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let auth = match (&self.user, &self.pass) {
+            _ if self.auth.is_some() => "***@".to_string(),
             (Some(u), Some(_)) => format!("{u}:***@"),
             (None, Some(_)) => "***@".to_string(),
             _ => String::new(),

@@ -7,9 +7,11 @@
 
 mod acl;
 mod busy;
+mod cloud_auth;
 mod cluster;
 mod common;
 mod compat;
+mod credentials;
 mod deploy;
 mod differential;
 mod docs;

@@ -314,6 +314,31 @@ fn appz_port(rules: &str) -> u16 {
         .unwrap()
 }
 
+/// [`rules`] with an `[upstream_auth]` helper command that logs in with `UPSTREAM_PASSWORD`,
+/// with an expiry an hour ahead that moves on each run: every reload renews the credential
+/// on the live connections (the credential panels and the expiry alert get data).
+fn settings() -> String {
+    let dir = scratch_dir("prom-helper");
+    let helper = dir.join("helper.sh");
+    let script = r#"#!/bin/sh
+n=$(cat DIR/runs 2>/dev/null || echo 0); n=$((n + 1)); echo $n > DIR/runs
+echo '{"password": "PW", "expires_at": '$(( $(date +%s) + 3600 + n ))'}'
+"#;
+    let script = script
+        .replace("DIR", &dir.display().to_string())
+        .replace("PW", UPSTREAM_PASSWORD);
+    std::fs::write(&helper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}\n[upstream_auth]\ncommand = [\"{}\"]\n",
+        rules(),
+        helper.display()
+    )
+}
+
+const UPSTREAM_PASSWORD: &str = "prom-up-pw";
+
 fn cmd(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut c = redis::cmd(args[0]);
     for a in &args[1..] {
@@ -363,7 +388,12 @@ fn traffic(con: &mut redis::Connection) {
 /// A few hundred commands of every kind the dashboard shows, spread over several scrapes.
 /// Returns the clients it holds open (as many as `max_clients` allows), to keep connected
 /// while the queries run.
-fn load(redis: &mut RedisServer, rekey: &Rekey, prom: &Prometheus) -> Vec<RawClient> {
+fn load(
+    redis: &mut RedisServer,
+    rekey: &Rekey,
+    prom: &Prometheus,
+    settings: &str,
+) -> Vec<RawClient> {
     let mut con = rekey.client();
     // rekey exports a command's `rekey_commands_total` series from its first use on, already
     // counting that use: Prometheus sees the first burst of a command as the series' start,
@@ -411,10 +441,10 @@ fn load(redis: &mut RedisServer, rekey: &Rekey, prom: &Prometheus) -> Vec<RawCli
     // Reloads: a good one, a bad one (the file stays broken only for it), a good one again.
     let (code, body) = rekey.admin("POST", "/reload");
     assert_eq!(code, 200, "reload: {body}");
-    rekey.write_config(&redis.url(), &format!("{}\n[limits\nbroken", rules()));
+    rekey.write_config(&redis.url(), &format!("{settings}\n[limits\nbroken"));
     let (code, body) = rekey.admin("POST", "/reload");
     assert_eq!(code, 422, "a broken config must be refused: {body}");
-    rekey.write_config(&redis.url(), &rules());
+    rekey.write_config(&redis.url(), settings);
     let (code, body) = rekey.admin("POST", "/reload");
     assert_eq!(code, 200, "reload: {body}");
 
@@ -456,8 +486,9 @@ fn load(redis: &mut RedisServer, rekey: &Rekey, prom: &Prometheus) -> Vec<RawCli
 #[test]
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     require_tool("prometheus");
-    let mut redis = RedisServer::start();
-    let rekey = Rekey::start(&redis, &rules());
+    let mut redis = RedisServer::start_with(&["--requirepass", UPSTREAM_PASSWORD]);
+    let settings = settings();
+    let rekey = Rekey::start(&redis, &settings);
     let prom = Prometheus::start(rekey.admin_port);
     let instance = format!("127.0.0.1:{}", rekey.admin_port);
 
@@ -467,7 +498,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     });
 
     // Clients stay connected while the queries run, so the clients panel has some.
-    let held = load(&mut redis, &rekey, &prom);
+    let held = load(&mut redis, &rekey, &prom, &settings);
 
     // A few scrapes of the state after the load.
     prom.wait_scrapes(3);

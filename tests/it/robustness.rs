@@ -51,11 +51,48 @@ fn clients_authenticate_at_the_proxy() {
 
 #[test]
 fn upstream_credentials_never_reach_clients() {
-    let redis = RedisServer::start_with(&["--requirepass", "up-s3cret-pw"]);
-    let upstream = format!("redis://:up-s3cret-pw@127.0.0.1:{}", redis.port);
-    let rekey = Rekey::start_url(&upstream, "");
-    let mut con = rekey.client();
+    // The URL's password, and each `[upstream_auth]` source that runs locally (the cloud ones
+    // are checked in tests/it/cloud_auth.rs).
     let secret = "up-s3cret-pw";
+    let dir = crate::common::scratch_dir("leak");
+    std::fs::write(dir.join("password"), format!("{secret}\n")).unwrap();
+    let helper = dir.join("helper.sh");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\necho '{{\"password\": \"{secret}\", \"expires_at\": 4102444800}}'\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sources = [
+        (true, String::new()),
+        (
+            false,
+            format!(
+                "[upstream_auth]\npassword_file = \"{}\"",
+                dir.join("password").display()
+            ),
+        ),
+        (
+            false,
+            format!("[upstream_auth]\ncommand = [\"{}\"]", helper.display()),
+        ),
+    ];
+    for (in_url, table) in sources {
+        secret_stays_in_the_proxy(secret, in_url, &table);
+    }
+}
+
+/// Clients learn nothing of the upstream login `secret` (in the URL when `in_url`, else from
+/// the `[upstream_auth]` `table`): not by CONFIG, ACL, CLIENT LIST, INFO, errors or `/status`.
+fn secret_stays_in_the_proxy(secret: &str, in_url: bool, table: &str) {
+    let redis = RedisServer::start_with(&["--requirepass", secret]);
+    let upstream = match in_url {
+        true => format!("redis://:{secret}@127.0.0.1:{}", redis.port),
+        false => format!("redis://127.0.0.1:{}", redis.port),
+    };
+    let rekey = Rekey::start_url(&upstream, table);
+    let mut con = rekey.client();
 
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
     let got: Vec<String> = redis::cmd("CONFIG")
