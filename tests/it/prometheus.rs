@@ -447,6 +447,9 @@ fn load(
     rekey.write_config(&redis.url(), settings);
     let (code, body) = rekey.admin("POST", "/reload");
     assert_eq!(code, 200, "reload: {body}");
+    // Each reload renews the upstream credential on the live connections (in the
+    // background): the renewals panel needs one counted before Prometheus scrapes on.
+    wait_metric(rekey, "rekey_upstream_auth_renewals_total{result=\"ok\"}");
 
     // Redis goes away and comes back: upstream errors, then a reconnect.
     redis.kill();
