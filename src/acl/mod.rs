@@ -17,8 +17,8 @@ pub mod log;
 mod selector;
 
 use crate::commands::acl_table::{AclCommand, ACL_COMMANDS, KEY_READ, KEY_WRITE, NOT_KEY};
-use crate::commands::keys::{self, Begin, Find, KeySpec, Positions};
-use crate::commands::{self, CommandSpec, Extra, NO_ACL};
+use crate::commands::keys::{self, Find, Positions};
+use crate::commands::{self, CommandSpec, Extra, ACL_KEYS_ELSEWHERE, ACL_NO_KEYS, NO_ACL};
 use crate::protocol::Request;
 pub use selector::Selector;
 use smallvec::SmallVec;
@@ -329,38 +329,24 @@ impl Acl {
         if spec.acl == NO_ACL {
             return false;
         }
-        let id = spec.acl as usize;
-        let channels = matches!(
-            spec.extra,
-            Extra::Channel | Extra::Channels | Extra::ChannelPatterns
-        );
-        self.selectors().any(|s| {
-            s.allows_command(id, None)
-                && (s.all_channels || !channels)
-                && (s.all_keys || lane_key_allowed(s, spec, id, arg1))
-        })
+        if self.selectors.is_empty() {
+            return lane_selector(&self.root, spec, arg1);
+        }
+        self.selectors().any(|s| lane_selector(s, spec, arg1))
     }
 }
 
-/// A selector without `allkeys`: the command has no keys, or its one key at argument 1 is
-/// allowed.
-#[inline]
-fn lane_key_allowed(sel: &Selector, spec: &CommandSpec, id: usize, arg1: Option<&[u8]>) -> bool {
-    let needs = ACL_COMMANDS[id].key_needs;
-    if spec.extra != Extra::None {
+/// One selector's part of [`Acl::lane_permits`]: the command, and its one key if it has one
+/// (what the table precomputed in [`CommandSpec::acl_keys`]).
+#[inline(always)]
+fn lane_selector(sel: &Selector, spec: &CommandSpec, arg1: Option<&[u8]>) -> bool {
+    if !sel.allows_command(spec.acl as usize, None) {
         return false;
     }
-    match (spec.keys, arg1) {
-        ([], _) => needs.is_empty(),
-        (
-            [KeySpec {
-                begin: Begin::Index(1),
-                find: Find::Range { last: 0, .. },
-                ..
-            }],
-            Some(key),
-        ) => needs.len() == 1 && needs[0] != NOT_KEY && sel.allows_key(key, needs[0]),
-        _ => false,
+    match spec.acl_keys {
+        ACL_NO_KEYS => true,
+        ACL_KEYS_ELSEWHERE => sel.all_keys && sel.all_channels,
+        need => sel.all_keys || arg1.is_some_and(|key| sel.allows_key(key, need)),
     }
 }
 

@@ -21,24 +21,44 @@ const SUB_FIRST_ARG: &str = "Allowing first-arg of a subcommand is not supported
 pub(super) struct KeyPattern {
     pub(super) perms: u8,
     pub(super) pattern: Vec<u8>,
-    /// `pattern` is `prefix*` with no other special character: matched with `starts_with`.
+    /// `pattern` is `prefix*` with no other special character: matched as a prefix.
     prefix: Option<usize>,
+    /// A prefix of at most 8 bytes as a little-endian word and its mask: a key of 8 bytes or
+    /// more is matched with one load and one compare (the lane checks one key per request).
+    word: Option<(u64, u64)>,
 }
 
 impl KeyPattern {
     fn new(perms: u8, pattern: &[u8]) -> KeyPattern {
         let body = pattern.strip_suffix(b"*");
         let plain = body.is_some_and(|b| !b.iter().any(|c| b"*?[]\\".contains(c)));
+        let prefix = plain.then(|| pattern.len() - 1);
+        let word = prefix.filter(|&n| n <= 8).map(|n| {
+            let mut bytes = [0u8; 8];
+            bytes[..n].copy_from_slice(&pattern[..n]);
+            let mask = if n == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * n)) - 1
+            };
+            (u64::from_le_bytes(bytes), mask)
+        });
         KeyPattern {
             perms,
             pattern: pattern.to_vec(),
-            prefix: plain.then(|| pattern.len() - 1),
+            prefix,
+            word,
         }
     }
 
+    #[inline]
     fn matches(&self, key: &[u8]) -> bool {
+        if let (Some((value, mask)), Some(head)) = (self.word, key.first_chunk::<8>()) {
+            return u64::from_le_bytes(*head) & mask == value;
+        }
         match self.prefix {
-            Some(n) => key.starts_with(&self.pattern[..n]),
+            // Prefixes are short: a byte loop beats a call to memcmp.
+            Some(n) => key.len() >= n && self.pattern[..n].iter().zip(key).all(|(a, b)| a == b),
             None => glob::matches(&self.pattern, key),
         }
     }
@@ -345,6 +365,19 @@ mod tests {
         assert!(s.allows_key(b"both", KEY_READ | KEY_WRITE));
         assert!(s.allows_key(b"r1", 0));
         assert!(!s.allows_key(b"x", 0));
+        // Keys long enough for the one-word compare, and prefixes of every length up to it.
+        for prefix in ["", "k", "key:", "12345678", "123456789"] {
+            let s = sel(&[&format!("~{prefix}*")]);
+            assert!(
+                s.allows_key(format!("{prefix}0000000000").as_bytes(), 3),
+                "{prefix}"
+            );
+            assert!(s.allows_key(prefix.as_bytes(), 3), "{prefix}");
+            if !prefix.is_empty() {
+                assert!(!s.allows_key(format!("x{prefix}0000000000").as_bytes(), 3));
+                assert!(!s.allows_key(&prefix.as_bytes()[1..], 3));
+            }
+        }
         let mut s = sel(&["allkeys"]);
         assert_eq!(s.apply("%R~x"), Err(AFTER_ALLKEYS));
         let mut s = sel(&["%R~*"]);

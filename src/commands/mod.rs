@@ -125,10 +125,18 @@ pub struct CommandSpec {
     /// Index of the same command in [`acl_table::ACL_COMMANDS`] ([`NO_ACL`]: none, or a
     /// container whose subcommand decides).
     pub acl: u16,
+    /// What an ACL must allow of its keys, when that is plain to see (the forwarding lane's
+    /// check): [`ACL_NO_KEYS`], the need of its one key at argument 1 ([`acl_table::KEY_READ`]
+    /// | [`acl_table::KEY_WRITE`]), or [`ACL_KEYS_ELSEWHERE`].
+    pub acl_keys: u8,
 }
 
 /// [`CommandSpec::acl`] of a spec that names no one ACL command.
 pub const NO_ACL: u16 = u16::MAX;
+/// [`CommandSpec::acl_keys`]: no keys, no channels.
+pub const ACL_NO_KEYS: u8 = 0x10;
+/// [`CommandSpec::acl_keys`]: keys or channels beyond argument 1, or none known.
+pub const ACL_KEYS_ELSEWHERE: u8 = 0xff;
 
 const fn spec(name: &'static str, class: Class) -> CommandSpec {
     CommandSpec {
@@ -139,6 +147,7 @@ const fn spec(name: &'static str, class: Class) -> CommandSpec {
         reply: ReplyKeys::None,
         extra: Extra::None,
         acl: NO_ACL,
+        acl_keys: ACL_KEYS_ELSEWHERE,
     }
 }
 
@@ -321,6 +330,7 @@ fn table() -> &'static Table {
             spec.acl = acl_index(name)
                 .filter(|&i| !acl_table::ACL_COMMANDS[i as usize].container)
                 .unwrap_or(NO_ACL);
+            spec.acl_keys = acl_keys(spec);
         }
         map
     })
@@ -438,6 +448,27 @@ impl LookupCache {
             self.spec = Some(spec);
         }
         spec
+    }
+}
+
+/// [`CommandSpec::acl_keys`] of `spec`.
+fn acl_keys(spec: &CommandSpec) -> u8 {
+    use keys::{Begin, Find};
+    if spec.acl == NO_ACL || spec.extra != Extra::None {
+        return ACL_KEYS_ELSEWHERE;
+    }
+    let needs = acl_table::ACL_COMMANDS[spec.acl as usize].key_needs;
+    match (spec.keys, needs) {
+        ([], []) => ACL_NO_KEYS,
+        (
+            [KeySpec {
+                begin: Begin::Index(1),
+                find: Find::Range { last: 0, .. },
+                ..
+            }],
+            [need],
+        ) if *need & acl_table::NOT_KEY == 0 => *need,
+        _ => ACL_KEYS_ELSEWHERE,
     }
 }
 
