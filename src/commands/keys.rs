@@ -42,32 +42,8 @@ pub fn positions(specs: &[KeySpec], req: &Request, out: &mut Positions) {
         let Some(first) = begin_index(spec.begin, req) else {
             continue;
         };
-        let (first, last, step) = match spec.find {
-            Find::Range { last, step, limit } => {
-                let last_idx = if last >= 0 {
-                    first + last as i64
-                } else if limit == 0 {
-                    argc + last as i64
-                } else {
-                    first + ((argc - first) / limit as i64 + last as i64)
-                };
-                (first, last_idx, step as i64)
-            }
-            Find::Keynum {
-                idx,
-                first: firstkey,
-                step,
-            } => {
-                let Some(n) = req.arg((first + idx as i64) as usize).and_then(parse_int) else {
-                    continue;
-                };
-                if n < 0 {
-                    continue;
-                }
-                let start = first + firstkey as i64;
-                (start, start + n - 1, step as i64)
-            }
-            Find::Unknown => continue,
+        let Ok((first, last, step)) = span(spec.find, first, req) else {
+            continue;
         };
         if step <= 0 {
             continue;
@@ -101,35 +77,7 @@ pub fn strict_positions(spec: &KeySpec, req: &Request, out: &mut Positions) -> R
         },
         Begin::Unknown => return Err(Unfit),
     };
-    let (first, last, step) = match spec.find {
-        Find::Range { last, step, limit } => {
-            let last = if last >= 0 {
-                first + last as i64
-            } else if limit == 0 {
-                argc + last as i64
-            } else {
-                first + ((argc - first) / limit as i64 + last as i64)
-            };
-            (first, last, step as i64)
-        }
-        Find::Keynum {
-            idx,
-            first: firstkey,
-            step,
-        } => {
-            let at = first + idx as i64;
-            if idx as i64 >= argc || at >= argc {
-                return Err(Unfit);
-            }
-            let n = req.arg(at as usize).and_then(parse_int).ok_or(Unfit)?;
-            if n < 0 {
-                return Err(Unfit);
-            }
-            let start = first + firstkey as i64;
-            (start, start + n - 1, step as i64)
-        }
-        Find::Unknown => return Err(Unfit),
-    };
+    let (first, last, step) = span(spec.find, first, req)?;
     if last >= argc || last < first || first >= argc || step <= 0 {
         return Err(Unfit);
     }
@@ -142,6 +90,41 @@ pub fn strict_positions(spec: &KeySpec, req: &Request, out: &mut Positions) -> R
         return Err(Unfit);
     }
     Ok(())
+}
+
+/// Where a spec's keys are, from its first index: (first, last, step). A key count that is
+/// not a number, or negative, does not fit.
+fn span(find: Find, first: i64, req: &Request) -> Result<(i64, i64, i64), Unfit> {
+    let argc = req.len() as i64;
+    match find {
+        Find::Range { last, step, limit } => {
+            let last = if last >= 0 {
+                first + last as i64
+            } else if limit == 0 {
+                argc + last as i64
+            } else {
+                first + ((argc - first) / limit as i64 + last as i64)
+            };
+            Ok((first, last, step as i64))
+        }
+        Find::Keynum {
+            idx,
+            first: firstkey,
+            step,
+        } => {
+            let at = first + idx as i64;
+            let n = (0..argc)
+                .contains(&at)
+                .then(|| req.arg(at as usize))
+                .flatten()
+                .and_then(parse_int)
+                .filter(|n| *n >= 0)
+                .ok_or(Unfit)?;
+            let start = first + firstkey as i64;
+            Ok((start, start + n - 1, step as i64))
+        }
+        Find::Unknown => Err(Unfit),
+    }
 }
 
 /// Redis's keyword search for a key spec: from `startfrom` (negative: from the end,
