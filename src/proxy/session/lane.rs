@@ -18,6 +18,7 @@
 //! [`Request`]: crate::protocol::Request
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
+use crate::acl::Acl;
 use crate::cluster::slot::slot_of;
 use crate::commands::{Class, Local};
 use crate::protocol::encode;
@@ -45,6 +46,8 @@ impl Session {
             self.memory.sync_generation(self.view.cfg.generation);
         }
         let mut tally = RuleTally::default();
+        // The client's ACL, looked up once a run, not once a request.
+        let acl = self.view.acl.clone();
         // Bytes of the requests routed so far, and of those, the bytes already in the batch.
         let mut taken = 0;
         let mut copied = 0;
@@ -56,7 +59,7 @@ impl Session {
             let Some(req) = self.io.parser.peek(&self.io.rbuf[taken..]) else {
                 break;
             };
-            let Some(cmd) = self.lane_takes(&req, taken, rules) else {
+            let Some(cmd) = self.lane_takes(&req, taken, rules, acl.as_deref()) else {
                 break;
             };
             if cmd != self.current.cmd {
@@ -117,15 +120,20 @@ impl Session {
     /// command whose keys, if rules apply, are just its argument 1, and the client's ACL
     /// (if it has one) plainly allows it (else the general path's access check decides).
     #[inline(always)]
-    pub(super) fn lane_takes(&mut self, req: &Peeked, offset: usize, rules: bool) -> Option<u16> {
+    pub(super) fn lane_takes(
+        &mut self,
+        req: &Peeked,
+        offset: usize,
+        rules: bool,
+        acl: Option<&Acl>,
+    ) -> Option<u16> {
         if req.len >= BATCH_BYTES {
             return None; // a large request goes alone, uncopied
         }
         let raw = &self.io.rbuf[offset..offset + req.len];
         let spec = self.lookups.lookup_parts(req.name(raw), req.arg1(raw));
         let plain = spec.class == Class::Forward && (!rules || rewrite::has_sole_key(spec));
-        let allowed =
-            (self.view.acl.as_ref()).is_none_or(|acl| acl.lane_permits(spec, req.arg1(raw)));
+        let allowed = acl.is_none_or(|acl| acl.lane_permits(spec, req.arg1(raw)));
         if allowed && (plain || (!rules && self.lane_pings(spec.class))) {
             return Some(spec.id);
         }
@@ -180,11 +188,12 @@ impl Session {
             self.memory.sync_generation(self.view.cfg.generation);
         }
         let mut tally = RuleTally::default();
+        let acl = self.view.acl.clone();
         while self.can_read() {
             let Some(req) = self.io.parser.peek(&self.io.rbuf) else {
                 break;
             };
-            let Some(cmd) = self.lane_takes(&req, 0, true) else {
+            let Some(cmd) = self.lane_takes(&req, 0, true, acl.as_deref()) else {
                 break;
             };
             let Some(key) = req.arg1.clone() else {

@@ -84,10 +84,16 @@ impl Session {
     }
 
     /// Spends `n` requests from the identity's budget; pauses reading when it is spent.
+    #[inline]
     pub(super) fn spend_budget(&mut self, n: u64) {
-        if n == 0 {
+        if n == 0 || self.tenancy.member.is_none() {
             return;
         }
+        self.spend_budget_of_member(n);
+    }
+
+    #[inline(never)]
+    fn spend_budget_of_member(&mut self, n: u64) {
         let Some(member) = &self.tenancy.member else {
             return;
         };
@@ -109,6 +115,7 @@ impl Session {
     }
 
     /// Whether reading waits for the budget; clears the pause once it is over.
+    #[inline]
     pub(super) fn paused(&mut self) -> bool {
         match self.tenancy.paused_until {
             Some(t) if t > Instant::now() => true,
