@@ -9,7 +9,8 @@
 //! server     wires the program: listeners, workers, admin HTTP, reload, Sentinel failover
 //! migrate    beside server: `rekey migrate` moves existing keys to the names the rules give
 //! proxy      sockets and client sessions: the request path, top to bottom
-//! config     load and validate the TOML file
+//! config     load and validate the TOML file (and each identity's ACL and share)
+//! acl        Redis 7's ACL language: parsed, checked as Redis checks it, ACL LOG
 //! rules      compiled rules and the IO-free rewrite engine (requests and replies)
 //! cluster    slot map, routing and fan-out for a Redis Cluster upstream
 //! upstream   connections to Redis: pooled, pinned, one "ready" handshake, Sentinel lookup

@@ -5,7 +5,10 @@
 //! (admit, access check, rewrite, route and send): looked up in the command table
 //! ([`crate::commands`]), answered by rekey (AUTH, HELLO, SELECT, CLIENT…, with the live
 //! clients in [`clients`] and the `MONITOR` feed in [`monitor`]), or forwarded to a shared or
-//! pinned upstream connection ([`crate::upstream`]). Replies come back through
+//! pinned upstream connection ([`crate::upstream`]; an identity with its own Redis login
+//! gets pools of its own, [`own_upstreams`]). Each identity's clients, pinned connections and
+//! request budget are counted in [`tenants`]; its ACL is checked by [`crate::acl`] in the
+//! access check phase. Replies come back through
 //! [`session::replies`], which restores request order, and are written back in batches.
 //!
 //! This layer is sockets and sessions only: the rewrite engine is [`crate::rules`], command

@@ -9,9 +9,10 @@
 //!
 //! Its parts, each a type of its own: `io` (the socket and its buffers), `sender` (where
 //! requests go, with `outbox`, the batches), [`replies`] (request order), `conn` (what Redis
-//! keeps per connection), `lease` (the pinned connection), `view` (the config in force). A
+//! keeps per connection), `lease` (the pinned connection), `view` (the config in force, the
+//! identity's ACL), `share` (its place in its identity's fair share). A
 //! request's way: the gate and the lane (`lane`), else the general path's phases (`phases`:
-//! admit, access check, rewrite, route and send), sending (`forward`), the way back (`back`);
+//! admit, access check (`access`), rewrite, route and send), sending (`forward`), the way back (`back`);
 //! the commands rekey answers itself are functions in `cmd`, applied by `local`; pub/sub and
 //! tracking (`streams`), transactions and blocking commands (`pinned`), scoped flushes
 //! (`flush`), cluster routing (`cluster_route`), and what other clients see of this one
