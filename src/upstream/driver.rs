@@ -8,7 +8,7 @@
 //!
 //! With `[upstream_auth]`, the driver also renews the connection's login when the credential
 //! changes: it queues `AUTH` itself, in pipeline order, and reads the reply
-//! ([`Renewal`](crate::upstream::credentials::renew::Renewal) says when it may).
+//! ([`Renewal`] says when it may).
 //!
 //! It knows jobs and deliveries (`contract`) and how to probe a silent upstream (`dial`), and
 //! nothing of the pools that own it: the reply to a lease's `RESET` fires the
