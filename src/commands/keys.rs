@@ -153,32 +153,11 @@ fn keyword_exclusive(word: &str, startfrom: i32, req: &Request) -> Option<i64> {
 }
 
 fn begin_index(begin: Begin, req: &Request) -> Option<i64> {
-    let argc = req.len() as i64;
     match begin {
         Begin::Index(i) => Some(i as i64),
-        Begin::Keyword(word, startfrom) => {
-            let (start, end, dir) = if startfrom > 0 {
-                (startfrom as i64, argc - 1, 1)
-            } else {
-                (argc + startfrom as i64, 0, -1)
-            };
-            let mut i = start;
-            loop {
-                if i >= argc || i < 1 {
-                    return None;
-                }
-                if req
-                    .arg(i as usize)
-                    .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
-                {
-                    return Some(i + 1);
-                }
-                if i == end {
-                    return None;
-                }
-                i += dir;
-            }
-        }
+        // Redis's search: forwards, the last argument (nothing follows it) is left out;
+        // backwards, argument 1 is (a `MIGRATE` host named `KEYS` is not the keyword).
+        Begin::Keyword(word, startfrom) => keyword_exclusive(word, startfrom, req),
         Begin::Unknown => None,
     }
 }
