@@ -148,9 +148,14 @@ impl Denied {
         }
     }
 
+    /// The refused key or channel as sent.
+    fn object(&self, req: &Request) -> String {
+        String::from_utf8_lossy(req.arg(self.arg).unwrap_or_default()).into_owned()
+    }
+
     /// `ACL DRYRUN`'s answer for this refusal of `req`.
     pub fn dryrun(&self, req: &Request, user: &str, texts: Texts) -> String {
-        let arg = || String::from_utf8_lossy(req.arg(self.arg).unwrap_or_default()).into_owned();
+        let arg = || self.object(req);
         match (texts, self.kind) {
             (Texts::V70, Denial::Command | Denial::Protected) => format!(
                 "This user has no permissions to run the '{}' command",
@@ -176,7 +181,7 @@ impl Denied {
 
     /// `ACL LOG`'s `reason` and `object` for this refusal of `req`.
     pub fn log_fields(&self, req: &Request) -> (&'static str, String) {
-        let arg = || String::from_utf8_lossy(req.arg(self.arg).unwrap_or_default()).into_owned();
+        let arg = || self.object(req);
         match self.kind {
             Denial::Command | Denial::Protected => ("command", self.command.clone()),
             Denial::Key => ("key", arg()),
@@ -271,9 +276,7 @@ impl Acl {
             }
         };
         let cmd = &ACL_COMMANDS[id as usize];
-        let argc = req.len() as i64;
-        let arity = cmd.arity as i64;
-        if (arity > 0 && argc != arity) || argc < -arity {
+        if !arity_fits(cmd, req.len()) {
             return Ok(());
         }
         if cmd.no_auth {
@@ -333,6 +336,17 @@ impl Acl {
             return lane_selector(&self.root, spec, arg1);
         }
         self.selectors().any(|s| lane_selector(s, spec, arg1))
+    }
+}
+
+/// Whether `argc` arguments (the name included) fit the command's arity, as Redis checks
+/// before anything else.
+pub fn arity_fits(cmd: &AclCommand, argc: usize) -> bool {
+    let (argc, arity) = (argc as i64, cmd.arity as i64);
+    if arity > 0 {
+        argc == arity
+    } else {
+        argc >= -arity
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::{bulk, text, wrong_args, Env, Reply};
 use crate::acl::log::Entry;
-use crate::acl::{Acl, Texts};
+use crate::acl::{arity_fits, Acl, Texts};
 use crate::commands::{self, acl_table};
 use crate::config::Config;
 use crate::protocol::encode::{Encoder, Proto};
@@ -208,9 +208,7 @@ fn dryrun(config: &Config, req: &Request, env: &Env) -> Reply {
         return Reply::error(&format!("ERR Command '{}' not found", text(cmd_name)));
     };
     let cmd = &acl_table::ACL_COMMANDS[id as usize];
-    let argc = command.len() as i64;
-    let arity = cmd.arity as i64;
-    if (arity > 0 && argc != arity) || argc < -arity {
+    if !arity_fits(cmd, command.len()) {
         return wrong_args(cmd.name);
     }
     let texts = Texts::of(&env.proxy.upstream_info.version);
