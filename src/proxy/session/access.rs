@@ -39,9 +39,6 @@ impl Session {
         }
         stats::acl_denied(self.view.app_stats.label(), reason);
         let error = denied.error(&user, Texts::of(&self.proxy.upstream_info.version));
-        // What was routed before (`MULTI` itself, in the same pipeline) leaves first: what
-        // follows goes straight to the pinned connection.
-        self.flush_batch();
         if denied.command == "exec" {
             self.discard_transaction();
             return encode::error(&format!(
@@ -73,6 +70,8 @@ impl Session {
     /// What Redis does to a client whose `EXEC` it refuses: the transaction (if any) is
     /// discarded and its watched keys forgotten.
     fn discard_transaction(&mut self) {
+        // What was routed before (`MULTI` itself, in the same pipeline) leaves first.
+        self.flush_batch();
         if let Some(conn) = &self.lease.pin {
             let word = if self.lease.in_multi {
                 "DISCARD"

@@ -163,8 +163,11 @@ impl Session {
 
     /// After refusing a command that Redis would have queued: a transaction in progress must
     /// fail at EXEC (`-EXECABORT`), as when Redis rejects a command while queueing. An unknown
-    /// command is such a rejection, with no other effect; its reply is dropped.
-    pub(super) fn abort_transaction(&self) {
+    /// command is such a rejection, with no other effect; its reply is dropped. What was routed
+    /// before (`MULTI` itself, in the same pipeline) leaves first: this goes straight to the
+    /// pinned connection.
+    pub(super) fn abort_transaction(&mut self) {
+        self.flush_batch();
         if let Some(conn) = self.lease.pin.as_ref().filter(|_| self.lease.in_multi) {
             conn.send_quiet(&Request::from_args([""]));
         }
