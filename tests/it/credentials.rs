@@ -82,12 +82,7 @@ impl LoggedRekey {
     }
 
     fn client(&self) -> redis::Connection {
-        let c = redis::Client::open(self.url()).unwrap();
-        let con = c
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .unwrap();
-        con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        con
+        connect(&self.url())
     }
 
     fn status(&self) -> serde_json::Value {

@@ -504,12 +504,7 @@ impl Rekey {
     }
 
     pub fn client(&self) -> redis::Connection {
-        let c = redis::Client::open(self.url()).unwrap();
-        let con = c
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .unwrap();
-        con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        con
+        connect(&self.url())
     }
 
     pub fn url(&self) -> String {
@@ -608,6 +603,16 @@ pub fn metric(text: &str, series: &str) -> f64 {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A redis-rs connection to `url` (5 s to connect, 10 s to read a reply).
+pub fn connect(url: &str) -> redis::Connection {
+    let c = redis::Client::open(url).unwrap();
+    let con = c
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    con
 }
 
 /// A client speaking raw RESP bytes.
