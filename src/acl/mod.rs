@@ -13,12 +13,13 @@
 //! [`crate::commands::acl_table`], generated from Redis's `COMMAND INFO`.
 
 pub mod describe;
+mod lane;
 pub mod log;
 mod selector;
 
 use crate::commands::acl_table::{AclCommand, ACL_COMMANDS, KEY_READ, KEY_WRITE, NOT_KEY};
 use crate::commands::keys::{self, Find, Positions};
-use crate::commands::{self, CommandSpec, Extra, ACL_KEYS_ELSEWHERE, ACL_NO_KEYS, NO_ACL};
+use crate::commands::{self, CommandSpec, Extra, NO_ACL};
 use crate::protocol::Request;
 pub use selector::Selector;
 use smallvec::SmallVec;
@@ -38,6 +39,14 @@ pub struct AclError {
 /// What an identity may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acl {
+    root: Selector,
+    selectors: Vec<Selector>,
+    /// The forwarding lane's answers, worked out from the selectors when they are set.
+    lane: lane::LaneGate,
+}
+
+/// The selectors of an [`Acl`] while its rules are applied.
+struct Selectors {
     root: Selector,
     selectors: Vec<Selector>,
 }
@@ -200,33 +209,16 @@ const LOGIN_RULES: &[&str] = &[
     "skip-sanitize-payload",
 ];
 
-impl Acl {
-    /// Everything: `+@all ~* &*`, what an identity without `acl` may do.
-    pub fn unrestricted() -> Acl {
-        Acl {
-            root: Selector::unrestricted(),
-            selectors: Vec::new(),
-        }
-    }
-
-    /// Parses an `acl` string as `ACL SETUSER` would apply its rules to a new user (which
-    /// may do nothing): rules separated by spaces, `(…)` selectors kept together.
-    pub fn parse(text: &str) -> Result<Acl, AclError> {
-        let mut acl = Acl {
+impl Selectors {
+    /// A new Redis user's: nothing allowed.
+    fn empty() -> Selectors {
+        Selectors {
             root: Selector::empty(),
             selectors: Vec::new(),
-        };
-        for (number, (offset, rule)) in merged_rules(text)?.into_iter().enumerate() {
-            acl.apply(rule).map_err(|reason| AclError {
-                number: number + 1,
-                offset,
-                rule: rule.to_string(),
-                reason: reason.to_string(),
-            })?;
         }
-        Ok(acl)
     }
 
+    /// Applies one rule (a `(…)` selector counts as one).
     fn apply(&mut self, rule: &str) -> Result<(), String> {
         if let Some(inner) = rule.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
             let mut sel = Selector::empty();
@@ -238,10 +230,7 @@ impl Acl {
         }
         let lower = rule.to_ascii_lowercase();
         if lower == "reset" {
-            *self = Acl {
-                root: Selector::empty(),
-                selectors: Vec::new(),
-            };
+            *self = Selectors::empty();
             return Ok(());
         }
         if lower == "clearselectors" {
@@ -255,6 +244,39 @@ impl Acl {
             );
         }
         self.root.apply(rule).map_err(str::to_string)
+    }
+}
+
+impl Acl {
+    /// Everything: `+@all ~* &*`, what an identity without `acl` may do.
+    pub fn unrestricted() -> Acl {
+        Acl::of(Selectors {
+            root: Selector::unrestricted(),
+            selectors: Vec::new(),
+        })
+    }
+
+    /// Parses an `acl` string as `ACL SETUSER` would apply its rules to a new user (which
+    /// may do nothing): rules separated by spaces, `(…)` selectors kept together.
+    pub fn parse(text: &str) -> Result<Acl, AclError> {
+        let mut sels = Selectors::empty();
+        for (number, (offset, rule)) in merged_rules(text)?.into_iter().enumerate() {
+            sels.apply(rule).map_err(|reason| AclError {
+                number: number + 1,
+                offset,
+                rule: rule.to_string(),
+                reason: reason.to_string(),
+            })?;
+        }
+        Ok(Acl::of(sels))
+    }
+
+    fn of(sels: Selectors) -> Acl {
+        Acl {
+            lane: lane::LaneGate::of(&sels.root, &sels.selectors),
+            root: sels.root,
+            selectors: sels.selectors,
+        }
     }
 
     /// The root selector, then the `(…)` selectors.
@@ -323,20 +345,6 @@ impl Acl {
             command: String::from_utf8_lossy(name).to_ascii_lowercase(),
         })
     }
-
-    /// The lane's check: true when a selector certainly allows `spec` with argument 1
-    /// `arg1` (its one key, when it has keys) without a look at any other argument. False
-    /// sends the request the general way, whose [`Acl::check`] decides.
-    #[inline]
-    pub fn lane_permits(&self, spec: &CommandSpec, arg1: Option<&[u8]>) -> bool {
-        if spec.acl == NO_ACL {
-            return false;
-        }
-        if self.selectors.is_empty() {
-            return lane_selector(&self.root, spec, arg1);
-        }
-        self.selectors().any(|s| lane_selector(s, spec, arg1))
-    }
 }
 
 /// Whether `argc` arguments (the name included) fit the command's arity, as Redis checks
@@ -347,20 +355,6 @@ pub fn arity_fits(cmd: &AclCommand, argc: usize) -> bool {
         argc == arity
     } else {
         argc >= -arity
-    }
-}
-
-/// One selector's part of [`Acl::lane_permits`]: the command, and its one key if it has one
-/// (what the table precomputed in [`CommandSpec::acl_keys`]).
-#[inline(always)]
-fn lane_selector(sel: &Selector, spec: &CommandSpec, arg1: Option<&[u8]>) -> bool {
-    if !sel.allows_command(spec.acl as usize, None) {
-        return false;
-    }
-    match spec.acl_keys {
-        ACL_NO_KEYS => true,
-        ACL_KEYS_ELSEWHERE => sel.all_keys && sel.all_channels,
-        need => sel.all_keys || arg1.is_some_and(|key| sel.allows_key(key, need)),
     }
 }
 

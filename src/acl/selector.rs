@@ -51,6 +51,11 @@ impl KeyPattern {
         }
     }
 
+    /// The pattern as `(word, mask)` when it is a prefix of at most 8 bytes.
+    pub(super) fn word(&self) -> Option<(u64, u64)> {
+        self.word
+    }
+
     #[inline]
     fn matches(&self, key: &[u8]) -> bool {
         if let (Some((value, mask)), Some(head)) = (self.word, key.first_chunk::<8>()) {

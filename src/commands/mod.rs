@@ -336,6 +336,12 @@ fn table() -> &'static Table {
     })
 }
 
+/// Every command the table knows (one spec per id, 1..=`specs().len()`; id 0 is a command
+/// it does not know).
+pub fn specs() -> impl ExactSizeIterator<Item = &'static CommandSpec> {
+    table().values()
+}
+
 /// Metric label of every command id: `names()[spec.id]`. Subcommands count under their
 /// container (`object|encoding` is `object`), keeping labels few and bounded.
 pub fn names() -> &'static [&'static str] {

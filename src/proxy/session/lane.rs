@@ -131,12 +131,13 @@ impl Session {
             return None; // a large request goes alone, uncopied
         }
         let raw = &self.io.rbuf[offset..offset + req.len];
-        let spec = self.lookups.lookup_parts(req.name(raw), req.arg1(raw));
+        let arg1 = req.arg1(raw);
+        let spec = self.lookups.lookup_parts(req.name(raw), arg1);
         let plain = spec.class == Class::Forward && (!rules || rewrite::has_sole_key(spec));
         // The ACL is asked last: a request the lane does not take is checked on the general
         // path, once.
         if (plain || (!rules && self.lane_pings(spec.class)))
-            && acl.is_none_or(|acl| acl.lane_permits(spec, req.arg1(raw)))
+            && acl.is_none_or(|acl| acl.lane_permits(spec, arg1))
         {
             return Some(spec.id);
         }
