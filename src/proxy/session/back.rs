@@ -163,11 +163,12 @@ impl Session {
     /// Fills the replies to `count` consecutive requests from `seq` on, `frames[start..end]`.
     fn fill_stretch(&mut self, (seq, start, count): (u64, usize, u32), end: usize, frames: &Bytes) {
         let piece = frames.slice(start..end);
-        if count == 1 {
-            return self.fill(seq, piece);
+        if self.fill_run(seq, count, piece.clone()) {
+            return;
         }
-        if !self.fill_run(seq, count, piece.clone()) {
-            each_reply(seq, count, &piece, |seq, frame| self.fill(seq, frame));
+        match count {
+            1 => self.fill(seq, piece),
+            _ => each_reply(seq, count, &piece, |seq, frame| self.fill(seq, frame)),
         }
     }
 

@@ -12,8 +12,8 @@
 //! [`Session::lane_takes`] (the general path would forward it unchanged, or with its one key
 //! rewritten). The first request it cannot take ends the run and goes through the general
 //! path's phases (`phases`). A single upstream and a cluster differ only where the bytes go:
-//! to the client's shared connection, copied in runs; or each to its (rewritten) key's slot's
-//! node, kept for a redirection ([`Session::forward_cluster_lane`]).
+//! to the client's shared connection, copied in runs; or, copied in runs too, to the batch of
+//! the node that serves their (rewritten) key's slot ([`Session::forward_cluster_lane`]).
 //!
 //! [`Request`]: crate::protocol::Request
 //! [`Session::dispatch`]: crate::proxy::session::Session

@@ -64,7 +64,7 @@ pub(super) enum NodeSeqs {
     /// `count` consecutive requests from `first` on.
     Run { first: u64, count: u32 },
     /// Requests that are not consecutive, in order.
-    Scattered(Arc<Vec<u64>>),
+    Scattered(Arc<[u64]>),
 }
 
 impl NodeBatch {
@@ -86,8 +86,9 @@ impl NodeBatch {
                 NodeSeqs::Run { first, count }
             }
             false => {
-                let next = Vec::with_capacity(self.seqs.capacity());
-                NodeSeqs::Scattered(Arc::new(std::mem::replace(&mut self.seqs, next)))
+                let seqs = NodeSeqs::Scattered(Arc::from(&self.seqs[..]));
+                self.seqs.clear();
+                seqs
             }
         }
     }
@@ -356,7 +357,7 @@ mod tests {
         o.take_nodes(|node, seqs, bytes| sent.push((node, seqs, bytes)));
         assert_eq!(sent.len(), 3, "one batch per node");
         assert_eq!(sent[0].0, 7);
-        assert_eq!(sent[0].1, NodeSeqs::Scattered(Arc::new(vec![1u64, 3, 5])));
+        assert_eq!(sent[0].1, NodeSeqs::Scattered(Arc::from(vec![1u64, 3, 5])));
         assert_eq!(&sent[0].2[..], b"r1;r3;r5;");
         assert_eq!(sent[2].1, NodeSeqs::Run { first: 4, count: 1 });
         let mut again = 0;
@@ -372,7 +373,7 @@ mod tests {
         sent.keep(NodeSeqs::Run { first: 4, count: 3 }, Bytes::from(run));
         let scattered = format!("{}{}", get("x"), get("yy"));
         sent.keep(
-            NodeSeqs::Scattered(Arc::new(vec![7, 9])),
+            NodeSeqs::Scattered(Arc::from(vec![7u64, 9])),
             Bytes::from(scattered),
         );
         assert_eq!(sent.request(5).as_deref(), Some(get("bb").as_bytes()));
