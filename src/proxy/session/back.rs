@@ -57,12 +57,10 @@ impl Session {
                 count,
                 errors: 0,
                 ref frames,
-            } => {
-                if self.relay_run(first_seq, count, frames)
-                    || self.fill_run(first_seq, count, frames.clone())
-                {
-                    return;
-                }
+            } if self.relay_run(first_seq, count, frames)
+                || self.fill_run(first_seq, count, frames.clone()) =>
+            {
+                return;
             }
             Delivery::Scattered {
                 ref seqs,
