@@ -66,7 +66,23 @@ pub fn slot_of(key: &[u8]) -> u16 {
 /// is written out in one piece).
 pub fn slot_of_parts(head: &[u8], tail: &[u8]) -> u16 {
     // The whole key's CRC, computed while looking for a `{` (a key with one is rare).
-    match untagged_crc(0, head).and_then(|crc| untagged_crc(crc, tail)) {
+    match head_crc(head) {
+        Some(crc) => slot_after(crc, head, tail),
+        None => tagged_slot(head, tail),
+    }
+}
+
+/// The CRC of the first part of keys, to go on from with [`slot_after`] for each of them (a
+/// rule's new prefix); `None` when it holds a `{`.
+#[inline]
+pub fn head_crc(head: &[u8]) -> Option<u16> {
+    untagged_crc(0, head)
+}
+
+/// [`slot_of_parts`] given `crc`, the [`head_crc`] of `head`.
+#[inline]
+pub fn slot_after(crc: u16, head: &[u8], tail: &[u8]) -> u16 {
+    match untagged_crc(crc, tail) {
         Some(crc) => crc & (SLOTS as u16 - 1),
         None => tagged_slot(head, tail),
     }
@@ -205,6 +221,9 @@ mod tests {
             for cut in 0..=key.len() {
                 let (head, tail) = key.split_at(cut);
                 assert_eq!(slot_of_parts(head, tail), want, "{head:?} ++ {tail:?}");
+                if let Some(crc) = head_crc(head) {
+                    assert_eq!(slot_after(crc, head, tail), want, "{head:?} ++ {tail:?}");
+                }
             }
         }
     }

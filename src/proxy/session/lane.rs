@@ -19,7 +19,7 @@
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
 use crate::acl::Acl;
-use crate::cluster::slot::{slot_of, slot_of_parts};
+use crate::cluster::slot::{head_crc, slot_after, slot_of, slot_of_parts};
 use crate::commands::{Class, Local};
 use crate::protocol::encode;
 use crate::protocol::parser::Peeked;
@@ -30,6 +30,7 @@ use crate::proxy::session::{identity, scope};
 use crate::proxy::session::{ReplyMode, Session};
 use crate::rules::rewrite::{self, RuleTally};
 use bytes::Buf;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 impl Session {
@@ -199,6 +200,7 @@ impl Session {
         let mut tally = RuleTally::default();
         let acl = self.view.acl.clone();
         let mut run = NodeRun::default();
+        let mut prefix = PrefixCrc::default();
         while self.lane_room(run.unopened) {
             let Some(req) = self.io.parser.peek(&self.io.rbuf[run.taken..]) else {
                 break;
@@ -222,7 +224,8 @@ impl Session {
             };
             let slot = match &rw {
                 Some(rw) => {
-                    slot_of_parts(&rw.to, &self.io.rbuf[key.start + rw.prefix_len..key.end])
+                    let tail = &self.io.rbuf[key.start + rw.prefix_len..key.end];
+                    prefix.slot(&rw.to, tail)
                 }
                 None => slot_of(&self.io.rbuf[key.clone()]),
             };
@@ -293,4 +296,33 @@ struct NodeRun {
     at: usize,
     /// Requests of the stretch whose reply slots are not open yet, all of `current.cmd`.
     unopened: u32,
+}
+
+/// The CRC of the last fixed new prefix a rule gave in this run of the cluster lane: the same
+/// prefix, request after request, is hashed once.
+#[derive(Default)]
+struct PrefixCrc {
+    /// The prefix (its place in the config, which outlives the run) and its CRC.
+    last: Option<(*const u8, usize, u16)>,
+}
+
+impl PrefixCrc {
+    /// The slot of the key `to ++ tail`.
+    fn slot(&mut self, to: &Cow<'_, [u8]>, tail: &[u8]) -> u16 {
+        let Cow::Borrowed(to) = to else {
+            return slot_of_parts(to, tail); // made for this key
+        };
+        match self.last {
+            Some((at, len, crc)) if at == to.as_ptr() && len == to.len() => {
+                slot_after(crc, to, tail)
+            }
+            _ => match head_crc(to) {
+                Some(crc) => {
+                    self.last = Some((to.as_ptr(), to.len(), crc));
+                    slot_after(crc, to, tail)
+                }
+                None => slot_of_parts(to, tail),
+            },
+        }
+    }
 }
