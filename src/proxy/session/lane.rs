@@ -225,7 +225,7 @@ impl Session {
             let slot = match &rw {
                 Some(rw) => {
                     let tail = &self.io.rbuf[key.start + rw.prefix_len..key.end];
-                    prefix.slot(&rw.to, tail)
+                    prefix.slot(&rw.to, matches!(rw.to, Cow::Borrowed(_)), tail)
                 }
                 None => slot_of(&self.io.rbuf[key.clone()]),
             };
@@ -307,11 +307,12 @@ struct PrefixCrc {
 }
 
 impl PrefixCrc {
-    /// The slot of the key `to ++ tail`.
-    fn slot(&mut self, to: &Cow<'_, [u8]>, tail: &[u8]) -> u16 {
-        let Cow::Borrowed(to) = to else {
-            return slot_of_parts(to, tail); // made for this key
-        };
+    /// The slot of the key `to ++ tail`; `fixed`: `to` is the rule's own (in the config),
+    /// not made for this key.
+    fn slot(&mut self, to: &[u8], fixed: bool, tail: &[u8]) -> u16 {
+        if !fixed {
+            return slot_of_parts(to, tail);
+        }
         match self.last {
             Some((at, len, crc)) if at == to.as_ptr() && len == to.len() => {
                 slot_after(crc, to, tail)
