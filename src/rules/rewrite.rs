@@ -79,13 +79,7 @@ impl<'a> Scope<'a> {
 
     /// [`Scope::key_rewrite`], counted in `tally` (flushed by the caller).
     fn key_rewrite_tallied(&mut self, key: &[u8], tally: &mut RuleTally) -> Option<Rewrite<'a>> {
-        let Some(rw) = self.rules.forward(self.app, key) else {
-            tally.unmatched += 1;
-            return None;
-        };
-        tally.add(self.rules, self.app, rw.rule);
-        self.memory.remember(rw.rule, &rw.to, &key[..rw.prefix_len]);
-        Some(rw)
+        sole_key_rewrite_in(self.rules, self.app, self.memory, key, tally)
     }
 
     fn glob(&mut self, pattern: &[u8], channels: bool) -> Option<Vec<u8>> {
@@ -274,6 +268,24 @@ pub fn sole_key_rewrite<'r>(
     tally: &mut RuleTally,
 ) -> Option<Rewrite<'r>> {
     scope.key_rewrite_tallied(key, tally)
+}
+
+/// [`sole_key_rewrite`] with the scope's parts given apart: the rewrite borrows only the
+/// rules, so that the caller may go on using the rest (the cluster lane).
+pub fn sole_key_rewrite_in<'r>(
+    rules: &'r RuleSet,
+    app: Option<&str>,
+    memory: &mut PrefixMemory,
+    key: &[u8],
+    tally: &mut RuleTally,
+) -> Option<Rewrite<'r>> {
+    let Some(rw) = rules.forward(app, key) else {
+        tally.unmatched += 1;
+        return None;
+    };
+    tally.add(rules, app, rw.rule);
+    memory.remember(rw.rule, &rw.to, &key[..rw.prefix_len]);
+    Some(rw)
 }
 
 /// Rule hits counted over a run of requests and added to the shared counters at once (one

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 pub type Sink = mpsc::UnboundedSender<Delivery>;
 
 /// The sequence numbers of a batch whose requests are not consecutive, shared by its job and
-/// its deliveries (one pointer wide, so that [`ReplyTo`] and [`Delivery`] stay small).
-pub type Seqs = Arc<Vec<u64>>;
+/// its deliveries (one allocation a batch).
+pub type Seqs = Arc<[u64]>;
 
 /// What a client session receives from upstream connections.
 #[derive(Debug)]

@@ -515,3 +515,111 @@ fn replies_of_a_pipeline_spread_over_nodes_keep_their_places() {
         }
     }
 }
+
+/// The requests of a pipeline that reach a node which no longer serves their slot are sent
+/// again, from their place in the node's batch (its bytes kept by rekey), to the node the
+/// `-MOVED` names; every reply answers its own request.
+#[test]
+fn moved_requests_inside_a_pipelines_batch_are_sent_again() {
+    let cluster = RedisCluster::start();
+    let rekey = Rekey::start_url(&cluster.url(), RULES);
+    let mut direct = cluster.nodes[0].direct();
+    // `{AppA_mv}:<i>` is rewritten to `{shared_mv}:<i>`: one slot, moved behind rekey's back.
+    let slot = keyslot(&mut direct, "shared_mv");
+    let old = cluster.owner(slot);
+    let new = (old + 1) % 3;
+    // Keys that stay on the old node, to surround the moved ones in its batch.
+    let stay: Vec<String> = (0..)
+        .map(|j| format!("f{j}"))
+        .filter(|k| {
+            let s = keyslot(&mut direct, &format!("shared_{k}"));
+            s != slot && cluster.owner(s) == old
+        })
+        .take(20)
+        .collect();
+    let mut raw = rekey.raw();
+    assert_eq!(
+        raw.call(&["SET", &format!("AppA_{}", stay[0]), "warm"]),
+        crate::common::Resp::Simple("OK".into())
+    );
+    let new_id = cluster.id(new);
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&new_id)
+            .query(&mut node.direct())
+            .unwrap();
+    }
+    let mut bytes = Vec::new();
+    let mut push = |args: &[&str]| {
+        bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+    };
+    for (i, k) in stay.iter().enumerate() {
+        let (v, moved) = (i.to_string(), format!("{{AppA_mv}}:{i}"));
+        push(&["SET", &format!("AppA_{k}"), &v]);
+        push(&["SET", &moved, &v]);
+        push(&["GET", &moved]);
+        push(&["GET", &format!("AppB_{k}")]);
+    }
+    raw.send(&bytes);
+    for i in 0..stay.len() {
+        let v = i.to_string();
+        assert_eq!(raw.read_reply(), crate::common::Resp::Simple("OK".into()));
+        assert_eq!(raw.read_reply(), crate::common::Resp::Simple("OK".into()));
+        assert_eq!(raw.read_reply(), crate::common::bulk(&v), "GET moved {i}");
+        assert_eq!(raw.read_reply(), crate::common::bulk(&v), "GET stay {i}");
+    }
+    let on_new: usize = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut cluster.nodes[new].direct())
+        .unwrap();
+    assert_eq!(
+        on_new,
+        stay.len(),
+        "the moved slot's keys are on its new node"
+    );
+    let errors: String = redis::cmd("INFO")
+        .arg("errorstats")
+        .query(&mut cluster.nodes[old].direct())
+        .unwrap();
+    assert!(errors.contains("errorstat_MOVED"), "redirected: {errors}");
+}
+
+/// A request too large to join a node's batch does not overtake the smaller requests before
+/// it for the same node: Redis runs them in the order the client sent them.
+#[test]
+fn a_large_request_keeps_its_place_behind_a_nodes_batch() {
+    let cluster = RedisCluster::start();
+    let rekey = Rekey::start_url(&cluster.url(), RULES);
+    let mut raw = rekey.raw();
+    let big = "x".repeat(40 * 1024);
+    let mut bytes = Vec::new();
+    let mut push = |args: &[&str]| {
+        bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+    };
+    for i in 0..10 {
+        let key = format!("AppA_big{i}");
+        push(&["SET", &key, "small"]);
+        push(&["SET", &key, &big]);
+        push(&["STRLEN", &key]);
+    }
+    raw.send(&bytes);
+    for i in 0..10 {
+        assert_eq!(raw.read_reply(), crate::common::Resp::Simple("OK".into()));
+        assert_eq!(raw.read_reply(), crate::common::Resp::Simple("OK".into()));
+        assert_eq!(
+            raw.read_reply(),
+            crate::common::Resp::Int(big.len() as i64),
+            "key {i}: the large SET ran last"
+        );
+    }
+}

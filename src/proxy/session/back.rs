@@ -8,6 +8,7 @@ use crate::proxy::session::replies::Ready;
 use crate::proxy::session::Session;
 use crate::rules::rewrite;
 use crate::stats;
+use crate::upstream::contract::each_reply;
 use crate::upstream::Delivery;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -22,9 +23,15 @@ impl Session {
         }
         let now = Instant::now();
         let mut tally = self.tally();
-        while let Some(Ready { mut frame, info }) = self.replies.pop_ready() {
+        while let Some(Ready {
+            mut frame,
+            info,
+            count,
+        }) = self.replies.pop_ready()
+        {
             if let Some(info) = info {
-                tally.add(now, info.cmd, reply::is_error(&frame), info.started, 1);
+                let error = reply::is_error(&frame);
+                tally.add(now, info.cmd, error, info.started, count as u64);
                 if info.silent {
                     continue;
                 }
@@ -32,7 +39,7 @@ impl Session {
                     let config = self.config();
                     let scope = self.scope(&config);
                     frame = rewrite::map_reply(&scope, &ctx, frame);
-                } else if reply::is_error(&frame) && !self.view.cfg.rules.is_empty() {
+                } else if error && !self.view.cfg.rules.is_empty() {
                     let config = self.config();
                     let scope = self.scope(&config);
                     frame = rewrite::map_error(&scope, &[], frame);
@@ -44,16 +51,26 @@ impl Session {
     }
 
     pub(super) fn on_delivery(&mut self, d: Delivery) {
-        if let Delivery::Replies {
-            first_seq,
-            count,
-            errors: 0,
-            ref frames,
-        } = d
-        {
-            if self.relay_run(first_seq, count, frames) {
+        match d {
+            Delivery::Replies {
+                first_seq,
+                count,
+                errors: 0,
+                ref frames,
+            } if self.relay_run(first_seq, count, frames)
+                || self.fill_run(first_seq, count, frames.clone()) =>
+            {
                 return;
             }
+            Delivery::Scattered {
+                ref seqs,
+                first,
+                count,
+                ref frames,
+            } if self.fills_runs() => {
+                return self.fill_scattered(seqs, first, count, frames);
+            }
+            _ => {}
         }
         let Some(d) = d.into_replies(|seq, frame| self.fill(seq, frame)) else {
             return;
@@ -71,11 +88,9 @@ impl Session {
     }
 
     /// Writes a run of replies to the oldest requests as one piece when none of them needs
-    /// work of its own (the common case: no key names to map back, no redirects to follow).
+    /// work of its own (the common case: no key names to map back; and with no error among
+    /// them, no redirect to follow).
     pub(super) fn relay_run(&mut self, first_seq: u64, count: u32, frames: &Bytes) -> bool {
-        if self.proxy.cluster.is_some() {
-            return false;
-        }
         let now = Instant::now();
         let mut tally = self.tally();
         let taken = self.replies.take_plain_run(first_seq, count, |info, n| {
@@ -86,6 +101,73 @@ impl Session {
             self.io.out.push(frames);
         }
         taken
+    }
+
+    /// Whether replies may fill a run's slot at once ([`Session::fill_run`]): nothing is to
+    /// be done for any one of them (see [`Session::fill`]).
+    fn fills_runs(&self) -> bool {
+        self.lease.broadcast_changes.is_empty() && self.exec_effects.is_none()
+    }
+
+    /// Fills the slot of plain requests `first_seq .. first_seq + count` with their replies
+    /// `frames` (none an error) at once, when one slot stands for exactly them (see
+    /// [`ReplyQueue::fill_run`](super::replies::ReplyQueue::fill_run)).
+    fn fill_run(&mut self, first_seq: u64, count: u32, frames: Bytes) -> bool {
+        if !self.fills_runs() || !self.replies.fill_run(first_seq, count, frames) {
+            return false;
+        }
+        if self.lease.release_when_answered && !self.replies.has_unanswered() {
+            self.lease.release_when_answered = false;
+            self.release_if_idle();
+        }
+        true
+    }
+
+    /// The replies of a cluster node's share of a pipeline (`Delivery::Scattered`): a stretch
+    /// of replies to consecutive requests with no error among them fills their run's slot at
+    /// once when it can; the others are filled one by one (an error may be a redirection).
+    fn fill_scattered(&mut self, seqs: &[u64], first: u32, count: u32, frames: &Bytes) {
+        // The stretch so far: its first request, where its replies start, and how many.
+        let mut stretch: Option<(u64, usize, u32)> = None;
+        let mut offset = 0;
+        for i in 0..count {
+            let rest = &frames[offset..];
+            let n = reply::frame_len(rest).ok().flatten().unwrap_or(rest.len());
+            let end = offset + n;
+            let Some(&seq) = seqs.get((first + i) as usize) else {
+                offset = end;
+                continue;
+            };
+            let error = reply::is_error(rest);
+            match &mut stretch {
+                Some((s, _, k)) if !error && *s + *k as u64 == seq => *k += 1,
+                _ => {
+                    if let Some(done) = stretch.take() {
+                        self.fill_stretch(done, offset, frames);
+                    }
+                    match error {
+                        true => self.fill(seq, frames.slice(offset..end)),
+                        false => stretch = Some((seq, offset, 1)),
+                    }
+                }
+            }
+            offset = end;
+        }
+        if let Some(done) = stretch {
+            self.fill_stretch(done, offset, frames);
+        }
+    }
+
+    /// Fills the replies to `count` consecutive requests from `seq` on, `frames[start..end]`.
+    fn fill_stretch(&mut self, (seq, start, count): (u64, usize, u32), end: usize, frames: &Bytes) {
+        let piece = frames.slice(start..end);
+        if self.fill_run(seq, count, piece.clone()) {
+            return;
+        }
+        match count {
+            1 => self.fill(seq, piece),
+            _ => each_reply(seq, count, &piece, |seq, frame| self.fill(seq, frame)),
+        }
     }
 
     pub(super) fn fill(&mut self, seq: u64, frame: Bytes) {

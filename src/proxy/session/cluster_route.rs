@@ -148,6 +148,13 @@ impl Session {
         }
     }
 
+    /// Makes sure this client has its shared pool on `node` (started on first use).
+    pub(super) fn ensure_node_pool(&mut self, node: &Node) {
+        if !self.sender.node_pools.iter().any(|(id, _)| *id == node.id) {
+            self.node_pool(node);
+        }
+    }
+
     /// This client's shared pool on `node` (started on first use).
     pub(super) fn node_pool(&mut self, node: &Node) -> Arc<SharedPool> {
         if let Some((_, pool)) = self.sender.node_pools.iter().find(|(id, _)| *id == node.id) {
@@ -176,12 +183,18 @@ impl Session {
         let Some(info) = self.replies.waiting_mut(seq) else {
             return false;
         };
-        let Some(payload) = info.resend.clone() else {
-            return false;
-        };
         if info.redirects >= MAX_REDIRECTS {
             return false;
         }
+        // Its bytes: kept since an earlier redirection, else found in its node batch.
+        let Some(payload) = info
+            .resend
+            .clone()
+            .or_else(|| self.sender.sent.request(seq))
+        else {
+            return false;
+        };
+        info.resend = Some(payload.clone());
         info.redirects += 1;
         if !redirect.ask {
             cluster.request_refresh();

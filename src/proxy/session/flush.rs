@@ -145,7 +145,7 @@ fn unlink_groups<'k>(keys: &[&'k [u8]], cluster: bool) -> Vec<Vec<&'k [u8]>> {
     let mut by_slot: std::collections::BTreeMap<u16, Vec<&[u8]>> = Default::default();
     for &k in keys {
         by_slot
-            .entry(redis_protocol::redis_keyslot(k))
+            .entry(crate::cluster::slot::slot_of(k))
             .or_default()
             .push(k);
     }

@@ -20,13 +20,15 @@ impl Session {
 
     /// [`Session::forward`] to cluster node `node` (its id; 0 is the client's own pool).
     pub(super) fn forward_on(&mut self, payload: Bytes, blocking: bool, node: u64) {
-        let resend = (node != 0 && self.lease.pin.is_none()).then(|| payload.clone()); // a cluster may redirect it
+        let cluster = node != 0 && self.lease.pin.is_none(); // a cluster may redirect it
         let big = payload.len() >= BATCH_BYTES;
-        if resend.is_some() && !big && !blocking {
-            // A cluster node's share of the pipeline: that node's own batch.
-            let seq = self.open_slot(false, resend);
+        if cluster && !big && !blocking {
+            // A cluster node's share of the pipeline: that node's own batch, which is kept
+            // for a redirection (`Sender::sent`).
+            let seq = self.open_slot(false, None);
             return self.sender.join_node(node, seq, &payload);
         }
+        let resend = cluster.then(|| payload.clone());
         self.open_request(blocking, node, big, resend);
         if big {
             self.sender.outbox.set_big(payload); // large: sent as is, never copied
@@ -103,6 +105,15 @@ impl Session {
     /// Sends the batched requests, if any, as one job.
     pub(super) fn flush_batch(&mut self) {
         self.sender.flush(self.lease.pin.as_ref());
+        self.forget_answered_batches();
+    }
+
+    /// Forgets the cluster node batches sent whose replies have all been written.
+    #[inline]
+    pub(super) fn forget_answered_batches(&mut self) {
+        if !self.sender.sent.is_empty() {
+            self.sender.sent.forget_before(self.replies.oldest_seq());
+        }
     }
 
     /// Sends a request on the pinned connection in subscribe mode: every frame that comes

@@ -12,14 +12,14 @@
 //! [`Session::lane_takes`] (the general path would forward it unchanged, or with its one key
 //! rewritten). The first request it cannot take ends the run and goes through the general
 //! path's phases (`phases`). A single upstream and a cluster differ only where the bytes go:
-//! to the client's shared connection, copied in runs; or each to its (rewritten) key's slot's
-//! node, kept for a redirection ([`Session::forward_cluster_lane`]).
+//! to the client's shared connection, copied in runs; or, copied in runs too, to the batch of
+//! the node that serves their (rewritten) key's slot ([`Session::forward_cluster_lane`]).
 //!
 //! [`Request`]: crate::protocol::Request
 //! [`Session::dispatch`]: crate::proxy::session::Session
 
 use crate::acl::Acl;
-use crate::cluster::slot::slot_of;
+use crate::cluster::slot::{head_crc, slot_after, slot_of, slot_of_parts};
 use crate::commands::{Class, Local};
 use crate::protocol::encode;
 use crate::protocol::parser::Peeked;
@@ -29,7 +29,9 @@ use crate::proxy::session::outbox::BATCH_BYTES;
 use crate::proxy::session::{identity, scope};
 use crate::proxy::session::{ReplyMode, Session};
 use crate::rules::rewrite::{self, RuleTally};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Buf;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 impl Session {
     /// Forwards the leading requests of the read buffer that the lane can take, and leaves
@@ -179,82 +181,150 @@ impl Session {
     }
 
     /// The forwarding lane with a cluster upstream: each plainly forwarded request whose one
-    /// key is argument 1 goes to its slot's node without becoming a [`Request`]. Its bytes (with
-    /// the key rewritten, if a rule does) are kept for a redirection, as every cluster
-    /// request's are; the first request the lane cannot take is left for the general path.
+    /// key is argument 1 goes to its (rewritten) key's slot's node without becoming a
+    /// [`Request`]. As on the single upstream's lane, a run of requests for one node is copied
+    /// into that node's batch as one piece, a rule's new key spliced in on the way, and its
+    /// reply slots opened at once; the batch sent is kept for a redirection
+    /// ([`super::outbox::SentBatches`]). The first request the lane cannot take is left for
+    /// the general path.
     pub(super) fn forward_cluster_lane(&mut self) {
         let Some(cluster) = self.proxy.cluster.clone() else {
             return;
         };
         let topology = cluster.topology();
-        let rules = !self.view.cfg.rules.is_empty();
+        // The config of this run: a rule's new prefix borrows it while the session changes.
+        let cfg = Arc::clone(&self.view.cfg);
+        let rules = !cfg.rules.is_empty();
         if rules {
-            self.memory.sync_generation(self.view.cfg.generation);
+            self.memory.sync_generation(cfg.generation);
         }
         let mut tally = RuleTally::default();
         let acl = self.view.acl.clone();
-        while self.can_read() {
-            let Some(req) = self.io.parser.peek(&self.io.rbuf) else {
+        let mut run = NodeRun::default();
+        let mut prefix = PrefixCrc::default();
+        while self.lane_room(run.unopened) {
+            let Some(req) = self.io.parser.peek(&self.io.rbuf[run.taken..]) else {
                 break;
             };
-            let Some(cmd) = self.lane_takes(&req, 0, true, acl.as_deref()) else {
+            let Some(cmd) = self.lane_takes(&req, run.taken, true, acl.as_deref()) else {
                 break;
             };
             let Some(key) = req.arg1.clone() else {
                 break; // no key: the general path picks a node
             };
-            self.current.cmd = cmd;
-            let (payload, slot) = self.cluster_lane_payload(&req, key, rules, &mut tally);
-            let Some(node) = topology.node_of(slot).cloned() else {
+            let key = run.taken + key.start as usize..run.taken + key.end as usize;
+            let rw = match rules {
+                true => rewrite::sole_key_rewrite_in(
+                    &cfg.rules,
+                    identity(&self.client, &self.conn),
+                    &mut self.memory,
+                    &self.io.rbuf[key.clone()],
+                    &mut tally,
+                ),
+                false => None,
+            };
+            let slot = match &rw {
+                Some(rw) => {
+                    let tail = &self.io.rbuf[key.start + rw.prefix_len..key.end];
+                    prefix.slot(&rw.to, matches!(rw.to, Cow::Borrowed(_)), tail)
+                }
+                None => slot_of(&self.io.rbuf[key.clone()]),
+            };
+            let Some(node) = topology.node_of(slot) else {
+                self.close_node_run(&mut run);
+                run.taken += req.len;
+                run.copied = run.taken; // never sent
                 cluster.request_refresh();
+                self.current.cmd = cmd;
                 self.reply(encode::error(NOT_SERVED));
                 continue;
             };
-            self.node_pool(&node);
-            self.forward_on(payload, false, node.id);
+            if run.node != Some(node.id) || cmd != self.current.cmd {
+                self.close_node_run(&mut run);
+                if run.node != Some(node.id) {
+                    self.ensure_node_pool(node);
+                    run.node = Some(node.id);
+                    run.at = self.sender.outbox.node_at(node.id);
+                }
+                self.current.cmd = cmd;
+            }
+            run.unopened += 1;
+            let batch = self.sender.outbox.node_mut(run.at);
+            if let Some(rw) = rw {
+                let (cut, to) = (rw.prefix_len, rw.to.as_ref());
+                run.copied = splice_head(&self.io.rbuf, run.copied, key, cut, to, &mut batch.buf);
+            }
+            run.taken += req.len;
+            if batch.buf.len() + (run.taken - run.copied) >= BATCH_BYTES {
+                self.close_node_run(&mut run);
+                self.sender.send_node_batch(node.id);
+            }
         }
-        tally.flush(&self.view.cfg.rules, self.identity());
+        self.close_node_run(&mut run);
+        self.io.rbuf.advance(run.taken);
+        tally.flush(&cfg.rules, self.identity());
     }
 
-    /// Takes `req` off the read buffer as the bytes to send (a rule's new key spliced in, if
-    /// one applies) and the slot of the key they carry.
-    fn cluster_lane_payload(
-        &mut self,
-        req: &Peeked,
-        key: std::ops::Range<u32>,
-        rules: bool,
-        tally: &mut RuleTally,
-    ) -> (Bytes, u16) {
-        let key = key.start as usize..key.end as usize;
-        let rewritten = rules.then(|| {
-            let mut scope = scope(&self.view.cfg, &self.client, &self.conn, &mut self.memory);
-            let old = &self.io.rbuf[key.clone()];
-            let rw = rewrite::sole_key_rewrite(&mut scope, old, tally)?;
-            let new_len = rw.to.len() + old.len() - rw.prefix_len;
-            let mut bytes = BytesMut::with_capacity(req.len + rw.to.len());
-            let resume = splice_head(
-                &self.io.rbuf,
-                0,
-                key.clone(),
-                rw.prefix_len,
-                &rw.to,
-                &mut bytes,
-            );
-            // The new key starts with the new prefix splice_head just wrote.
-            let new_key = bytes.len() - rw.to.len();
-            bytes.extend_from_slice(&self.io.rbuf[resume..req.len]);
-            let slot = slot_of(&bytes[new_key..new_key + new_len]);
-            Some((bytes.freeze(), slot))
-        });
-        match rewritten.flatten() {
-            Some(done) => {
-                self.io.rbuf.advance(req.len);
-                done
+    /// Ends the cluster lane's current stretch of requests for one node: their reply slot is
+    /// opened (one for the stretch, which its node answers at once) and the bytes not copied
+    /// yet join the node's batch.
+    fn close_node_run(&mut self, run: &mut NodeRun) {
+        if run.unopened == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut run.unopened);
+        let seq = self
+            .replies
+            .expect_plain_apart(self.current.cmd, self.current.start, n);
+        let batch = self.sender.outbox.node_mut(run.at);
+        batch.push_run(seq, n);
+        batch
+            .buf
+            .extend_from_slice(&self.io.rbuf[run.copied..run.taken]);
+        run.copied = run.taken;
+    }
+}
+
+/// Where the cluster lane is in the read buffer, and the node its current stretch of requests
+/// goes to.
+#[derive(Default)]
+struct NodeRun {
+    /// Bytes of the requests routed so far, and of those, the bytes already in a batch.
+    taken: usize,
+    copied: usize,
+    /// The node of the stretch (its id), and where its batch is in the outbox.
+    node: Option<u64>,
+    at: usize,
+    /// Requests of the stretch whose reply slots are not open yet, all of `current.cmd`.
+    unopened: u32,
+}
+
+/// The CRC of the last fixed new prefix a rule gave in this run of the cluster lane: the same
+/// prefix, request after request, is hashed once.
+#[derive(Default)]
+struct PrefixCrc {
+    /// The prefix (its place in the config, which outlives the run) and its CRC.
+    last: Option<(*const u8, usize, u16)>,
+}
+
+impl PrefixCrc {
+    /// The slot of the key `to ++ tail`; `fixed`: `to` is the rule's own (in the config),
+    /// not made for this key.
+    fn slot(&mut self, to: &[u8], fixed: bool, tail: &[u8]) -> u16 {
+        if !fixed {
+            return slot_of_parts(to, tail);
+        }
+        match self.last {
+            Some((at, len, crc)) if at == to.as_ptr() && len == to.len() => {
+                slot_after(crc, to, tail)
             }
-            None => {
-                let slot = slot_of(&self.io.rbuf[key]);
-                (self.io.rbuf.split_to(req.len).freeze(), slot)
-            }
+            _ => match head_crc(to) {
+                Some(crc) => {
+                    self.last = Some((to.as_ptr(), to.len(), crc));
+                    slot_after(crc, to, tail)
+                }
+                None => slot_of_parts(to, tail),
+            },
         }
     }
 }

@@ -298,6 +298,7 @@ impl Session {
 
     /// Gives back the memory of a burst once the client is idle again.
     fn shrink_idle_buffers(&mut self) {
+        self.forget_answered_batches();
         self.io.shrink_idle();
         self.sender.outbox.shrink_idle();
     }

@@ -4,7 +4,9 @@
 //! what is there. The bytes live in one buffer reused between batches; a large request is
 //! never copied into it but sent as it is.
 
+use crate::protocol::reply;
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Batched request bytes are sent once they reach this size; a larger request goes alone.
@@ -53,7 +55,7 @@ pub(super) struct Outbox {
 pub(super) struct NodeBatch {
     pub(super) node: u64,
     pub(super) seqs: Vec<u64>,
-    buf: BytesMut,
+    pub(super) buf: BytesMut,
 }
 
 /// The requests of a node's batch taken to be sent: whose replies they are.
@@ -62,10 +64,17 @@ pub(super) enum NodeSeqs {
     /// `count` consecutive requests from `first` on.
     Run { first: u64, count: u32 },
     /// Requests that are not consecutive, in order.
-    Scattered(Arc<Vec<u64>>),
+    Scattered(Arc<[u64]>),
 }
 
 impl NodeBatch {
+    /// Adds the `count` consecutive requests from `first` on (their bytes are the caller's
+    /// to append).
+    #[inline]
+    pub(super) fn push_run(&mut self, first: u64, count: u32) {
+        self.seqs.extend(first..first + count as u64);
+    }
+
     /// The requests' sequence numbers, as cheaply as they can be said; the list is emptied
     /// (its memory kept for the next batch).
     fn take_seqs(&mut self) -> NodeSeqs {
@@ -77,8 +86,9 @@ impl NodeBatch {
                 NodeSeqs::Run { first, count }
             }
             false => {
-                let next = Vec::with_capacity(self.seqs.capacity());
-                NodeSeqs::Scattered(Arc::new(std::mem::replace(&mut self.seqs, next)))
+                let seqs = NodeSeqs::Scattered(Arc::from(&self.seqs[..]));
+                self.seqs.clear();
+                seqs
             }
         }
     }
@@ -148,10 +158,10 @@ impl Outbox {
         Some((batch, payload))
     }
 
-    /// Adds request `seq` for cluster node `node` to that node's batch; true when the batch
-    /// is large enough to be sent now.
-    pub(super) fn join_node(&mut self, node: u64, seq: u64, bytes: &[u8]) -> bool {
-        let at = match self.nodes.iter().position(|b| b.node == node) {
+    /// Where the batch of cluster node `node` is (opened on first use): for
+    /// [`Outbox::node_mut`], until the batches are given back idle ([`Outbox::shrink_idle`]).
+    pub(super) fn node_at(&mut self, node: u64) -> usize {
+        match self.nodes.iter().position(|b| b.node == node) {
             Some(at) => at,
             None => {
                 self.nodes.push(NodeBatch {
@@ -160,7 +170,19 @@ impl Outbox {
                 });
                 self.nodes.len() - 1
             }
-        };
+        }
+    }
+
+    /// The node batch at `at` (see [`Outbox::node_at`]).
+    #[inline]
+    pub(super) fn node_mut(&mut self, at: usize) -> &mut NodeBatch {
+        &mut self.nodes[at]
+    }
+
+    /// Adds request `seq` for cluster node `node` to that node's batch; true when the batch
+    /// is large enough to be sent now.
+    pub(super) fn join_node(&mut self, node: u64, seq: u64, bytes: &[u8]) -> bool {
+        let at = self.node_at(node);
         let batch = &mut self.nodes[at];
         batch.seqs.push(seq);
         batch.buf.extend_from_slice(bytes);
@@ -207,6 +229,70 @@ impl Outbox {
         if self.nodes.iter().any(large) {
             self.nodes.clear();
         }
+    }
+}
+
+/// Cluster node batches sent and not yet answered in full: what a `-MOVED` or `-ASK` reply
+/// needs to send its request again. A request's bytes are found (sliced off its batch's) only
+/// when its redirection arrives, so that a request costs nothing of its own to keep.
+#[derive(Debug, Default)]
+pub(super) struct SentBatches {
+    batches: VecDeque<(NodeSeqs, Bytes)>,
+}
+
+impl NodeSeqs {
+    /// The last request's sequence number.
+    fn last(&self) -> u64 {
+        match self {
+            NodeSeqs::Run { first, count } => first + *count as u64 - 1,
+            NodeSeqs::Scattered(seqs) => seqs.last().copied().unwrap_or(0),
+        }
+    }
+
+    /// Where request `seq` is in the batch.
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        match self {
+            NodeSeqs::Run { first, count } => {
+                let i = seq.checked_sub(*first)?;
+                (i < *count as u64).then_some(i as usize)
+            }
+            NodeSeqs::Scattered(seqs) => seqs.binary_search(&seq).ok(),
+        }
+    }
+}
+
+impl SentBatches {
+    /// Keeps a batch sent: requests `seqs`, whose bytes are `payload` in that order.
+    pub(super) fn keep(&mut self, seqs: NodeSeqs, payload: Bytes) {
+        self.batches.push_back((seqs, payload));
+    }
+
+    /// Forgets the batches whose requests all come before `oldest` (the oldest request whose
+    /// reply is not written yet).
+    #[inline]
+    pub(super) fn forget_before(&mut self, oldest: u64) {
+        while self.batches.front().is_some_and(|(s, _)| s.last() < oldest) {
+            self.batches.pop_front();
+        }
+    }
+
+    /// The bytes of request `seq`, if it went in a batch still kept.
+    pub(super) fn request(&self, seq: u64) -> Option<Bytes> {
+        let (i, payload) = self
+            .batches
+            .iter()
+            .rev()
+            .find_map(|(seqs, payload)| Some((seqs.index_of(seq)?, payload)))?;
+        let mut at = 0;
+        for _ in 0..i {
+            at += reply::frame_len(&payload[at..]).ok()??;
+        }
+        let len = reply::frame_len(&payload[at..]).ok()??;
+        Some(payload.slice(at..at + len))
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.batches.is_empty()
     }
 }
 
@@ -271,12 +357,37 @@ mod tests {
         o.take_nodes(|node, seqs, bytes| sent.push((node, seqs, bytes)));
         assert_eq!(sent.len(), 3, "one batch per node");
         assert_eq!(sent[0].0, 7);
-        assert_eq!(sent[0].1, NodeSeqs::Scattered(Arc::new(vec![1u64, 3, 5])));
+        assert_eq!(sent[0].1, NodeSeqs::Scattered(Arc::from(vec![1u64, 3, 5])));
         assert_eq!(&sent[0].2[..], b"r1;r3;r5;");
         assert_eq!(sent[2].1, NodeSeqs::Run { first: 4, count: 1 });
         let mut again = 0;
         o.take_nodes(|_, _, _| again += 1);
         assert_eq!(again, 0, "taken once");
+    }
+
+    #[test]
+    fn a_sent_request_is_found_in_its_batch_until_its_batch_is_answered() {
+        let get = |k: &str| format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len());
+        let mut sent = SentBatches::default();
+        let run = format!("{}{}{}", get("a"), get("bb"), get("c"));
+        sent.keep(NodeSeqs::Run { first: 4, count: 3 }, Bytes::from(run));
+        let scattered = format!("{}{}", get("x"), get("yy"));
+        sent.keep(
+            NodeSeqs::Scattered(Arc::from(vec![7u64, 9])),
+            Bytes::from(scattered),
+        );
+        assert_eq!(sent.request(5).as_deref(), Some(get("bb").as_bytes()));
+        assert_eq!(sent.request(6).as_deref(), Some(get("c").as_bytes()));
+        assert_eq!(sent.request(9).as_deref(), Some(get("yy").as_bytes()));
+        assert_eq!(sent.request(8), None, "sent elsewhere");
+        assert_eq!(sent.request(3), None);
+        sent.forget_before(6);
+        assert!(sent.request(4).is_some(), "request 6 is not answered yet");
+        sent.forget_before(7);
+        assert_eq!(sent.request(4), None);
+        assert!(sent.request(7).is_some());
+        sent.forget_before(10);
+        assert!(sent.is_empty());
     }
 
     #[test]

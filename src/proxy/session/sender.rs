@@ -5,7 +5,7 @@
 //! nothing of what a request means or how keys are rewritten.
 
 use crate::protocol::encode::Proto;
-use crate::proxy::session::outbox::{Batch, NodeSeqs, Outbox, Target};
+use crate::proxy::session::outbox::{Batch, NodeSeqs, Outbox, SentBatches, Target};
 use crate::proxy::Proxy;
 use crate::upstream::{Job, PinnedConn, ReplyTo, SharedPool, Sink, Upstream};
 use arc_swap::{ArcSwap, Cache};
@@ -29,6 +29,8 @@ pub(super) struct Sender {
     upstream_cell: Arc<ArcSwap<Upstream>>,
     /// Cluster mode: shared pools of the nodes this client has used, by node id.
     pub(super) node_pools: Vec<(u64, Arc<SharedPool>)>,
+    /// Cluster mode: node batches sent, kept for the redirections of their requests.
+    pub(super) sent: SentBatches,
     /// The upstream the next pinned connection comes from (a cluster node), if not the default.
     pub(super) pin_hint: Option<Arc<Upstream>>,
     /// Requests went to one upstream connection and the next go to another (a pin was
@@ -52,6 +54,7 @@ impl Sender {
             upstream_live: Cache::new(Arc::clone(&proxy.upstream)),
             upstream_cell: Arc::clone(&proxy.upstream),
             node_pools: Vec::new(),
+            sent: SentBatches::default(),
             pin_hint: None,
             barrier: false,
             worker,
@@ -70,33 +73,41 @@ impl Sender {
         }
     }
 
-    /// Sends the batched requests, if any, as one job per connection.
+    /// Sends the batched requests, if any, as one job per connection: the cluster nodes'
+    /// batches first, as a request too large to join one (sent alone, from the outbox) came
+    /// after them.
     pub(super) fn flush(&mut self, pin: Option<&PinnedConn>) {
-        if let Some((batch, payload)) = self.outbox.take() {
-            self.send(batch, payload, pin);
-        }
         let Sender {
             outbox,
             sink,
             node_pools,
             shared,
             slot,
+            sent,
             ..
         } = self;
         outbox.take_nodes(|node, seqs, payload| {
             let pool = pool_of(node_pools, shared, node);
-            send_node(sink, (pool, *slot), seqs, payload)
+            send_node(sink, (pool, *slot), seqs, payload, sent)
         });
+        if let Some((batch, payload)) = self.outbox.take() {
+            self.send(batch, payload, pin);
+        }
     }
 
     /// Adds request `seq` for cluster node `node` to that node's batch, sending the batch
     /// once it is large enough.
     pub(super) fn join_node(&mut self, node: u64, seq: u64, bytes: &[u8]) {
         if self.outbox.join_node(node, seq, bytes) {
-            if let Some((seqs, payload)) = self.outbox.take_node(node) {
-                let pool = pool_of(&self.node_pools, &self.shared, node);
-                send_node(&self.sink, (pool, self.slot), seqs, payload);
-            }
+            self.send_node_batch(node);
+        }
+    }
+
+    /// Sends the batch of cluster node `node`, if it holds requests.
+    pub(super) fn send_node_batch(&mut self, node: u64) {
+        if let Some((seqs, payload)) = self.outbox.take_node(node) {
+            let pool = pool_of(&self.node_pools, &self.shared, node);
+            send_node(&self.sink, (pool, self.slot), seqs, payload, &mut self.sent);
         }
     }
 
@@ -165,8 +176,16 @@ fn pool_of<'a>(
 }
 
 /// Sends one cluster node's batch on `pool`'s connection `slot`: replies to consecutive
-/// requests come back as a run, others each to its own sequence number.
-fn send_node(sink: &Sink, (pool, slot): (&Arc<SharedPool>, usize), seqs: NodeSeqs, payload: Bytes) {
+/// requests come back as a run, others each to its own sequence number. The batch is kept in
+/// `sent` for redirections.
+fn send_node(
+    sink: &Sink,
+    (pool, slot): (&Arc<SharedPool>, usize),
+    seqs: NodeSeqs,
+    payload: Bytes,
+    sent: &mut SentBatches,
+) {
+    sent.keep(seqs.clone(), payload.clone());
     let reply = match seqs {
         NodeSeqs::Run { first, count } => ReplyTo::Client {
             sink: sink.clone(),

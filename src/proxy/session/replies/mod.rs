@@ -21,9 +21,12 @@ pub struct Filled {
 
 /// A reply ready to be written.
 pub struct Ready {
+    /// The reply; for a run of plain requests answered at once, their replies in order.
     pub frame: Bytes,
     /// `None` for pushes.
     pub info: Option<SlotInfo>,
+    /// Requests `frame` answers.
+    pub count: u32,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +41,12 @@ impl ReplyQueue {
     /// The sequence number the next request will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The oldest request whose reply is not written yet (at most: a frame that answers no
+    /// request carries the number of the request before it), else the next one's.
+    pub fn oldest_seq(&self) -> u64 {
+        self.slots.front().map_or(self.next_seq, |s| s.seq)
     }
 
     /// Requests and frames waiting to be written (answered or not).
@@ -79,6 +88,19 @@ impl ReplyQueue {
                 self.slots.push_back(slot);
             }
         }
+        seq
+    }
+
+    /// [`ReplyQueue::expect_plain`] in a slot of their own, whatever the slot before: a
+    /// cluster node's stretch of a pipeline, whose replies come from that node together (and
+    /// then fill the slot at once, [`ReplyQueue::fill_run`]).
+    pub fn expect_plain_apart(&mut self, cmd: u16, started: Instant, n: u32) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += n as u64;
+        self.entries += n as usize;
+        let mut slot = Slot::single(seq, None, Some(SlotInfo::plain_for(cmd, started)));
+        slot.count = n;
+        self.slots.push_back(slot);
         seq
     }
 
@@ -152,6 +174,21 @@ impl ReplyQueue {
         Some(Filled {
             blocking: slot.info.as_ref().is_some_and(|i| i.blocking),
         })
+    }
+
+    /// Fills, with `frames`, the slot of the run of plain requests `first_seq .. first_seq +
+    /// count` when one slot stands for exactly these requests and they all wait; false (and
+    /// nothing changed) otherwise.
+    pub fn fill_run(&mut self, first_seq: u64, count: u32, frames: Bytes) -> bool {
+        let Some(i) = self.index_of(first_seq) else {
+            return false;
+        };
+        let slot = &mut self.slots[i];
+        if slot.seq != first_seq || slot.count != count || slot.frame.is_some() {
+            return false;
+        }
+        slot.frame = Some(frames);
+        true
     }
 
     /// The record of request `seq` while it waits for its reply.
@@ -283,10 +320,11 @@ impl ReplyQueue {
     pub fn pop_ready(&mut self) -> Option<Ready> {
         if self.front_ready() {
             let slot = self.slots.pop_front().expect("front exists");
-            self.entries -= 1;
+            self.entries -= slot.count as usize;
             return slot.frame.map(|frame| Ready {
                 frame,
                 info: slot.info,
+                count: slot.count,
             });
         }
         None
@@ -438,6 +476,38 @@ mod tests {
             ]
         );
         assert_eq!((q.len(), q.fill(seqs[2], Bytes::new())), (0, None));
+    }
+
+    #[test]
+    fn a_run_answered_at_once_leaves_as_one_piece() {
+        let mut q = ReplyQueue::default();
+        let t = Instant::now();
+        let a = q.expect_plain(1, t, 3);
+        let b = q.expect_plain(2, t, 2);
+        assert!(!q.fill_run(a, 2, Bytes::new()), "not the whole run");
+        assert!(
+            !q.fill_run(a + 1, 2, Bytes::new()),
+            "not where a run starts"
+        );
+        assert!(q.fill_run(b, 2, Bytes::from_static(b"+C\r\n+D\r\n")));
+        assert!(!q.fill_run(b, 2, Bytes::new()), "already answered");
+        assert!(q.pop_ready().is_none());
+        q.fill(a + 1, Bytes::from_static(b"+B\r\n"));
+        assert!(q.fill_run(a, 1, Bytes::from_static(b"+A\r\n")));
+        q.fill(a + 2, Bytes::from_static(b"+B2\r\n"));
+        let counts: Vec<(u32, Bytes)> = std::iter::from_fn(|| q.pop_ready())
+            .map(|r| (r.count, r.frame))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![
+                (1, Bytes::from_static(b"+A\r\n")),
+                (1, Bytes::from_static(b"+B\r\n")),
+                (1, Bytes::from_static(b"+B2\r\n")),
+                (2, Bytes::from_static(b"+C\r\n+D\r\n")),
+            ]
+        );
+        assert_eq!(q.len(), 0);
     }
 
     #[test]
