@@ -684,6 +684,11 @@ fn bad_handshakes_affect_only_their_connection() {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink); // closed by the handshake timeout
     }
+    // The timeout closes the socket first and is counted just after: wait for the count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures(&rekey, "client", "timeout") < 50.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         failures(&rekey, "client", "timeout") >= 50.0,
         "{}",
