@@ -75,20 +75,15 @@ impl ReplyQueue {
     /// the first one's sequence number.
     pub fn expect_plain(&mut self, cmd: u16, started: Instant, n: u32) -> u64 {
         let seq = self.next_seq;
-        self.next_seq += n as u64;
-        self.entries += n as usize;
         match self.slots.back_mut() {
             Some(run) if run.joins_plain(seq, cmd, started) && run.count <= u32::MAX - n => {
-                run.count += n
+                run.count += n;
+                self.next_seq += n as u64;
+                self.entries += n as usize;
+                seq
             }
-            _ => {
-                let info = SlotInfo::plain_for(cmd, started);
-                let mut slot = Slot::single(seq, None, Some(info));
-                slot.count = n;
-                self.slots.push_back(slot);
-            }
+            _ => self.expect_plain_apart(cmd, started, n),
         }
-        seq
     }
 
     /// [`ReplyQueue::expect_plain`] in a slot of their own, whatever the slot before: a
