@@ -5,7 +5,7 @@
 //! followed through `-ASK` and `-MOVED` without a failed request.
 
 use crate::common::cluster::{keyslot, RedisCluster};
-use crate::common::Rekey;
+use crate::common::{encode, Rekey};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,15 +342,7 @@ fn slot_migration_under_load_loses_no_request() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(20)); // let the load hit the migrating state
     }
-    for node in &cluster.nodes {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg("NODE")
-            .arg(&dst_id)
-            .query(&mut node.direct())
-            .unwrap();
-    }
+    cluster.assign_slot(slot, target);
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -484,12 +476,7 @@ fn replies_of_a_pipeline_spread_over_nodes_keep_their_places() {
     let mut raw = rekey.raw();
     for round in 0..2 {
         let mut bytes = Vec::new();
-        let mut push = |args: &[&str]| {
-            bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-            for a in args {
-                bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
-        };
+        let mut push = |args: &[&str]| bytes.extend_from_slice(&encode(args));
         for i in 0..60 {
             let list = format!("AppA_l{round}_{i}");
             let plain = format!("AppA_k{round}_{i}");
@@ -542,23 +529,9 @@ fn moved_requests_inside_a_pipelines_batch_are_sent_again() {
         raw.call(&["SET", &format!("AppA_{}", stay[0]), "warm"]),
         crate::common::Resp::Simple("OK".into())
     );
-    let new_id = cluster.id(new);
-    for node in &cluster.nodes {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(slot)
-            .arg("NODE")
-            .arg(&new_id)
-            .query(&mut node.direct())
-            .unwrap();
-    }
+    cluster.assign_slot(slot, new);
     let mut bytes = Vec::new();
-    let mut push = |args: &[&str]| {
-        bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-    };
+    let mut push = |args: &[&str]| bytes.extend_from_slice(&encode(args));
     for (i, k) in stay.iter().enumerate() {
         let (v, moved) = (i.to_string(), format!("{{AppA_mv}}:{i}"));
         push(&["SET", &format!("AppA_{k}"), &v]);
@@ -600,12 +573,7 @@ fn a_large_request_keeps_its_place_behind_a_nodes_batch() {
     let mut raw = rekey.raw();
     let big = "x".repeat(40 * 1024);
     let mut bytes = Vec::new();
-    let mut push = |args: &[&str]| {
-        bytes.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-    };
+    let mut push = |args: &[&str]| bytes.extend_from_slice(&encode(args));
     for i in 0..10 {
         let key = format!("AppA_big{i}");
         push(&["SET", &key, "small"]);

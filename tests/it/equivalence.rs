@@ -4,7 +4,7 @@
 //! reply bytes in the same order, in RESP2 and RESP3. One regression test per difference
 //! found (issue #19); the randomized differential test is `tests/differential.rs`.
 
-use crate::common::{RedisServer, Rekey};
+use crate::common::{encode, RedisServer, Rekey};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -61,14 +61,6 @@ impl Pair {
         }
         assert_eq!(proxied.len(), direct.len());
     }
-}
-
-fn encode(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    out
 }
 
 fn exchange(port: u16, proto: u8, steps: &[(&[&[&str]], usize)]) -> Vec<Vec<u8>> {

@@ -5,7 +5,7 @@
 //! Redis is the oracle: the same bytes go to a plain redis-server and through rekey.
 
 use crate::common::{
-    Auth, RawClient, RedisServer, Rekey, Resp, Variant, UPSTREAM_PASSWORD, UPSTREAM_USER,
+    encode, Auth, RawClient, RedisServer, Rekey, Resp, Variant, UPSTREAM_PASSWORD, UPSTREAM_USER,
 };
 use std::io::Write;
 use std::net::TcpStream;
@@ -195,14 +195,6 @@ fn pipeline_of(kind: &str) -> Vec<&'static str> {
         "get" => vec!["GET", "k"],
         _ => unreachable!(),
     }
-}
-
-fn encode(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    out
 }
 
 /// Sends `n` commands at once (from another thread, so that neither side waits for the

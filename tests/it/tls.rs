@@ -163,11 +163,7 @@ impl TlsClient {
     }
 
     fn cmd(&mut self, args: &[&str]) {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        self.s.write_all(out.as_bytes()).unwrap();
+        self.s.write_all(&common::encode(args)).unwrap();
         self.s.flush().unwrap();
     }
 
@@ -1018,27 +1014,20 @@ fn tls_pipelines_and_large_values_through_both_sides() {
 
     let mut client = TlsClient::connect(tls_port, &cfg).unwrap();
     let value = |i: usize| format!("{i}:{}", "v".repeat(700 + i % 300));
-    let resp = |args: &[&str]| {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        out
-    };
     // 3,000 SETs in one write, then 3,000 GETs (about 3 MB of replies) in one write.
     const N: usize = 3000;
-    let sets: String = (0..N)
-        .map(|i| resp(&["SET", &format!("AppA_p{i}"), &value(i)]))
+    let sets: Vec<u8> = (0..N)
+        .flat_map(|i| common::encode(&["SET", &format!("AppA_p{i}"), &value(i)]))
         .collect();
-    client.s.write_all(sets.as_bytes()).unwrap();
+    client.s.write_all(&sets).unwrap();
     client.s.flush().unwrap();
     for i in 0..N {
         assert_eq!(client.reply(), ok(), "SET #{i}");
     }
-    let gets: String = (0..N)
-        .map(|i| resp(&["GET", &format!("AppB_p{i}")]))
+    let gets: Vec<u8> = (0..N)
+        .flat_map(|i| common::encode(&["GET", &format!("AppB_p{i}")]))
         .collect();
-    client.s.write_all(gets.as_bytes()).unwrap();
+    client.s.write_all(&gets).unwrap();
     client.s.flush().unwrap();
     for i in 0..N {
         assert_eq!(client.reply(), b(&value(i)), "GET #{i}");
@@ -1049,16 +1038,16 @@ fn tls_pipelines_and_large_values_through_both_sides() {
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();
     let pipeline = [
-        resp(&["GET", "AppA_p1"]),
-        resp(&["SET", "AppA_big", &big]),
-        resp(&["GET", "AppA_p2"]),
-        resp(&["GET", "AppB_big"]),
-        resp(&["STRLEN", "AppA_big"]),
-        resp(&["GET", "AppB_big"]),
-        resp(&["PING"]),
+        common::encode(&["GET", "AppA_p1"]),
+        common::encode(&["SET", "AppA_big", &big]),
+        common::encode(&["GET", "AppA_p2"]),
+        common::encode(&["GET", "AppB_big"]),
+        common::encode(&["STRLEN", "AppA_big"]),
+        common::encode(&["GET", "AppB_big"]),
+        common::encode(&["PING"]),
     ]
     .concat();
-    client.s.write_all(pipeline.as_bytes()).unwrap();
+    client.s.write_all(&pipeline).unwrap();
     client.s.flush().unwrap();
     assert_eq!(client.reply(), b(&value(1)));
     assert_eq!(client.reply(), ok());

@@ -87,6 +87,21 @@ impl RedisCluster {
             .unwrap()
     }
 
+    /// Gives `slot` to node `node` on every node (`CLUSTER SETSLOT … NODE`), as the end of a
+    /// migration does.
+    pub fn assign_slot(&self, slot: u16, node: usize) {
+        let id = self.id(node);
+        for n in &self.nodes {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&id)
+                .query(&mut n.direct())
+                .unwrap();
+        }
+    }
+
     /// The node index serving each slot (one `CLUSTER SLOTS` for all of them).
     pub fn slot_owners(&self) -> Vec<usize> {
         let alive = self.nodes.iter().find(|n| n.is_running()).unwrap();

@@ -682,6 +682,15 @@ impl Resp {
 }
 
 /// A bulk string reply, for comparisons.
+/// A command as the RESP array a client sends.
+pub fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
 pub fn bulk(s: &str) -> Resp {
     Resp::Bulk(s.as_bytes().to_vec())
 }
@@ -693,11 +702,7 @@ impl RawClient {
 
     /// Sends a command as a RESP array.
     pub fn cmd(&mut self, args: &[&str]) {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        self.send(out.as_bytes());
+        self.send(&encode(args));
     }
 
     /// Sends a command and reads its reply (the next reply on the wire: no pushes expected
