@@ -15,10 +15,9 @@ use crate::protocol::encode::Proto;
 use crate::protocol::reply;
 use crate::protocol::tree::Node;
 use crate::protocol::Request;
-use crate::upstream::{Delivery, Job, ReplyTo, SharedPool, Sink};
+use crate::upstream::{mailbox, Delivery, Job, ReplyTo, SharedPool, Sink};
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Bits of a composite SCAN cursor that name the node.
 pub const NODE_BITS: u32 = 10;
@@ -188,7 +187,7 @@ const MAX_PART_REDIRECTS: usize = 3;
 /// Each part's reply, in part order (an ASKING-prefixed part answers with two frames).
 async fn gather(parts: Vec<Part>) -> Vec<Bytes> {
     let n = parts.len();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mailbox::mailbox();
     for (i, part) in parts.into_iter().enumerate() {
         let asking = part.payload.starts_with(ASKING);
         let job = Job::Send {

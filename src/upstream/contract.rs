@@ -8,12 +8,15 @@
 //! the driver that answers it need not know where the connection goes back to.
 
 use crate::protocol::reply;
+use crate::upstream::mailbox;
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Where a client session receives its replies.
-pub type Sink = mpsc::UnboundedSender<Delivery>;
+pub type Sink = mailbox::Sender<Delivery>;
+
+/// Where a client session takes its replies from.
+pub type Inbox = mailbox::Receiver<Delivery>;
 
 /// The sequence numbers of a batch whose requests are not consecutive, shared by its job and
 /// its deliveries (one allocation a batch).

@@ -13,6 +13,8 @@
 //! - [`url`], [`silence`]: the upstream address and credentials; how long a shared
 //!   connection has waited with no reply (a stalled Redis).
 //! - [`settings`]: how to reach and size the upstream.
+//! - [`mailbox`]: the queue a session receives its deliveries in (lighter than an mpsc
+//!   channel for the many idle clients).
 //! - [`contract`]: what sessions and connections exchange: jobs, reply targets, deliveries.
 //! - [`dial`]: connect (TCP, TLS), the one "ready" handshake, one-off queries, errors.
 //! - [`driver`]: one connection's pipelined write/read loop and reply matching.
@@ -27,6 +29,7 @@ pub mod contract;
 pub mod credentials;
 pub mod dial;
 pub mod driver;
+pub mod mailbox;
 pub mod pinned;
 pub mod sentinel;
 pub mod settings;
@@ -34,7 +37,7 @@ pub mod shared;
 pub mod silence;
 pub mod url;
 
-pub use contract::{Delivery, Job, ReplyTo, Sink};
+pub use contract::{Delivery, Inbox, Job, ReplyTo, Sink};
 pub use pinned::PinnedConn;
 pub use settings::UpstreamSettings;
 pub use shared::SharedPool;

@@ -32,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
 /// the driver cannot reach the pinned pool to give a connection back.
 const UPSTREAM: &[&[&str]] = &[
     &["credentials"],
-    &["url", "silence"],
+    &["url", "silence", "mailbox"],
     &["settings"],
     &["contract"],
     &["dial"],

@@ -54,9 +54,13 @@ impl Session {
         let mut taken = 0;
         let mut copied = 0;
         // Requests taken whose reply slots are not open yet, all of `current_cmd`: a run of
-        // one command is opened at once, always before its bytes join the batch (opening may
-        // send the batch before it).
+        // one command is opened at once, always before its bytes join the batch. Opening may
+        // send the batch before it (another connection's, or a gap in the sequence), but only
+        // the first opening of this call: after it, the batch is the shared connection's and
+        // every request taken follows the last. So a rule's splice, which writes into the
+        // batch, waits for that first opening only.
         let mut unopened = 0;
+        let mut joined = false;
         while self.lane_room(unopened) {
             let Some(req) = self.io.parser.peek(&self.io.rbuf[taken..]) else {
                 break;
@@ -70,8 +74,10 @@ impl Session {
             }
             unopened += 1;
             if rules {
-                // Splicing writes into the batch.
-                self.open_plain_requests(std::mem::take(&mut unopened));
+                if !joined {
+                    self.open_plain_requests(std::mem::take(&mut unopened));
+                    joined = true;
+                }
                 if let Some(resume) = self.splice_key(&req, taken, copied, &mut tally) {
                     copied = resume;
                 }

@@ -51,7 +51,7 @@ use crate::rules::memory::PrefixMemory;
 use crate::rules::rewrite::{ReplyCtx, Scope};
 use crate::stats;
 use crate::transport::Transport;
-use crate::upstream::Delivery;
+use crate::upstream::{mailbox, Inbox};
 use crate::wire::reserve_read_from;
 use bytes::Bytes;
 use conn::ConnState;
@@ -63,7 +63,6 @@ use share::Tenancy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use view::ConfigView;
 
@@ -116,7 +115,7 @@ pub struct Session {
     sender: Sender,
     /// Replies in request order (see [`replies`]), and the channel they arrive on.
     replies: ReplyQueue,
-    inbox: mpsc::UnboundedReceiver<Delivery>,
+    inbox: Inbox,
     lookups: commands::LookupCache,
     /// What Redis keeps per connection, emulated per client (see [`conn`]).
     conn: ConnState,
@@ -155,7 +154,7 @@ impl Session {
             max_bulk: view.limits.max_bulk_bytes,
             max_array: view.limits.max_array_len,
         };
-        let (sink, inbox) = mpsc::unbounded_channel();
+        let (sink, inbox) = mailbox::mailbox();
         let id = proxy
             .next_client_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -252,8 +251,8 @@ impl Session {
                     self.on_delivery(d);
                     for _ in 0..4096 {
                         match self.inbox.try_recv() {
-                            Ok(d) => self.on_delivery(d),
-                            Err(_) => break,
+                            Some(d) => self.on_delivery(d),
+                            None => break,
                         }
                     }
                 }
