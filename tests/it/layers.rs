@@ -254,3 +254,48 @@ fn the_upstream_checker_sees_the_old_circle() {
         may_import_in(UPSTREAM, "pinned", "driver") && may_import_in(UPSTREAM, "driver", "url")
     );
 }
+
+/// The session's shape from the request-path redesign: a `Session` of at most 20 fields,
+/// split by type into files of at most 500 lines each (tests in files of their own count
+/// apart), so that growth shows here rather than in the next reader's afternoon.
+#[test]
+fn the_session_stays_split_by_type() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proxy/session");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let mut long = Vec::new();
+    for file in &files {
+        let lines = std::fs::read_to_string(file).unwrap().lines().count();
+        let is_tests = file.file_name().is_some_and(|n| n == "tests.rs");
+        if lines > 500 && !is_tests {
+            long.push(format!("{} has {lines} lines", file.display()));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "session files over 500 lines:\n{}",
+        long.join("\n")
+    );
+
+    let text = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
+    let body = text
+        .split("pub struct Session {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}\n").next())
+        .expect("struct Session in session/mod.rs");
+    let fields = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && !l.starts_with('#'))
+        .filter(|l| {
+            l.split(':').next().is_some_and(|name| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            }) && l.contains(':')
+        })
+        .count();
+    assert!(
+        fields > 5,
+        "the field count reads the struct ({fields} found)"
+    );
+    assert!(fields <= 20, "Session has {fields} fields (at most 20)");
+}
