@@ -131,13 +131,18 @@ impl<T> Receiver<T> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// [`Receiver::recv`] as a poll.
+    /// [`Receiver::recv`] as a poll. Each value received spends the task's cooperative
+    /// budget, as tokio's own channels do: a session that deliveries from other threads
+    /// (a `MONITOR` feed) never leave idle still lets the other clients of its worker run.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let mut state = self.shared.lock();
         if let Some(value) = state.queue.pop_front() {
+            budget.made_progress();
             return Poll::Ready(Some(value));
         }
         if self.shared.senders.load(Ordering::Acquire) == 0 {
+            budget.made_progress();
             return Poll::Ready(None);
         }
         match &state.waker {
@@ -216,6 +221,26 @@ mod tests {
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(tx.send("back".to_string()), Err("back".to_string()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_receiver_that_always_has_values_lets_other_tasks_run() {
+        let (tx, mut rx) = mailbox();
+        for i in 0..10_000 {
+            tx.send(i).unwrap();
+        }
+        let other_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&other_ran);
+        tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+        let mut seen_after = None;
+        for i in 0..10_000 {
+            assert_eq!(rx.recv().await, Some(i));
+            if seen_after.is_none() && other_ran.load(Ordering::Relaxed) {
+                seen_after = Some(i);
+            }
+        }
+        let at = seen_after.expect("the other task ran while values were waiting");
+        assert!(at < 1_000, "it ran only after {at} values");
     }
 
     #[tokio::test]
