@@ -51,6 +51,20 @@ struct State<T> {
     closed: bool,
 }
 
+/// Room kept for values once the queue is empty again: a burst's larger queue is given back.
+const KEEP_EMPTY: usize = 256;
+
+impl<T> State<T> {
+    /// The first value; the queue's memory is given back when a burst left it large and empty.
+    fn take(&mut self) -> Option<T> {
+        let value = self.queue.pop_front()?;
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_EMPTY {
+            self.queue = VecDeque::new();
+        }
+        Some(value)
+    }
+}
+
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Nothing panics while holding the lock; a poisoned one holds a consistent queue.
@@ -137,7 +151,7 @@ impl<T> Receiver<T> {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let mut state = self.shared.lock();
-        if let Some(value) = state.queue.pop_front() {
+        if let Some(value) = state.take() {
             budget.made_progress();
             return Poll::Ready(Some(value));
         }
@@ -154,7 +168,7 @@ impl<T> Receiver<T> {
 
     /// The next value if one is there now.
     pub fn try_recv(&mut self) -> Option<T> {
-        self.shared.lock().queue.pop_front()
+        self.shared.lock().take()
     }
 }
 
@@ -221,6 +235,18 @@ mod tests {
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(tx.send("back".to_string()), Err("back".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_burst_leaves_no_large_queue_behind() {
+        let (tx, mut rx) = mailbox();
+        for i in 0..10_000 {
+            tx.send(i).unwrap();
+        }
+        while rx.try_recv().is_some() {}
+        assert!(rx.shared.lock().queue.capacity() <= KEEP_EMPTY);
+        tx.send(1).unwrap();
+        assert_eq!(rx.recv().await, Some(1));
     }
 
     #[tokio::test(flavor = "current_thread")]
