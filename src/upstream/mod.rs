@@ -5,7 +5,8 @@
 //!
 //! This module moves bytes and matches replies to requests; it knows nothing of rules or of
 //! what a command means. A request is a [`Job`]: the bytes to send and where the reply goes
-//! ([`ReplyTo`]). Replies are delivered as [`Delivery`] values into the client's channel.
+//! ([`ReplyTo`]). Replies are delivered as [`Delivery`] values into the client's mailbox
+//! ([`mailbox`]).
 //!
 //! Files, lowest first; each imports only those before it (`tests/it/layers.rs` checks):
 //! - [`credentials`]: the upstream login when it changes (`[upstream_auth]`): its sources,

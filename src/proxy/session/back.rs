@@ -1,5 +1,5 @@
 //! The way back: replies are collected from every upstream connection (deliveries into the
-//! session's channel), put in request order ([`super::replies`]), mapped back to the client's
+//! session's mailbox), put in request order ([`super::replies`]), mapped back to the client's
 //! names, counted, and moved to the write queue. A run of replies that needs no work of its
 //! own is relayed as one piece.
 

@@ -113,7 +113,7 @@ pub struct Session {
     io: ClientIo,
     /// Where requests go (see [`sender`]).
     sender: Sender,
-    /// Replies in request order (see [`replies`]), and the channel they arrive on.
+    /// Replies in request order (see [`replies`]), and the mailbox they arrive in.
     replies: ReplyQueue,
     inbox: Inbox,
     lookups: commands::LookupCache,
