@@ -72,14 +72,9 @@ impl<'a> Scope<'a> {
     /// The rewrite of a key, counted and remembered (the new key is not built here).
     fn key_rewrite(&mut self, key: &[u8]) -> Option<Rewrite<'a>> {
         let mut tally = RuleTally::default();
-        let rw = self.key_rewrite_tallied(key, &mut tally);
+        let rw = sole_key_rewrite(self.rules, self.app, self.memory, key, &mut tally);
         tally.flush(self.rules, self.app);
         rw
-    }
-
-    /// [`Scope::key_rewrite`], counted in `tally` (flushed by the caller).
-    fn key_rewrite_tallied(&mut self, key: &[u8], tally: &mut RuleTally) -> Option<Rewrite<'a>> {
-        sole_key_rewrite_in(self.rules, self.app, self.memory, key, tally)
     }
 
     fn glob(&mut self, pattern: &[u8], channels: bool) -> Option<Vec<u8>> {
@@ -260,19 +255,11 @@ fn rewrite_sole_key(
     encode(req, change.into_iter(), out, max_encoded)
 }
 
-/// The rewrite of the key of a command with [`has_sole_key`] (argument 1), remembered like
-/// any other and counted in `tally`; the caller splices it in.
+/// The rewrite of the key of a command with [`has_sole_key`] (argument 1) by `app`'s rules,
+/// remembered like any other and counted in `tally`; the caller splices it in. A [`Scope`]'s
+/// parts are given apart (`memory` already at the rules' generation): the rewrite borrows
+/// only the rules, so that the lanes may go on using the rest of the session.
 pub fn sole_key_rewrite<'r>(
-    scope: &mut Scope<'r>,
-    key: &[u8],
-    tally: &mut RuleTally,
-) -> Option<Rewrite<'r>> {
-    scope.key_rewrite_tallied(key, tally)
-}
-
-/// [`sole_key_rewrite`] with the scope's parts given apart: the rewrite borrows only the
-/// rules, so that the caller may go on using the rest (the cluster lane).
-pub fn sole_key_rewrite_in<'r>(
     rules: &'r RuleSet,
     app: Option<&str>,
     memory: &mut PrefixMemory,

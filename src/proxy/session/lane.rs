@@ -25,8 +25,8 @@ use crate::protocol::encode;
 use crate::protocol::parser::Peeked;
 use crate::protocol::request::splice_head;
 use crate::proxy::session::cluster_route::NOT_SERVED;
+use crate::proxy::session::identity;
 use crate::proxy::session::outbox::BATCH_BYTES;
-use crate::proxy::session::{identity, scope};
 use crate::proxy::session::{ReplyMode, Session};
 use crate::rules::rewrite::{self, RuleTally};
 use bytes::Buf;
@@ -171,8 +171,10 @@ impl Session {
     ) -> Option<usize> {
         let raw = &self.io.rbuf[offset..offset + req.len];
         let key = req.arg1(raw)?;
-        let mut scope = scope(&self.view.cfg, &self.client, &self.conn, &mut self.memory);
-        let rw = rewrite::sole_key_rewrite(&mut scope, key, tally)?;
+        // The prefix memory was brought to this config's generation once for the run.
+        let app = identity(&self.client, &self.conn);
+        let rw =
+            rewrite::sole_key_rewrite(&self.view.cfg.rules, app, &mut self.memory, key, tally)?;
         let arg = req.arg1.clone()?;
         let arg = offset + arg.start as usize..offset + arg.end as usize;
         let to = rw.to.as_ref();
@@ -220,7 +222,7 @@ impl Session {
             };
             let key = run.taken + key.start as usize..run.taken + key.end as usize;
             let rw = match rules {
-                true => rewrite::sole_key_rewrite_in(
+                true => rewrite::sole_key_rewrite(
                     &cfg.rules,
                     identity(&self.client, &self.conn),
                     &mut self.memory,
